@@ -1,0 +1,486 @@
+//! Command-line interface: argument definitions, gathering the inputs of a check (environment,
+//! env files, units over D-Bus or from files, scripts, docs) and presenting the result.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use crate::config::{EnvFileArg, Layers, Settings, Sourced};
+use crate::contract::{self, Inputs, Phase, Report, TextInput, UnitLookup};
+use crate::diag::{self, Severity};
+use crate::unit::UnitDef;
+
+/// Exit codes, documented in `--help` and the README.
+pub mod exit {
+    /// The contract is valid (or not enforced).
+    pub const OK: u8 = 0;
+    /// The contract has errors and `RUNTIME_CONTRACT_ENFORCE` is on.
+    pub const INVALID: u8 = 1;
+    /// The check could not run: bad usage or unreadable input.
+    pub const USAGE: u8 = 2;
+}
+
+const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  the contract is valid, or RUNTIME_CONTRACT_ENFORCE=false (findings are then warnings)
+  1  the contract has errors and is enforced
+  2  the check could not run: bad usage or an unreadable input (the message says which)";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "warden",
+    version,
+    about = "systemd-native watchdog and runtime-contract agent for Gunicorn services",
+    long_about = "warden checks the runtime contract of a Gunicorn service under systemd (conda \
+                  prefix, PID / restart-flag / state paths, env files, unit files) and watches \
+                  over it in production.",
+    after_help = EXIT_CODES_HELP
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check the runtime contract; fails (exit 1) on errors, for `ExecStartPre=`
+    #[command(after_help = EXIT_CODES_HELP)]
+    Check(CheckArgs),
+    /// Print the resolved contract: each value and where it came from
+    #[command(after_help = EXIT_CODES_HELP)]
+    Contract(ContractArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SourceArgs {
+    /// Load variables from a file in systemd EnvironmentFile= syntax; repeatable, later files
+    /// override earlier ones and the environment. A leading '-' makes the file optional.
+    /// Without it (and outside systemd) the app unit's own env files are used.
+    #[arg(long = "env-file", value_name = "PATH", allow_hyphen_values = true)]
+    pub env_files: Vec<EnvFileArg>,
+    /// Read unit files (and NAME.d/*.conf drop-ins) from DIR instead of asking systemd;
+    /// repeatable, highest priority first
+    #[arg(long = "unit-path", value_name = "DIR")]
+    pub unit_paths: Vec<PathBuf>,
+    /// Never contact systemd over D-Bus; read unit files from --unit-path or systemd's
+    /// default directories
+    #[arg(long)]
+    pub offline: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// A script whose shell defaults (${VAR:-value}) of contract variables must match; repeatable
+    #[arg(long = "script", value_name = "PATH")]
+    pub scripts: Vec<PathBuf>,
+    /// Documentation whose VAR=value mentions of contract variables must match; repeatable
+    #[arg(long = "docs", value_name = "PATH")]
+    pub docs: Vec<PathBuf>,
+    /// pre-start: the port must be free; running: it must be held by the app's gunicorn master
+    #[arg(long, value_enum, default_value = "pre-start")]
+    pub phase: Phase,
+    /// Print the report as JSON
+    #[arg(long)]
+    pub json: bool,
+    /// Print the table of finding codes and exit
+    #[arg(long)]
+    pub list_codes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ContractArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// Print the contract as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// An error that stops a command before it can report findings (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] crate::config::LoadError),
+    #[error("cannot read {what} {path}: {source}")]
+    Input {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+impl CliError {
+    fn help(&self) -> &'static str {
+        match self {
+            CliError::Config(_) => "check the path, or prefix it with '-' to make the file optional",
+            CliError::Input { .. } => "check the path and that warden's user may read it",
+            CliError::Runtime(_) => "the system is out of resources (threads, file descriptors)",
+        }
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check(a) => check(a),
+        Command::Contract(a) => contract_cmd(a),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("warden: error: {e}\n  help: {}", e.help());
+            ExitCode::from(exit::USAGE)
+        }
+    }
+}
+
+/// Everything a check reads, gathered once.
+struct Gathered {
+    layers: Layers,
+    settings: Settings,
+    invalid: Vec<crate::config::InvalidValue>,
+    units: Vec<UnitLookup>,
+    /// How units were read, for the report.
+    unit_source: String,
+}
+
+fn under_systemd() -> bool {
+    std::env::var_os("INVOCATION_ID").is_some()
+}
+
+fn gather(src: &SourceArgs) -> Result<Gathered, CliError> {
+    let mut layers = Layers::load(&src.env_files)?;
+    let (mut settings, mut invalid) = Settings::resolve(&layers);
+    let (units, unit_source) = read_units(src, &settings)?;
+
+    // Outside systemd with no --env-file, take the contract from the env files the app unit
+    // loads: that is what the units will see, whatever the calling shell has exported.
+    if src.env_files.is_empty() && !under_systemd() {
+        let app_files: Vec<EnvFileArg> = settings
+            .app_unit
+            .as_ref()
+            .and_then(|n| units.iter().find(|l| &l.name == n))
+            .and_then(|l| l.result.as_ref().ok())
+            .map(|u| {
+                u.environment_files
+                    .iter()
+                    .map(|(p, _)| EnvFileArg { path: p.clone(), optional: true })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !app_files.is_empty() {
+            layers = Layers::load(&app_files)?;
+            (settings, invalid) = Settings::resolve(&layers);
+        }
+    }
+    Ok(Gathered {
+        layers,
+        settings,
+        invalid,
+        units,
+        unit_source,
+    })
+}
+
+/// Reads the contract's units: from systemd when reachable (and not `--offline`/`--unit-path`),
+/// otherwise from unit files.
+fn read_units(src: &SourceArgs, settings: &Settings) -> Result<(Vec<UnitLookup>, String), CliError> {
+    let names = settings.all_units();
+    if names.is_empty() {
+        return Ok((Vec::new(), "none configured".into()));
+    }
+    if !src.offline && src.unit_paths.is_empty() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(CliError::Runtime)?;
+        let from_bus = rt.block_on(async {
+            let conn = crate::systemd::connect().await?;
+            let mut out = Vec::new();
+            for n in &names {
+                let result = crate::systemd::read_unit(&conn, n).await?;
+                out.push(UnitLookup { name: n.clone(), result });
+            }
+            Ok::<_, crate::systemd::BusError>(out)
+        });
+        match from_bus {
+            Ok(u) => return Ok((u, "systemd (D-Bus)".into())),
+            Err(e) => tracing::debug!("reading units from files: {e}"),
+        }
+    }
+    let dirs: Vec<PathBuf> = if src.unit_paths.is_empty() {
+        crate::unitfile::SYSTEM_UNIT_DIRS.iter().map(PathBuf::from).collect()
+    } else {
+        src.unit_paths.clone()
+    };
+    let mut out = Vec::new();
+    for n in &names {
+        let result = match crate::unitfile::locate(n, &dirs) {
+            None => Err(format!(
+                "no unit file {n} in {}",
+                dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+            )),
+            Some(loc) => crate::unitfile::load(n, &loc).map_err(|e| {
+                format!("cannot read {}: {e}", loc.fragment.display())
+            }),
+        };
+        out.push(UnitLookup { name: n.clone(), result });
+    }
+    let label = format!(
+        "unit files in {}",
+        dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+    );
+    Ok((out, label))
+}
+
+fn read_texts(paths: &[PathBuf], what: &'static str) -> Result<Vec<TextInput>, CliError> {
+    paths
+        .iter()
+        .map(|p| {
+            std::fs::read(p)
+                .map(|b| TextInput {
+                    path: p.clone(),
+                    text: String::from_utf8_lossy(&b).into_owned(),
+                })
+                .map_err(|source| CliError::Input { what, path: p.clone(), source })
+        })
+        .collect()
+}
+
+/// The resolved contract, as `warden contract` and `check --json` print it.
+#[derive(Debug, Serialize)]
+struct ContractView<'a> {
+    version: &'a Sourced<String>,
+    enforced: &'a Sourced<bool>,
+    runtime_dir: &'a Sourced<PathBuf>,
+    restart_flag: &'a Sourced<PathBuf>,
+    pid_file: &'a Sourced<PathBuf>,
+    state_file: &'a Sourced<PathBuf>,
+    bind: &'a Sourced<String>,
+    runtime: &'a crate::config::RuntimeKind,
+    conda_bin: &'a Option<Sourced<PathBuf>>,
+    conda_env_name: &'a Sourced<String>,
+    prefix: &'a Option<PathBuf>,
+    prefix_resolved_from: &'a Option<String>,
+    python: &'a Option<PathBuf>,
+    python_version: &'a Option<String>,
+    gunicorn: &'a Option<PathBuf>,
+    policy: &'a crate::config::PolicyConfig,
+    app_unit: &'a Option<String>,
+    units_read_from: &'a str,
+    env_files: Vec<&'a PathBuf>,
+    units: Vec<UnitView<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct UnitView<'a> {
+    name: &'a str,
+    found: bool,
+    definition: Option<String>,
+    drop_ins: Vec<&'a PathBuf>,
+    user: Option<&'a str>,
+    environment_files: Vec<&'a PathBuf>,
+}
+
+fn contract_view<'a>(g: &'a Gathered, r: &'a Report) -> ContractView<'a> {
+    let s = &g.settings;
+    ContractView {
+        version: &s.contract_version,
+        enforced: &s.enforce,
+        runtime_dir: &s.runtime_dir,
+        restart_flag: &s.restart_flag,
+        pid_file: &s.pid_file,
+        state_file: &s.state_file,
+        bind: &s.bind,
+        runtime: &s.runtime,
+        conda_bin: &s.conda_bin,
+        conda_env_name: &s.conda_env_name,
+        prefix: &r.resolved.prefix,
+        prefix_resolved_from: &r.resolved.prefix_resolved_from,
+        python: &r.resolved.python,
+        python_version: &r.resolved.python_version,
+        gunicorn: &r.resolved.gunicorn,
+        policy: &s.policy,
+        app_unit: &s.app_unit,
+        units_read_from: &g.unit_source,
+        env_files: g.layers.files.iter().map(|(p, _)| p).collect(),
+        units: g
+            .units
+            .iter()
+            .map(|l| {
+                let u: Option<&UnitDef> = l.result.as_ref().ok();
+                UnitView {
+                    name: &l.name,
+                    found: u.is_some(),
+                    definition: u.map(UnitDef::describe_source),
+                    drop_ins: u.map(|u| u.drop_in_paths.iter().collect()).unwrap_or_default(),
+                    user: u.and_then(|u| u.user.as_deref()),
+                    environment_files: u
+                        .map(|u| u.environment_files.iter().map(|(p, _)| p).collect())
+                        .unwrap_or_default(),
+                }
+            })
+            .collect(),
+    }
+}
+
+#[derive(Serialize)]
+struct CheckJson<'a> {
+    contract_version: &'a str,
+    valid: bool,
+    enforced: bool,
+    phase: Phase,
+    findings: &'a [diag::Finding],
+    contract: ContractView<'a>,
+}
+
+fn check(a: CheckArgs) -> Result<u8, CliError> {
+    if a.list_codes {
+        print!("{}", diag::code_table());
+        return Ok(exit::OK);
+    }
+    let g = gather(&a.source)?;
+    let scripts = read_texts(&a.scripts, "script")?;
+    let docs = read_texts(&a.docs, "docs file")?;
+    let inputs = Inputs {
+        layers: &g.layers,
+        settings: &g.settings,
+        invalid: &g.invalid,
+        units: &g.units,
+        scripts: &scripts,
+        docs: &docs,
+        phase: a.phase,
+    };
+    let mut report = contract::check(&inputs);
+    let valid = report.errors() == 0;
+    let enforced = g.settings.enforce.value;
+    if !enforced {
+        for f in &mut report.findings {
+            f.severity = Severity::Warning;
+        }
+    }
+    let summary = format!(
+        "warden check: contract {} {}: {} error(s), {} warning(s){}",
+        g.settings.contract_version.value,
+        if valid { "valid" } else { "INVALID" },
+        report.errors(),
+        report.warnings(),
+        if enforced { "" } else { " (not enforced: RUNTIME_CONTRACT_ENFORCE=false)" }
+    );
+
+    let mut stdout = std::io::stdout().lock();
+    if a.json {
+        let doc = CheckJson {
+            contract_version: &g.settings.contract_version.value,
+            valid,
+            enforced,
+            phase: a.phase,
+            findings: &report.findings,
+            contract: contract_view(&g, &report),
+        };
+        let _ = serde_json::to_writer_pretty(&mut stdout, &doc);
+        let _ = writeln!(stdout);
+    } else {
+        let journaled = diag::to_journal(&report.findings, &summary, crate::journal::CHECK_FINDING);
+        let mut text = String::new();
+        if !journaled {
+            for f in &report.findings {
+                f.render(&mut text);
+                text.push('\n');
+            }
+        }
+        text.push_str(&summary);
+        text.push('\n');
+        let _ = stdout.write_all(text.as_bytes());
+    }
+    Ok(if valid || !enforced { exit::OK } else { exit::INVALID })
+}
+
+fn contract_cmd(a: ContractArgs) -> Result<u8, CliError> {
+    let g = gather(&a.source)?;
+    let inputs = Inputs {
+        layers: &g.layers,
+        settings: &g.settings,
+        invalid: &g.invalid,
+        units: &g.units,
+        scripts: &[],
+        docs: &[],
+        phase: Phase::PreStart,
+    };
+    let report = contract::check(&inputs);
+    let view = contract_view(&g, &report);
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let _ = serde_json::to_writer_pretty(&mut out, &view);
+        let _ = writeln!(out);
+        return Ok(exit::OK);
+    }
+    let mut t = String::new();
+    let mut line = |k: &str, v: String, src: String| {
+        t.push_str(&format!("{k:<22} {v}\n{:<22}   from {src}\n", ""));
+    };
+    let s = &g.settings;
+    line("version", s.contract_version.value.clone(), s.contract_version.source.to_string());
+    line("enforced", s.enforce.value.to_string(), s.enforce.source.to_string());
+    for (k, v) in [
+        ("runtime_dir", &s.runtime_dir),
+        ("restart_flag", &s.restart_flag),
+        ("pid_file", &s.pid_file),
+        ("state_file", &s.state_file),
+    ] {
+        line(k, v.value.display().to_string(), v.source.to_string());
+    }
+    line("bind", s.bind.value.clone(), s.bind.source.to_string());
+    if let Some(p) = &report.resolved.prefix {
+        line(
+            "prefix",
+            p.display().to_string(),
+            report.resolved.prefix_resolved_from.clone().unwrap_or_default(),
+        );
+    }
+    if let Some(p) = &report.resolved.python {
+        line(
+            "python",
+            format!(
+                "{} ({})",
+                p.display(),
+                report.resolved.python_version.as_deref().unwrap_or("version unknown")
+            ),
+            "the prefix".into(),
+        );
+    }
+    t.push_str(&format!(
+        "{:<22} cooldown {}s, retry budget {}, churn threshold {} per {}s, guarded mode {}\n",
+        "policy",
+        s.policy.cooldown_seconds,
+        s.policy.retry_budget,
+        s.policy.churn_threshold,
+        s.policy.window_seconds,
+        if s.policy.guarded_mode { "on" } else { "off" }
+    ));
+    t.push_str(&format!("{:<22} read from {}\n", "units", g.unit_source));
+    for u in &view.units {
+        t.push_str(&format!(
+            "  {:<20} {}{}\n",
+            u.name,
+            u.definition.clone().unwrap_or_else(|| "NOT FOUND".into()),
+            u.user.map(|u| format!(", User={u}")).unwrap_or_default()
+        ));
+    }
+    if report.errors() > 0 {
+        t.push_str(&format!(
+            "\nthe contract has {} error(s): run `warden check` for details\n",
+            report.errors()
+        ));
+    }
+    let _ = out.write_all(t.as_bytes());
+    Ok(exit::OK)
+}

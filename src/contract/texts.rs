@@ -1,0 +1,246 @@
+//! Scripts and documentation: the values of contract variables they state must be the
+//! contract's. Scripts are read for shell defaults (`${VAR:-value}`) and assignments; docs for
+//! `VAR=value` anywhere in the text, code blocks included.
+
+use std::path::Path;
+
+use super::Context;
+use crate::config::{CONTRACT_VARS, Settings};
+use crate::diag::{Code, Finding};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MentionKind {
+    /// `${VAR:-value}` / `${VAR-value}` / `${VAR:=value}`
+    Default,
+    /// `VAR=value`
+    Assignment,
+}
+
+/// A value a text states for a contract variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mention {
+    pub var: String,
+    pub value: String,
+    pub line: usize,
+    pub kind: MentionKind,
+}
+
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_'
+}
+
+/// Finds every stated value of a contract variable in `text`. Nested defaults are returned
+/// unexpanded (`${WATCHDOG_RUNTIME_DIR}/gunicorn.pid`); the caller expands them.
+pub fn scan(text: &str) -> Vec<Mention> {
+    let mut out = Vec::new();
+    for (idx, line) in text.lines().enumerate() {
+        let lineno = idx + 1;
+        for var in CONTRACT_VARS {
+            let mut from = 0;
+            while let Some(pos) = line[from..].find(var) {
+                let start = from + pos;
+                let end = start + var.len();
+                from = end;
+                let before = line[..start].chars().next_back();
+                if before.is_some_and(is_name_char) {
+                    continue;
+                }
+                let rest = &line[end..];
+                if before == Some('{') {
+                    // ${VAR:-value} / ${VAR-value} / ${VAR:=value}
+                    let op = ["::-", ":-", ":=", "-", "="]
+                        .iter()
+                        .find(|op| rest.starts_with(**op));
+                    if let Some(op) = op
+                        && let Some(v) = braced_tail(&rest[op.len()..])
+                    {
+                        out.push(Mention {
+                            var: var.to_string(),
+                            value: clean(&v),
+                            line: lineno,
+                            kind: MentionKind::Default,
+                        });
+                    }
+                    continue;
+                }
+                if let Some(v) = rest.strip_prefix('=') {
+                    let v = first_token(v);
+                    // `VAR="${VAR:-x}"` is a default, reported by the braced form above.
+                    if v.is_empty() || v.contains("${") || v.starts_with('$') || placeholder(&v) {
+                        continue;
+                    }
+                    out.push(Mention {
+                        var: var.to_string(),
+                        value: v,
+                        line: lineno,
+                        kind: MentionKind::Assignment,
+                    });
+                }
+            }
+        }
+    }
+    out.sort_by_key(|m| m.line);
+    out
+}
+
+/// The text up to the `}` closing a `${…}`, allowing nested `${…}`.
+fn braced_tail(s: &str) -> Option<String> {
+    let mut depth = 0usize;
+    for (i, c) in s.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => return Some(s[..i].to_string()),
+            '}' => depth -= 1,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// A value as far as the first blank, without surrounding quotes, backticks or sentence
+/// punctuation.
+fn first_token(v: &str) -> String {
+    let v = v.trim_start();
+    let tok = if let Some(q) = v.chars().next().filter(|c| *c == '"' || *c == '\'') {
+        v[1..].split(q).next().unwrap_or("")
+    } else {
+        v.split(|c: char| c.is_whitespace() || c == '`' || c == '|').next().unwrap_or("")
+    };
+    tok.trim_end_matches([',', '.', ';', ')', ']', '`', '"', '\'']).to_string()
+}
+
+fn clean(v: &str) -> String {
+    v.trim().trim_matches(['"', '\'']).to_string()
+}
+
+/// Placeholders a document uses instead of a value.
+fn placeholder(v: &str) -> bool {
+    v.starts_with('<') || v.contains("...") || v.contains('…') || v == "VALUE"
+}
+
+/// The contract's value of `var`, as text.
+pub(super) fn contract_value(s: &Settings, var: &str) -> Option<String> {
+    let p = |x: &Path| x.display().to_string();
+    Some(match var {
+        "RUNTIME_CONTRACT_VERSION" => s.contract_version.value.clone(),
+        "WATCHDOG_RUNTIME_DIR" => p(&s.runtime_dir.value),
+        "WATCHDOG_RESTART_FLAG" => p(&s.restart_flag.value),
+        "WATCHDOG_PID_FILE" => p(&s.pid_file.value),
+        "WATCHDOG_STATE_FILE" => p(&s.state_file.value),
+        "GUNICORN_BIND" => s.bind.value.clone(),
+        "CONDA_BIN" => p(&s.conda_bin.as_ref()?.value),
+        "CONDA_ENV_NAME" => s.conda_env_name.value.clone(),
+        "CONDA_PREFIX" => p(&s.conda_prefix.as_ref()?.value),
+        "WARDEN_PYTHON_PREFIX" => p(&s.python_prefix.as_ref()?.value),
+        "WORKER_RESTART_COOLDOWN" => s.policy.cooldown_seconds.to_string(),
+        "WORKER_RESTART_RETRY_BUDGET" => s.policy.retry_budget.to_string(),
+        "WORKER_RESTART_CHURN_THRESHOLD" => s.policy.churn_threshold.to_string(),
+        "WORKER_RESTART_WINDOW_SECONDS" => s.policy.window_seconds.to_string(),
+        "WORKER_GUARDED_MODE_ENABLED" => s.policy.guarded_mode.to_string(),
+        "WATCHDOG_RESTART_HISTORY_MAX" => s.history_max.to_string(),
+        _ => return None,
+    })
+}
+
+/// Whether a stated value means the contract's value.
+fn agrees(s: &Settings, var: &str, stated: &str) -> bool {
+    let Some(want) = contract_value(s, var) else {
+        return true;
+    };
+    // Expand references to other contract variables (`${WATCHDOG_RUNTIME_DIR}/gunicorn.pid`).
+    let expanded = crate::unitfile::expand_argv(&[stated.to_string()], &|k| contract_value(s, k))
+        .join(" ");
+    if var == "WORKER_GUARDED_MODE_ENABLED" {
+        let b = matches!(expanded.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on");
+        return b == s.policy.guarded_mode;
+    }
+    if want.starts_with('/') {
+        return super::same_path(Path::new(&expanded), Path::new(&want));
+    }
+    expanded == want
+}
+
+pub(super) fn check(ctx: &Context<'_>, out: &mut Vec<Finding>) {
+    let s = ctx.settings;
+    for (inputs, code, what) in [
+        (ctx.inputs.scripts, Code::ScriptDrift, "the script"),
+        (ctx.inputs.docs, Code::DocsDrift, "the documentation"),
+    ] {
+        for t in inputs {
+            for m in scan(&t.text) {
+                if m.var == "RUNTIME_CONTRACT_VERSION" {
+                    continue; // reported by the version rule, with every declaration side by side
+                }
+                if agrees(s, &m.var, &m.value) {
+                    continue;
+                }
+                let want = contract_value(s, &m.var).unwrap_or_default();
+                let src = match m.var.as_str() {
+                    "WATCHDOG_PID_FILE" => s.pid_file.source.to_string(),
+                    "WATCHDOG_RESTART_FLAG" => s.restart_flag.source.to_string(),
+                    "WATCHDOG_STATE_FILE" => s.state_file.source.to_string(),
+                    "WATCHDOG_RUNTIME_DIR" => s.runtime_dir.source.to_string(),
+                    "GUNICORN_BIND" => s.bind.source.to_string(),
+                    _ => "the contract".into(),
+                };
+                out.push(Finding::new(
+                    code,
+                    format!("{}:{}", t.path.display(), m.line),
+                    format!(
+                        "{what} states {}={} ({}), the contract has {}={want} (from {src})",
+                        m.var,
+                        m.value,
+                        match m.kind {
+                            MentionKind::Default => "shell default",
+                            MentionKind::Assignment => "assignment",
+                        },
+                        m.var
+                    ),
+                    format!("change line {} to {}={want}, or change the contract if the text is right", m.line, m.var),
+                ));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn finds_defaults_and_assignments() {
+        let t = r#"PID="${WATCHDOG_PID_FILE:-${WATCHDOG_RUNTIME_DIR}/gunicorn.pid}"
+export GUNICORN_BIND=0.0.0.0:8080
+MY_WATCHDOG_PID_FILE=/nope
+Set `WATCHDOG_STATE_FILE=/var/lib/mes-dashboard/restart_state.json`.
+WATCHDOG_RUNTIME_DIR=<runtime dir>
+: "${CONDA_ENV_NAME:=mes-dashboard}"
+"#;
+        let m = scan(t);
+        let got: Vec<_> = m.iter().map(|m| (m.var.as_str(), m.value.as_str(), m.line)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("WATCHDOG_PID_FILE", "${WATCHDOG_RUNTIME_DIR}/gunicorn.pid", 1),
+                ("GUNICORN_BIND", "0.0.0.0:8080", 2),
+                ("WATCHDOG_STATE_FILE", "/var/lib/mes-dashboard/restart_state.json", 4),
+                ("CONDA_ENV_NAME", "mes-dashboard", 6),
+            ]
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(s in "\\PC{0,200}") {
+            let _ = scan(&s);
+        }
+
+        #[test]
+        fn finds_planted_values(pre in "[ a-z]{0,10}", v in "/[a-z]{1,10}(/[a-z]{1,8}){0,3}") {
+            let m = scan(&format!("{pre} WATCHDOG_PID_FILE={v} trailing"));
+            prop_assert_eq!(m.len(), 1);
+            prop_assert_eq!(&m[0].value, &v);
+        }
+    }
+}

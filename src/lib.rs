@@ -1,0 +1,16 @@
+//! warden: a systemd-native watchdog and runtime-contract agent for Gunicorn services.
+//!
+//! Layout: pure parsing and policy logic (`envfile`, `unitfile`, `unit`, `config`, `diag`) is
+//! kept apart from I/O (`conda` reads prefixes, `systemd` speaks D-Bus, `contract` runs the
+//! rules, `cli` is the edge).
+
+pub mod cli;
+pub mod conda;
+pub mod config;
+pub mod contract;
+pub mod diag;
+pub mod envfile;
+pub mod journal;
+pub mod systemd;
+pub mod unit;
+pub mod unitfile;

@@ -120,7 +120,9 @@ pub enum CliError {
 impl CliError {
     fn help(&self) -> &'static str {
         match self {
-            CliError::Config(_) => "check the path, or prefix it with '-' to make the file optional",
+            CliError::Config(_) => {
+                "check the path, or prefix it with '-' to make the file optional"
+            }
             CliError::Input { .. } => "check the path and that warden's user may read it",
             CliError::Runtime(_) => "the system is out of resources (threads, file descriptors)",
         }
@@ -172,7 +174,10 @@ fn gather(src: &SourceArgs) -> Result<Gathered, CliError> {
             .map(|u| {
                 u.environment_files
                     .iter()
-                    .map(|(p, _)| EnvFileArg { path: p.clone(), optional: true })
+                    .map(|(p, _)| EnvFileArg {
+                        path: p.clone(),
+                        optional: true,
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -192,7 +197,10 @@ fn gather(src: &SourceArgs) -> Result<Gathered, CliError> {
 
 /// Reads the contract's units: from systemd when reachable (and not `--offline`/`--unit-path`),
 /// otherwise from unit files.
-fn read_units(src: &SourceArgs, settings: &Settings) -> Result<(Vec<UnitLookup>, String), CliError> {
+fn read_units(
+    src: &SourceArgs,
+    settings: &Settings,
+) -> Result<(Vec<UnitLookup>, String), CliError> {
     let names = settings.all_units();
     if names.is_empty() {
         return Ok((Vec::new(), "none configured".into()));
@@ -207,7 +215,10 @@ fn read_units(src: &SourceArgs, settings: &Settings) -> Result<(Vec<UnitLookup>,
             let mut out = Vec::new();
             for n in &names {
                 let result = crate::systemd::read_unit(&conn, n).await?;
-                out.push(UnitLookup { name: n.clone(), result });
+                out.push(UnitLookup {
+                    name: n.clone(),
+                    result,
+                });
             }
             Ok::<_, crate::systemd::BusError>(out)
         });
@@ -217,7 +228,10 @@ fn read_units(src: &SourceArgs, settings: &Settings) -> Result<(Vec<UnitLookup>,
         }
     }
     let dirs: Vec<PathBuf> = if src.unit_paths.is_empty() {
-        crate::unitfile::SYSTEM_UNIT_DIRS.iter().map(PathBuf::from).collect()
+        crate::unitfile::SYSTEM_UNIT_DIRS
+            .iter()
+            .map(PathBuf::from)
+            .collect()
     } else {
         src.unit_paths.clone()
     };
@@ -226,17 +240,25 @@ fn read_units(src: &SourceArgs, settings: &Settings) -> Result<(Vec<UnitLookup>,
         let result = match crate::unitfile::locate(n, &dirs) {
             None => Err(format!(
                 "no unit file {n} in {}",
-                dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+                dirs.iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )),
-            Some(loc) => crate::unitfile::load(n, &loc).map_err(|e| {
-                format!("cannot read {}: {e}", loc.fragment.display())
-            }),
+            Some(loc) => crate::unitfile::load(n, &loc)
+                .map_err(|e| format!("cannot read {}: {e}", loc.fragment.display())),
         };
-        out.push(UnitLookup { name: n.clone(), result });
+        out.push(UnitLookup {
+            name: n.clone(),
+            result,
+        });
     }
     let label = format!(
         "unit files in {}",
-        dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+        dirs.iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     Ok((out, label))
 }
@@ -250,7 +272,11 @@ fn read_texts(paths: &[PathBuf], what: &'static str) -> Result<Vec<TextInput>, C
                     path: p.clone(),
                     text: String::from_utf8_lossy(&b).into_owned(),
                 })
-                .map_err(|source| CliError::Input { what, path: p.clone(), source })
+                .map_err(|source| CliError::Input {
+                    what,
+                    path: p.clone(),
+                    source,
+                })
         })
         .collect()
 }
@@ -321,7 +347,9 @@ fn contract_view<'a>(g: &'a Gathered, r: &'a Report) -> ContractView<'a> {
                     name: &l.name,
                     found: u.is_some(),
                     definition: u.map(UnitDef::describe_source),
-                    drop_ins: u.map(|u| u.drop_in_paths.iter().collect()).unwrap_or_default(),
+                    drop_ins: u
+                        .map(|u| u.drop_in_paths.iter().collect())
+                        .unwrap_or_default(),
                     user: u.and_then(|u| u.user.as_deref()),
                     environment_files: u
                         .map(|u| u.environment_files.iter().map(|(p, _)| p).collect())
@@ -373,7 +401,11 @@ fn check(a: CheckArgs) -> Result<u8, CliError> {
         if valid { "valid" } else { "INVALID" },
         report.errors(),
         report.warnings(),
-        if enforced { "" } else { " (not enforced: RUNTIME_CONTRACT_ENFORCE=false)" }
+        if enforced {
+            ""
+        } else {
+            " (not enforced: RUNTIME_CONTRACT_ENFORCE=false)"
+        }
     );
 
     let mut stdout = std::io::stdout().lock();
@@ -401,7 +433,11 @@ fn check(a: CheckArgs) -> Result<u8, CliError> {
         text.push('\n');
         let _ = stdout.write_all(text.as_bytes());
     }
-    Ok(if valid || !enforced { exit::OK } else { exit::INVALID })
+    Ok(if valid || !enforced {
+        exit::OK
+    } else {
+        exit::INVALID
+    })
 }
 
 fn contract_cmd(a: ContractArgs) -> Result<u8, CliError> {
@@ -428,8 +464,16 @@ fn contract_cmd(a: ContractArgs) -> Result<u8, CliError> {
         t.push_str(&format!("{k:<22} {v}\n{:<22}   from {src}\n", ""));
     };
     let s = &g.settings;
-    line("version", s.contract_version.value.clone(), s.contract_version.source.to_string());
-    line("enforced", s.enforce.value.to_string(), s.enforce.source.to_string());
+    line(
+        "version",
+        s.contract_version.value.clone(),
+        s.contract_version.source.to_string(),
+    );
+    line(
+        "enforced",
+        s.enforce.value.to_string(),
+        s.enforce.source.to_string(),
+    );
     for (k, v) in [
         ("runtime_dir", &s.runtime_dir),
         ("restart_flag", &s.restart_flag),
@@ -443,7 +487,11 @@ fn contract_cmd(a: ContractArgs) -> Result<u8, CliError> {
         line(
             "prefix",
             p.display().to_string(),
-            report.resolved.prefix_resolved_from.clone().unwrap_or_default(),
+            report
+                .resolved
+                .prefix_resolved_from
+                .clone()
+                .unwrap_or_default(),
         );
     }
     if let Some(p) = &report.resolved.python {
@@ -452,7 +500,11 @@ fn contract_cmd(a: ContractArgs) -> Result<u8, CliError> {
             format!(
                 "{} ({})",
                 p.display(),
-                report.resolved.python_version.as_deref().unwrap_or("version unknown")
+                report
+                    .resolved
+                    .python_version
+                    .as_deref()
+                    .unwrap_or("version unknown")
             ),
             "the prefix".into(),
         );

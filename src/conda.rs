@@ -49,7 +49,10 @@ pub fn which(name: &str, path: &str) -> Option<PathBuf> {
 /// Resolves the prefix the contract names. `Err` carries why it cannot be resolved.
 pub fn resolve(s: &Settings) -> Result<ResolvedPrefix, String> {
     if s.runtime == RuntimeKind::Venv {
-        let p = s.python_prefix.as_ref().expect("venv runtime implies a prefix");
+        let p = s
+            .python_prefix
+            .as_ref()
+            .expect("venv runtime implies a prefix");
         return Ok(ResolvedPrefix {
             path: p.value.clone(),
             kind: RuntimeKind::Venv,
@@ -280,6 +283,9 @@ mod tests {
 
     #[test]
     fn normalization() {
-        assert_eq!(normalize(Path::new("/a/b/../c/./d")), PathBuf::from("/a/c/d"));
+        assert_eq!(
+            normalize(Path::new("/a/b/../c/./d")),
+            PathBuf::from("/a/c/d")
+        );
     }
 }

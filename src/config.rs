@@ -69,9 +69,14 @@ pub const ALL_VARS: &[&str] = &[
 pub enum Source {
     Default,
     Environment,
-    EnvFile { path: PathBuf, line: usize },
+    EnvFile {
+        path: PathBuf,
+        line: usize,
+    },
     /// Computed from other values (e.g. the flag path from the runtime directory).
-    Derived { from: String },
+    Derived {
+        from: String,
+    },
 }
 
 impl fmt::Display for Source {
@@ -372,8 +377,8 @@ impl Settings {
             }
         };
 
-        let path_var = |var: &str, raw: &Option<String>, default: PathBuf, from: &str| {
-            match raw.as_deref() {
+        let path_var =
+            |var: &str, raw: &Option<String>, default: PathBuf, from: &str| match raw.as_deref() {
                 Some("") => {
                     invalid(
                         var,
@@ -396,8 +401,7 @@ impl Settings {
                         Source::Derived { from: from.into() }
                     },
                 ),
-            }
-        };
+            };
 
         let runtime_dir = path_var(
             "WATCHDOG_RUNTIME_DIR",
@@ -608,9 +612,7 @@ impl Settings {
             contract_version: layers
                 .sourced("RUNTIME_CONTRACT_VERSION")
                 .filter(|s| !s.value.is_empty())
-                .unwrap_or_else(|| {
-                    Sourced::new(DEFAULT_CONTRACT_VERSION.into(), Source::Default)
-                }),
+                .unwrap_or_else(|| Sourced::new(DEFAULT_CONTRACT_VERSION.into(), Source::Default)),
             enforce,
             runtime_dir,
             restart_flag,
@@ -661,11 +663,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn layers(vars: &[(&str, &str)]) -> Layers {
-        Layers::load_from(
-            vars.iter().map(|(k, v)| (k.into(), v.into())),
-            &[],
-        )
-        .unwrap()
+        Layers::load_from(vars.iter().map(|(k, v)| (k.into(), v.into())), &[]).unwrap()
     }
 
     #[test]
@@ -748,11 +746,8 @@ mod tests {
         assert_eq!(s.bind.source, Source::EnvFile { path: f, line: 2 });
         assert_eq!(l.missing_optional.len(), 1);
         assert!(
-            Layers::load_from(
-                std::iter::empty(),
-                &["/nonexistent/x.env".parse().unwrap()]
-            )
-            .is_err()
+            Layers::load_from(std::iter::empty(), &["/nonexistent/x.env".parse().unwrap()])
+                .is_err()
         );
     }
 

@@ -199,9 +199,9 @@ pub fn under_journal() -> bool {
     let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
         return false;
     };
-    ["/proc/self/fd/1", "/proc/self/fd/2"].iter().any(|p| {
-        std::fs::metadata(p).is_ok_and(|m| m.dev() == dev && m.ino() == ino)
-    })
+    ["/proc/self/fd/1", "/proc/self/fd/2"]
+        .iter()
+        .any(|p| std::fs::metadata(p).is_ok_and(|m| m.dev() == dev && m.ino() == ino))
 }
 
 /// One entry in journald's native protocol (fields with newlines use the length-prefixed form).
@@ -238,9 +238,17 @@ mod tests {
 
     #[test]
     fn rendering() {
-        let f = Finding::new(Code::PythonMissing, "/p/bin/python", "missing", "install python");
+        let f = Finding::new(
+            Code::PythonMissing,
+            "/p/bin/python",
+            "missing",
+            "install python",
+        );
         let mut s = String::new();
         f.render(&mut s);
-        assert_eq!(s, "error[C03] /p/bin/python: missing\n  help: install python\n");
+        assert_eq!(
+            s,
+            "error[C03] /p/bin/python: missing\n  help: install python\n"
+        );
     }
 }

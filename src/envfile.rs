@@ -315,7 +315,10 @@ mod tests {
         assert_eq!(f.problems.len(), 3);
         assert_eq!(f.problems[0].line, 1);
         assert_eq!(f.problems[1].line, 2);
-        assert!(matches!(f.problems[2].reason, ProblemKind::UnterminatedQuote));
+        assert!(matches!(
+            f.problems[2].reason,
+            ProblemKind::UnterminatedQuote
+        ));
     }
 
     #[test]

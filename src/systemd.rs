@@ -152,7 +152,10 @@ pub async fn read_unit(conn: &Connection, name: &str) -> Result<Result<UnitDef, 
             .environment
             .unwrap_or_default()
             .into_iter()
-            .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+            .filter_map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
             .collect(),
         environment_files: svc
             .environment_files
@@ -165,7 +168,9 @@ pub async fn read_unit(conn: &Connection, name: &str) -> Result<Result<UnitDef, 
         pid_file: non_empty(svc.pid_file).map(PathBuf::from),
         service_type: non_empty(svc.service_type),
         runtime_directory: svc.runtime_directory.unwrap_or_default(),
-        runtime_directory_preserve: svc.runtime_directory_preserve.unwrap_or_else(|| "no".into()),
+        runtime_directory_preserve: svc
+            .runtime_directory_preserve
+            .unwrap_or_else(|| "no".into()),
         state_directory: svc.state_directory.unwrap_or_default(),
         need_daemon_reload: unit.need_daemon_reload.unwrap_or(false),
     }))

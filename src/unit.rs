@@ -324,7 +324,8 @@ pub fn unit_environment(
     unit: &UnitDef,
     files: &dyn Fn(&Path) -> Option<crate::envfile::EnvFile>,
 ) -> std::collections::BTreeMap<String, String> {
-    let mut env: std::collections::BTreeMap<String, String> = unit.environment.iter().cloned().collect();
+    let mut env: std::collections::BTreeMap<String, String> =
+        unit.environment.iter().cloned().collect();
     for (p, _) in &unit.environment_files {
         if let Some(f) = files(p) {
             for a in f.assignments {
@@ -347,7 +348,14 @@ mod tests {
     fn direct_gunicorn() {
         let inv = analyze(
             "/opt/c/envs/app/bin/gunicorn",
-            &w(&["gunicorn", "--pid", "/run/a/g.pid", "-b", "0.0.0.0:8080", "app:app"]),
+            &w(&[
+                "gunicorn",
+                "--pid",
+                "/run/a/g.pid",
+                "-b",
+                "0.0.0.0:8080",
+                "app:app",
+            ]),
         );
         assert_eq!(inv.len(), 1);
         assert_eq!(inv[0].kind, ProgramKind::Gunicorn);
@@ -383,7 +391,16 @@ mod tests {
     fn python_module_and_env_wrapper() {
         let inv = analyze(
             "/usr/bin/env",
-            &w(&["env", "-i", "A=1", "/p/bin/python3.11", "-m", "gunicorn", "-p", "/x"]),
+            &w(&[
+                "env",
+                "-i",
+                "A=1",
+                "/p/bin/python3.11",
+                "-m",
+                "gunicorn",
+                "-p",
+                "/x",
+            ]),
         );
         assert_eq!(inv[0].program, "/p/bin/python3.11");
         assert_eq!(inv[0].kind, ProgramKind::Gunicorn);

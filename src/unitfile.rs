@@ -100,7 +100,11 @@ pub fn locate(name: &str, dirs: &[PathBuf]) -> Option<Located> {
     let fragment = dirs
         .iter()
         .map(|d| d.join(name))
-        .chain(template.iter().flat_map(|t| dirs.iter().map(move |d| d.join(t))))
+        .chain(
+            template
+                .iter()
+                .flat_map(|t| dirs.iter().map(move |d| d.join(t))),
+        )
         .find(|p| p.is_file())?;
     let mut by_name: std::collections::BTreeMap<std::ffi::OsString, PathBuf> = Default::default();
     let mut dropin_dirs = vec![format!("{name}.d")];

@@ -23,7 +23,9 @@ pub fn parse_bind(s: &str) -> Result<BindAddr, String> {
         return Err("a unix socket or fd bind has no port; the contract is one TCP port".into());
     }
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-        let (h, p) = rest.split_once("]:").ok_or("an IPv6 bind is written [address]:port")?;
+        let (h, p) = rest
+            .split_once("]:")
+            .ok_or("an IPv6 bind is written [address]:port")?;
         (h, p)
     } else {
         s.rsplit_once(':').ok_or("no `:port`")?
@@ -71,7 +73,12 @@ pub fn parse_proc_net_tcp(text: &str) -> Vec<Listener> {
             let (addr, port) = f[1].split_once(':')?;
             let port = u16::from_str_radix(port, 16).ok()?;
             let ip = match addr.len() {
-                8 => IpAddr::from(u32::from_str_radix(addr, 16).ok()?.swap_bytes().to_be_bytes()),
+                8 => IpAddr::from(
+                    u32::from_str_radix(addr, 16)
+                        .ok()?
+                        .swap_bytes()
+                        .to_be_bytes(),
+                ),
                 32 => {
                     // Four 32-bit words, each in host (little-endian) order.
                     let mut b = [0u8; 16];
@@ -83,7 +90,11 @@ pub fn parse_proc_net_tcp(text: &str) -> Vec<Listener> {
                 }
                 _ => return None,
             };
-            Some(Listener { ip, port, inode: f[9].parse().ok()? })
+            Some(Listener {
+                ip,
+                port,
+                inode: f[9].parse().ok()?,
+            })
         })
         .collect()
 }
@@ -94,7 +105,9 @@ fn overlaps(bind: &BindAddr, l: &Listener) -> bool {
     }
     match bind.ip {
         None => true,
-        Some(ip) => ip.is_unspecified() || l.ip.is_unspecified() || ip == l.ip || mapped(ip) == mapped(l.ip),
+        Some(ip) => {
+            ip.is_unspecified() || l.ip.is_unspecified() || ip == l.ip || mapped(ip) == mapped(l.ip)
+        }
     }
 }
 
@@ -158,11 +171,16 @@ pub(super) fn check(ctx: &Context<'_>, out: &mut Vec<Finding>) {
             return;
         }
     };
-    let on_port: Vec<Listener> = listeners().into_iter().filter(|l| overlaps(&bind, l)).collect();
+    let on_port: Vec<Listener> = listeners()
+        .into_iter()
+        .filter(|l| overlaps(&bind, l))
+        .collect();
     match ctx.inputs.phase {
         Phase::PreStart => {
             if let Some(l) = on_port.first() {
-                let who = holder(l.inode).map(|h| format!(" by process {h}")).unwrap_or_default();
+                let who = holder(l.inode)
+                    .map(|h| format!(" by process {h}"))
+                    .unwrap_or_default();
                 out.push(Finding::new(
                     Code::PortInUse,
                     s.bind.value.clone(),
@@ -181,7 +199,9 @@ pub(super) fn check(ctx: &Context<'_>, out: &mut Vec<Finding>) {
             if !held {
                 let why = match (&master, on_port.first()) {
                     (Err(e), _) => format!("the PID file {} {e}", pid_path.display()),
-                    (Ok(pid), None) => format!("nothing listens on port {} (master {pid})", bind.port),
+                    (Ok(pid), None) => {
+                        format!("nothing listens on port {} (master {pid})", bind.port)
+                    }
                     (Ok(pid), Some(l)) => format!(
                         "port {} is held by {}, not by the master {pid} named in {}",
                         bind.port,
@@ -208,9 +228,20 @@ mod tests {
     #[test]
     fn binds() {
         assert_eq!(parse_bind("0.0.0.0:8080").unwrap().port, 8080);
-        assert_eq!(parse_bind("[::1]:9").unwrap().ip, Some("::1".parse().unwrap()));
+        assert_eq!(
+            parse_bind("[::1]:9").unwrap().ip,
+            Some("::1".parse().unwrap())
+        );
         assert!(parse_bind("localhost:80").unwrap().ip.is_none());
-        for bad in ["8080", "0.0.0.0:", ":80", "h:0", "h:70000", "unix:/run/g.sock", "a b:1"] {
+        for bad in [
+            "8080",
+            "0.0.0.0:",
+            ":80",
+            "h:0",
+            "h:70000",
+            "unix:/run/g.sock",
+            "a b:1",
+        ] {
             assert!(parse_bind(bad).is_err(), "{bad}");
         }
     }
@@ -219,9 +250,19 @@ mod tests {
     fn proc_net_tcp() {
         let t = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 12345 1 0 100 0 0 10 0\n   1: 0100007F:1F91 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 999 1\n";
         let l = parse_proc_net_tcp(t);
-        assert_eq!(l, vec![Listener { ip: "127.0.0.1".parse().unwrap(), port: 8080, inode: 12345 }]);
+        assert_eq!(
+            l,
+            vec![Listener {
+                ip: "127.0.0.1".parse().unwrap(),
+                port: 8080,
+                inode: 12345
+            }]
+        );
         let t6 = "h\n 0: 00000000000000000000000001000000:1F90 00000000000000000000000000000000:0000 0A 0:0 0:0 0 0 0 77 1\n";
-        assert_eq!(parse_proc_net_tcp(t6)[0].ip, "::1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            parse_proc_net_tcp(t6)[0].ip,
+            "::1".parse::<IpAddr>().unwrap()
+        );
     }
 
     proptest! {

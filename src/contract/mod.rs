@@ -19,8 +19,8 @@ use crate::diag::{Code, Finding};
 use crate::envfile::EnvFile;
 use crate::unit::UnitDef;
 
-pub use bind::{parse_bind, BindAddr};
-pub use texts::{scan as scan_text, Mention, MentionKind};
+pub use bind::{BindAddr, parse_bind};
+pub use texts::{Mention, MentionKind, scan as scan_text};
 
 /// When the check runs relative to the application.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -139,7 +139,9 @@ pub fn check(inputs: &Inputs<'_>) -> Report {
         .collect();
     for u in &units {
         for (p, _) in &u.environment_files {
-            env_files.entry(p.clone()).or_insert_with(|| read_env_file(p));
+            env_files
+                .entry(p.clone())
+                .or_insert_with(|| read_env_file(p));
         }
     }
     let prefix = conda::resolve(inputs.settings);
@@ -171,9 +173,8 @@ pub fn check(inputs: &Inputs<'_>) -> Report {
     bind::check(&ctx, &mut findings);
     version::check(&ctx, &mut findings);
 
-    findings.sort_by(|a, b| {
-        (a.severity, a.code, &a.subject).cmp(&(b.severity, b.code, &b.subject))
-    });
+    findings
+        .sort_by(|a, b| (a.severity, a.code, &a.subject).cmp(&(b.severity, b.code, &b.subject)));
     findings.dedup();
     Report { findings, resolved }
 }

@@ -68,19 +68,29 @@ pub(super) fn check(ctx: &Context<'_>, out: &mut Vec<Finding>) {
                     Code::NotRegularFile,
                     p.display().to_string(),
                     format!("{var} is {what}; warden never follows or opens such a path"),
-                    format!("remove it (`rm {}`); warden and gunicorn create the file themselves", p.display()),
+                    format!(
+                        "remove it (`rm {}`); warden and gunicorn create the file themselves",
+                        p.display()
+                    ),
                 ));
             }
         }
     }
 
-    let state_dir = state.parent().map(Path::to_path_buf).unwrap_or_else(|| "/".into());
+    let state_dir = state
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| "/".into());
     let rt_created_by = creating_unit(ctx, rt, |u| &u.runtime_directory, "/run");
     let state_created_by = creating_unit(ctx, &state_dir, |u| &u.state_directory, "/var/lib");
 
     for (dir, var, created_by) in [
         (rt.as_path(), "WATCHDOG_RUNTIME_DIR", &rt_created_by),
-        (state_dir.as_path(), "WATCHDOG_STATE_FILE's directory", &state_created_by),
+        (
+            state_dir.as_path(),
+            "WATCHDOG_STATE_FILE's directory",
+            &state_created_by,
+        ),
     ] {
         match std::fs::symlink_metadata(dir) {
             Ok(m) if m.file_type().is_symlink() => out.push(Finding::new(
@@ -227,7 +237,11 @@ fn unsafe_ancestors(dir: &Path, out: &mut Vec<Finding>) {
                         mode & 0o7777,
                         dir.display()
                     ),
-                    format!("`chmod {} {}` (or add the sticky bit)", if who == "world" { "o-w" } else { "g-w" }, d.display()),
+                    format!(
+                        "`chmod {} {}` (or add the sticky bit)",
+                        if who == "world" { "o-w" } else { "g-w" },
+                        d.display()
+                    ),
                 ));
             }
         }

@@ -47,8 +47,8 @@ pub(super) fn check(ctx: &Context<'_>, resolved: &mut Resolved, out: &mut Vec<Fi
     }
 
     if let (Some(p), Some(root)) = (&s.conda_prefix, &prefix.root) {
-        let named = s.conda_bin.is_some()
-            || s.conda_env_name.source != crate::config::Source::Default;
+        let named =
+            s.conda_bin.is_some() || s.conda_env_name.source != crate::config::Source::Default;
         let derived = conda::env_prefix(root, &s.conda_env_name.value);
         if named && !super::same_path(&p.value, &derived) {
             out.push(Finding::new(
@@ -73,7 +73,10 @@ pub(super) fn check(ctx: &Context<'_>, resolved: &mut Resolved, out: &mut Vec<Fi
     };
     if !is_env {
         let msg = if pfx.is_dir() {
-            format!("{pfx_s} has no {what}, so it is not an environment (resolved from {})", prefix.how)
+            format!(
+                "{pfx_s} has no {what}, so it is not an environment (resolved from {})",
+                prefix.how
+            )
         } else {
             format!("{pfx_s} does not exist (resolved from {})", prefix.how)
         };
@@ -142,12 +145,13 @@ pub(super) fn check(ctx: &Context<'_>, resolved: &mut Resolved, out: &mut Vec<Fi
                 ));
                 None
             } else {
-                recs.into_iter().next().map(|(v, p)| (v, p.display().to_string()))
+                recs.into_iter()
+                    .next()
+                    .map(|(v, p)| (v, p.display().to_string()))
             }
         }
-        RuntimeKind::Venv => {
-            conda::venv_recorded_version(pfx).map(|v| (v, pfx.join("pyvenv.cfg").display().to_string()))
-        }
+        RuntimeKind::Venv => conda::venv_recorded_version(pfx)
+            .map(|v| (v, pfx.join("pyvenv.cfg").display().to_string())),
     };
     match (&recorded, &have) {
         (Some((rec, file)), Some(have)) if &conda::major_minor(rec) != have => {
@@ -184,7 +188,9 @@ pub(super) fn check(ctx: &Context<'_>, resolved: &mut Resolved, out: &mut Vec<Fi
         Ok(Some(interp)) => {
             let ip = Path::new(&interp);
             let ok = ip.is_absolute()
-                && ip.parent().is_some_and(|d| super::same_path(d, &pfx.join("bin")))
+                && ip
+                    .parent()
+                    .is_some_and(|d| super::same_path(d, &pfx.join("bin")))
                 && ip.is_file();
             if !ok {
                 out.push(Finding::new(

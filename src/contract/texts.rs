@@ -104,9 +104,12 @@ fn first_token(v: &str) -> String {
     let tok = if let Some(q) = v.chars().next().filter(|c| *c == '"' || *c == '\'') {
         v[1..].split(q).next().unwrap_or("")
     } else {
-        v.split(|c: char| c.is_whitespace() || c == '`' || c == '|').next().unwrap_or("")
+        v.split(|c: char| c.is_whitespace() || c == '`' || c == '|')
+            .next()
+            .unwrap_or("")
     };
-    tok.trim_end_matches([',', '.', ';', ')', ']', '`', '"', '\'']).to_string()
+    tok.trim_end_matches([',', '.', ';', ')', ']', '`', '"', '\''])
+        .to_string()
 }
 
 fn clean(v: &str) -> String {
@@ -142,16 +145,70 @@ pub(super) fn contract_value(s: &Settings, var: &str) -> Option<String> {
     })
 }
 
+/// Expands `$NAME`, `${NAME}` and `${NAME:-default}` (also `-`, `:=`, `=`) the way the shell
+/// would in an environment holding the contract: a known variable gives its value, an unknown
+/// one its (expanded) default.
+fn expand_shell(text: &str, lookup: &dyn Fn(&str) -> Option<String>, depth: usize) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        let name_len = |s: &str| s.find(|c: char| !is_name_char(c)).unwrap_or(s.len());
+        if let Some(inner) = after.strip_prefix('{') {
+            let n = name_len(inner);
+            let (name, tail) = inner.split_at(n);
+            let op = ["}", ":-", ":=", "-", "="]
+                .into_iter()
+                .find(|op| tail.starts_with(op));
+            match op {
+                Some("}") => {
+                    out.push_str(&lookup(name).unwrap_or_default());
+                    rest = &tail[1..];
+                }
+                Some(op) if depth < 8 => match braced_tail(&tail[op.len()..]) {
+                    Some(default) => {
+                        let consumed = op.len() + default.len() + 1;
+                        let v = lookup(name)
+                            .unwrap_or_else(|| expand_shell(&default, lookup, depth + 1));
+                        out.push_str(&v);
+                        rest = &tail[consumed..];
+                    }
+                    None => {
+                        out.push_str("${");
+                        rest = inner;
+                    }
+                },
+                _ => {
+                    out.push_str("${");
+                    rest = inner;
+                }
+            }
+        } else {
+            let n = name_len(after);
+            match lookup(&after[..n]) {
+                Some(v) if n > 0 => out.push_str(&v),
+                _ => out.push_str(&rest[i..i + 1 + n]),
+            }
+            rest = &after[n..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Whether a stated value means the contract's value.
 fn agrees(s: &Settings, var: &str, stated: &str) -> bool {
     let Some(want) = contract_value(s, var) else {
         return true;
     };
-    // Expand references to other contract variables (`${WATCHDOG_RUNTIME_DIR}/gunicorn.pid`).
-    let expanded = crate::unitfile::expand_argv(&[stated.to_string()], &|k| contract_value(s, k))
-        .join(" ");
+    // Expand references to other contract variables (`${WATCHDOG_RUNTIME_DIR:-/run/x}/g.pid`).
+    let expanded = expand_shell(stated, &|k| contract_value(s, k), 0);
     if var == "WORKER_GUARDED_MODE_ENABLED" {
-        let b = matches!(expanded.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on");
+        let b = matches!(
+            expanded.to_ascii_lowercase().as_str(),
+            "1" | "true" | "yes" | "on"
+        );
         return b == s.policy.guarded_mode;
     }
     if want.starts_with('/') {
@@ -196,7 +253,10 @@ pub(super) fn check(ctx: &Context<'_>, out: &mut Vec<Finding>) {
                         },
                         m.var
                     ),
-                    format!("change line {} to {}={want}, or change the contract if the text is right", m.line, m.var),
+                    format!(
+                        "change line {} to {}={want}, or change the contract if the text is right",
+                        m.line, m.var
+                    ),
                 ));
             }
         }
@@ -218,22 +278,46 @@ WATCHDOG_RUNTIME_DIR=<runtime dir>
 : "${CONDA_ENV_NAME:=mes-dashboard}"
 "#;
         let m = scan(t);
-        let got: Vec<_> = m.iter().map(|m| (m.var.as_str(), m.value.as_str(), m.line)).collect();
+        let got: Vec<_> = m
+            .iter()
+            .map(|m| (m.var.as_str(), m.value.as_str(), m.line))
+            .collect();
         assert_eq!(
             got,
             vec![
-                ("WATCHDOG_PID_FILE", "${WATCHDOG_RUNTIME_DIR}/gunicorn.pid", 1),
+                (
+                    "WATCHDOG_PID_FILE",
+                    "${WATCHDOG_RUNTIME_DIR}/gunicorn.pid",
+                    1
+                ),
                 ("GUNICORN_BIND", "0.0.0.0:8080", 2),
-                ("WATCHDOG_STATE_FILE", "/var/lib/mes-dashboard/restart_state.json", 4),
+                (
+                    "WATCHDOG_STATE_FILE",
+                    "/var/lib/mes-dashboard/restart_state.json",
+                    4
+                ),
                 ("CONDA_ENV_NAME", "mes-dashboard", 6),
             ]
         );
+    }
+
+    #[test]
+    fn shell_defaults_expand() {
+        let env = |k: &str| (k == "RT").then(|| "/run/app".to_string());
+        assert_eq!(expand_shell("${RT}/g.pid", &env, 0), "/run/app/g.pid");
+        assert_eq!(
+            expand_shell("${PID:-${RT:-/x}/g.pid}", &env, 0),
+            "/run/app/g.pid"
+        );
+        assert_eq!(expand_shell("${NOPE:-/tmp/${NOPE2-d}}", &env, 0), "/tmp/d");
+        assert_eq!(expand_shell("$RT/a $5 ${", &env, 0), "/run/app/a $5 ${");
     }
 
     proptest! {
         #[test]
         fn never_panics(s in "\\PC{0,200}") {
             let _ = scan(&s);
+            let _ = expand_shell(&s, &|_| Some("v".into()), 0);
         }
 
         #[test]

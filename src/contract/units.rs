@@ -71,7 +71,11 @@ fn env_files(ctx: &Context<'_>, out: &mut Vec<Finding>) {
         .units
         .iter()
         .map(|u| {
-            let mut v: Vec<&Path> = u.environment_files.iter().map(|(p, _)| p.as_path()).collect();
+            let mut v: Vec<&Path> = u
+                .environment_files
+                .iter()
+                .map(|(p, _)| p.as_path())
+                .collect();
             v.sort();
             v.dedup();
             (u.name.as_str(), v)
@@ -84,7 +88,10 @@ fn env_files(ctx: &Context<'_>, out: &mut Vec<Finding>) {
                 let files = if v.is_empty() {
                     "(none)".to_string()
                 } else {
-                    v.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+                    v.iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 };
                 format!("{n}: {files}")
             })
@@ -164,14 +171,24 @@ fn world_readable(p: &Path, mode: u32, out: &mut Vec<Finding>) {
         out.push(Finding::new(
             Code::EnvFileReadable,
             p.display().to_string(),
-            format!("mode {:04o} lets every local user read it, and it holds secrets", mode & 0o7777),
-            format!("`chmod o-rwx {}` (the runbook's mode is 0640, group of the service user)", p.display()),
+            format!(
+                "mode {:04o} lets every local user read it, and it holds secrets",
+                mode & 0o7777
+            ),
+            format!(
+                "`chmod o-rwx {}` (the runbook's mode is 0640, group of the service user)",
+                p.display()
+            ),
         ));
     }
 }
 
 /// The prefix a program runs from, if it runs from one.
-fn program_prefix(ctx: &Context<'_>, inv: &Invocation, env: &BTreeMap<String, String>) -> Option<PathBuf> {
+fn program_prefix(
+    ctx: &Context<'_>,
+    inv: &Invocation,
+    env: &BTreeMap<String, String>,
+) -> Option<PathBuf> {
     if let Some(target) = &inv.conda_run {
         let root = inv
             .conda_exe
@@ -197,9 +214,17 @@ fn program_prefix(ctx: &Context<'_>, inv: &Invocation, env: &BTreeMap<String, St
     })
 }
 
-fn interpreters(ctx: &Context<'_>, u: &UnitDef, env: &BTreeMap<String, String>, out: &mut Vec<Finding>) {
+fn interpreters(
+    ctx: &Context<'_>,
+    u: &UnitDef,
+    env: &BTreeMap<String, String>,
+    out: &mut Vec<Finding>,
+) {
     let lookup = |k: &str| env.get(k).cloned();
-    for (setting, cmds) in [("ExecStart", &u.exec_start), ("ExecStartPre", &u.exec_start_pre)] {
+    for (setting, cmds) in [
+        ("ExecStart", &u.exec_start),
+        ("ExecStartPre", &u.exec_start_pre),
+    ] {
         for c in cmds {
             let argv = expand_argv(&c.argv, &lookup);
             for inv in analyze(&c.path, &argv) {
@@ -223,7 +248,9 @@ fn interpreters(ctx: &Context<'_>, u: &UnitDef, env: &BTreeMap<String, String>, 
                         continue;
                     }
                 }
-                let Some(contract) = &ctx.prefix else { continue };
+                let Some(contract) = &ctx.prefix else {
+                    continue;
+                };
                 match program_prefix(ctx, &inv, env) {
                     Some(p) => {
                         if conda::canonical_or_normal(&p) != conda::canonical_or_normal(&contract.path) {
@@ -257,7 +284,12 @@ fn interpreters(ctx: &Context<'_>, u: &UnitDef, env: &BTreeMap<String, String>, 
     }
 }
 
-fn gunicorn(ctx: &Context<'_>, app: &UnitDef, env: &BTreeMap<String, String>, out: &mut Vec<Finding>) {
+fn gunicorn(
+    ctx: &Context<'_>,
+    app: &UnitDef,
+    env: &BTreeMap<String, String>,
+    out: &mut Vec<Finding>,
+) {
     let s = ctx.settings;
     let lookup = |k: &str| env.get(k).cloned();
     let invs: Vec<Invocation> = app
@@ -273,7 +305,11 @@ fn gunicorn(ctx: &Context<'_>, app: &UnitDef, env: &BTreeMap<String, String>, ou
         out.push(Finding::new(
             Code::PidMismatch,
             app.name.clone(),
-            format!("PIDFile={} but WATCHDOG_PID_FILE={pid_s} (from {})", pf.display(), s.pid_file.source),
+            format!(
+                "PIDFile={} but WATCHDOG_PID_FILE={pid_s} (from {})",
+                pf.display(),
+                s.pid_file.source
+            ),
             format!("set PIDFile={pid_s} in {}", app.describe_source()),
         ));
     }
@@ -389,7 +425,9 @@ fn drift(envs: &[(&UnitDef, BTreeMap<String, String>)], out: &mut Vec<Finding>) 
         let detail = envs
             .iter()
             .zip(&vals)
-            .map(|((u, _), v)| format!("{}: {}", u.name, v.map(String::as_str).unwrap_or("(unset)")))
+            .map(|((u, _), v)| {
+                format!("{}: {}", u.name, v.map(String::as_str).unwrap_or("(unset)"))
+            })
             .collect::<Vec<_>>()
             .join("; ");
         out.push(Finding::new(

@@ -13,7 +13,9 @@ pub(super) fn check(ctx: &Context<'_>, out: &mut Vec<Finding>) {
     let mut decl: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let v = &ctx.settings.contract_version;
     if v.source != Source::Default {
-        decl.entry(v.value.clone()).or_default().push(format!("warden's configuration ({})", v.source));
+        decl.entry(v.value.clone())
+            .or_default()
+            .push(format!("warden's configuration ({})", v.source));
     }
     for u in &ctx.units {
         if let Some(val) = ctx.unit_env(u).get(VAR) {
@@ -22,7 +24,9 @@ pub(super) fn check(ctx: &Context<'_>, out: &mut Vec<Finding>) {
     }
     for t in ctx.inputs.scripts.iter().chain(ctx.inputs.docs) {
         for m in texts::scan(&t.text).into_iter().filter(|m| m.var == VAR) {
-            decl.entry(m.value).or_default().push(format!("{}:{}", t.path.display(), m.line));
+            decl.entry(m.value)
+                .or_default()
+                .push(format!("{}:{}", t.path.display(), m.line));
         }
     }
     if decl.len() > 1 {

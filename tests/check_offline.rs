@@ -1,0 +1,737 @@
+//! `warden check` against unit files and a real conda-like prefix (venv + gunicorn from PyPI):
+//! the full good contract passes, and each rule broken alone is reported with its code.
+
+mod common;
+
+use std::io::Write as _;
+use std::os::unix::fs::symlink;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use common::*;
+
+/// Asserts the check reports `code` (and exits as its severity demands).
+fn expect(f: &Fixture, extra: &[&str], code: &str, exit: i32) -> serde_json::Value {
+    let (status, codes, doc) = f.codes(extra);
+    assert!(
+        codes.iter().any(|c| c == code),
+        "expected {code}, got {codes:?}\n{doc:#}"
+    );
+    assert_eq!(status, exit, "exit status; findings {codes:?}");
+    doc
+}
+
+fn finding<'a>(doc: &'a serde_json::Value, code: &str) -> &'a serde_json::Value {
+    doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["code"] == code)
+        .unwrap()
+}
+
+#[test]
+fn good_contract_passes_with_no_findings() {
+    let f = Fixture::new("good");
+    let (status, codes, doc) = f.codes(&[]);
+    assert_eq!(codes, Vec::<String>::new(), "{doc:#}");
+    assert_eq!(status, 0);
+    assert_eq!(doc["valid"], true);
+    assert_eq!(doc["enforced"], true);
+    assert_eq!(doc["contract_version"], "2026.02-p2");
+    assert_eq!(doc["contract"]["prefix"], f.prefix.display().to_string());
+    assert_eq!(doc["contract"]["units"].as_array().unwrap().len(), 3);
+
+    let out = f.check(&[]);
+    assert!(
+        text(&out).contains("valid: 0 error(s), 0 warning(s)"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn human_output_has_code_subject_and_help() {
+    let mut f = Fixture::new("human");
+    f.set("WORKER_RESTART_COOLDOWN", "soon");
+    let out = f.check(&[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("error[E01] WORKER_RESTART_COOLDOWN: \"soon\" is not a whole number"),
+        "{t}"
+    );
+    assert!(
+        t.contains("  help: set WORKER_RESTART_COOLDOWN to a whole number"),
+        "{t}"
+    );
+    assert!(t.contains("INVALID: 1 error(s)"), "{t}");
+}
+
+#[test]
+fn not_enforced_reports_warnings_and_exits_zero() {
+    let mut f = Fixture::new("not-enforced");
+    f.set("WORKER_RESTART_COOLDOWN", "soon");
+    f.set("RUNTIME_CONTRACT_ENFORCE", "false");
+    let (status, _, doc) = f.codes(&[]);
+    assert_eq!(status, 0);
+    assert_eq!(doc["valid"], false);
+    assert_eq!(finding(&doc, "E01")["severity"], "warning");
+}
+
+#[test]
+fn unreadable_inputs_exit_2_naming_the_path() {
+    let f = Fixture::new("exit2");
+    let out = f.check(&["--env-file", "/nonexistent/app.env"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("/nonexistent/app.env"),
+        "{}",
+        text(&out)
+    );
+    // A leading '-' makes it optional, as in units.
+    let out = f.check(&["--env-file", "-/nonexistent/app.env"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = f.check(&["--script", "/nonexistent/start.sh"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("cannot read script /nonexistent/start.sh"));
+    let out = f.check(&["--phase", "later"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn without_env_file_the_app_units_env_file_is_the_contract() {
+    let f = Fixture::new("auto-env");
+    let out = Command::new(warden())
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("WARDEN_APP_UNIT", APP_UNIT)
+        .args(["contract", "--json", "--unit-path"])
+        .arg(&f.units_dir)
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["pid_file"]["value"], f.pid_file().display().to_string());
+    assert_eq!(doc["pid_file"]["source"]["kind"], "env-file");
+    assert_eq!(
+        doc["pid_file"]["source"]["path"],
+        f.env_file.display().to_string()
+    );
+}
+
+#[test]
+fn contract_names_where_each_value_came_from() {
+    let f = Fixture::new("contract");
+    let out = f.warden(&["contract"], &[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(t.contains(&format!("{}:", f.env_file.display())), "{t}");
+    assert!(t.contains("default"), "{t}");
+    assert!(t.contains(&f.prefix.display().to_string()), "{t}");
+    assert!(t.contains(APP_UNIT) && t.contains("User=www-data"), "{t}");
+}
+
+#[test]
+fn list_codes_covers_every_code() {
+    let out = Command::new(warden())
+        .args(["check", "--list-codes"])
+        .output()
+        .unwrap();
+    let t = text(&out);
+    for code in [
+        "E01", "C01", "C11", "P07", "U10", "F04", "S02", "B03", "V01",
+    ] {
+        assert!(t.contains(&format!("| {code} |")), "{code} missing");
+    }
+}
+
+// ---- configuration ----
+
+#[test]
+fn e01_invalid_value_names_the_variable() {
+    let mut f = Fixture::new("e01");
+    f.set("WATCHDOG_STATE_FILE", "state/restart.json");
+    let doc = expect(&f, &[], "E01", 1);
+    assert_eq!(finding(&doc, "E01")["subject"], "WATCHDOG_STATE_FILE");
+}
+
+// ---- conda ----
+
+#[test]
+fn c01_prefix_unresolved() {
+    let mut f = Fixture::new("c01");
+    f.unset("CONDA_BIN");
+    f.unset("CONDA_ENV_NAME");
+    expect(&f, &[], "C01", 1);
+}
+
+#[test]
+fn c02_not_an_environment() {
+    let mut f = Fixture::new("c02");
+    f.own_prefix();
+    std::fs::remove_file(f.prefix.join("conda-meta/history")).unwrap();
+    expect(&f, &[], "C02", 1);
+}
+
+#[test]
+fn c03_python_missing() {
+    let mut f = Fixture::new("c03");
+    f.own_prefix();
+    std::fs::remove_file(f.prefix.join("bin/python")).unwrap();
+    expect(&f, &[], "C03", 1);
+}
+
+#[test]
+fn c04_python_outside_prefix() {
+    let mut f = Fixture::new("c04");
+    f.own_prefix();
+    std::fs::remove_file(f.prefix.join("bin/python")).unwrap();
+    symlink("/usr/bin/python3", f.prefix.join("bin/python")).unwrap();
+    let doc = expect(&f, &[], "C04", 1);
+    assert!(
+        finding(&doc, "C04")["message"]
+            .as_str()
+            .unwrap()
+            .contains("/usr/bin/python3")
+    );
+}
+
+#[test]
+fn c05_recorded_version_differs() {
+    let mut f = Fixture::new("c05");
+    f.own_prefix();
+    let meta = f.prefix.join("conda-meta");
+    let rec = std::fs::read_dir(&meta)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with("python-"))
+        .unwrap()
+        .path();
+    std::fs::rename(rec, meta.join("python-2.7.18-h0fixture_0.json")).unwrap();
+    expect(&f, &[], "C05", 1);
+}
+
+#[test]
+fn c06_no_python_record_is_a_warning() {
+    let mut f = Fixture::new("c06");
+    f.own_prefix();
+    for e in std::fs::read_dir(f.prefix.join("conda-meta"))
+        .unwrap()
+        .flatten()
+    {
+        if e.file_name().to_string_lossy().starts_with("python-") {
+            std::fs::remove_file(e.path()).unwrap();
+        }
+    }
+    expect(&f, &[], "C06", 0);
+}
+
+#[test]
+fn c07_gunicorn_missing() {
+    let mut f = Fixture::new("c07");
+    f.own_prefix();
+    std::fs::remove_file(f.prefix.join("bin/gunicorn")).unwrap();
+    expect(&f, &[], "C07", 1);
+}
+
+#[test]
+fn c08_gunicorn_shebang_elsewhere() {
+    let mut f = Fixture::new("c08");
+    f.own_prefix();
+    let g = f.prefix.join("bin/gunicorn");
+    let t = std::fs::read_to_string(&g).unwrap();
+    let body = t.split_once('\n').unwrap().1;
+    std::fs::write(&g, format!("#!/usr/bin/python3\n{body}")).unwrap();
+    expect(&f, &[], "C08", 1);
+}
+
+#[test]
+fn c09_conda_bin_missing() {
+    let mut f = Fixture::new("c09");
+    f.own_prefix();
+    std::fs::remove_file(f.conda_root.join("bin/conda")).unwrap();
+    expect(&f, &[], "C09", 1);
+}
+
+#[test]
+fn c10_conda_default_env_disagrees() {
+    let mut f = Fixture::new("c10");
+    f.set("CONDA_DEFAULT_ENV", "base");
+    expect(&f, &[], "C10", 1);
+}
+
+#[test]
+fn c11_conda_prefix_disagrees() {
+    let mut f = Fixture::new("c11");
+    let other = f.conda_root.display().to_string();
+    f.set("CONDA_PREFIX", &other);
+    expect(&f, &[], "C11", 1);
+}
+
+#[test]
+fn venv_runtime_is_checked_by_the_same_rules() {
+    let mut f = Fixture::new("venv");
+    f.unset("CONDA_BIN");
+    f.unset("CONDA_ENV_NAME");
+    let prefix = f.prefix.display().to_string();
+    f.set("WARDEN_PYTHON_PREFIX", &prefix);
+    let (status, codes, doc) = f.codes(&[]);
+    assert_eq!((status, codes.len()), (0, 0), "{doc:#}");
+    assert_eq!(doc["contract"]["runtime"], "venv");
+    f.own_prefix();
+    f.unset("CONDA_BIN");
+    let prefix = f.prefix.display().to_string();
+    f.set("WARDEN_PYTHON_PREFIX", &prefix);
+    std::fs::remove_file(f.prefix.join("pyvenv.cfg")).unwrap();
+    expect(&f, &[], "C02", 1);
+}
+
+// ---- paths ----
+
+#[test]
+fn p01_flag_outside_runtime_dir() {
+    let mut f = Fixture::new("p01");
+    let p = f.state_dir.join("restart.flag").display().to_string();
+    f.set("WATCHDOG_RESTART_FLAG", &p);
+    expect(&f, &[], "P01", 1);
+}
+
+#[test]
+fn p02_pid_outside_runtime_dir() {
+    let mut f = Fixture::new("p02");
+    let p = f.state_dir.join("gunicorn.pid").display().to_string();
+    f.set("WATCHDOG_PID_FILE", &p);
+    f.write_units();
+    let (status, codes, _) = f.codes(&[]);
+    assert_eq!((status, codes), (1, vec!["P02".to_string()]));
+}
+
+#[test]
+fn p03_state_on_tmpfs_is_a_warning() {
+    let mut f = Fixture::new("p03");
+    let d = PathBuf::from("/dev/shm/warden-test-p03");
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    chown(&d, SERVICE_USER);
+    f.set(
+        "WATCHDOG_STATE_FILE",
+        &d.join("state.json").display().to_string(),
+    );
+    let (status, codes, _) = f.codes(&[]);
+    assert_eq!((status, codes), (0, vec!["P03".to_string()]));
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn p04_flag_is_a_symlink() {
+    let f = Fixture::new("p04");
+    symlink(
+        "/etc/shadow",
+        f.runtime_dir.join("mes_dashboard_restart.flag"),
+    )
+    .unwrap();
+    let doc = expect(&f, &[], "P04", 1);
+    assert!(
+        finding(&doc, "P04")["message"]
+            .as_str()
+            .unwrap()
+            .contains("symbolic link")
+    );
+}
+
+#[test]
+fn p05_world_writable_directory_without_sticky_bit() {
+    let f = Fixture::new("p05");
+    chmod(&f.state_dir, 0o777);
+    expect(&f, &[], "P05", 1);
+}
+
+#[test]
+fn p06_service_user_cannot_write_state_dir() {
+    let f = Fixture::new("p06");
+    chown(&f.state_dir, "root");
+    chmod(&f.state_dir, 0o755);
+    let doc = expect(&f, &[], "P06", 1);
+    assert!(
+        finding(&doc, "P06")["message"]
+            .as_str()
+            .unwrap()
+            .contains("www-data")
+    );
+}
+
+#[test]
+fn p07_runtime_dir_missing() {
+    let f = Fixture::new("p07");
+    std::fs::remove_dir_all(&f.runtime_dir).unwrap();
+    expect(&f, &[], "P07", 1);
+    // A unit that creates it at start satisfies the rule.
+}
+
+// ---- units ----
+
+#[test]
+fn u01_unit_not_found() {
+    let mut f = Fixture::new("u01");
+    f.set(
+        "WARDEN_UNITS",
+        &format!("{WATCHDOG_UNIT},{WORKER_UNIT},mes-dashboard-rq.service"),
+    );
+    let doc = expect(&f, &[], "U01", 1);
+    assert_eq!(finding(&doc, "U01")["subject"], "mes-dashboard-rq.service");
+}
+
+#[test]
+fn u02_unit_on_system_python() {
+    let f = Fixture::new("u02");
+    f.edit_unit(WORKER_UNIT, |t| {
+        t.replace(
+            &format!("{}/bin/python", f.prefix.display()),
+            "/usr/bin/python3",
+        )
+    });
+    let doc = expect(&f, &[], "U02", 1);
+    assert_eq!(finding(&doc, "U02")["subject"], WORKER_UNIT);
+}
+
+#[test]
+fn u02_unit_on_another_conda_env() {
+    let f = Fixture::new("u02-env");
+    f.edit_unit(WORKER_UNIT, |_| {
+        format!(
+            "[Service]\nUser=www-data\nEnvironmentFile={}\nExecStart=/bin/bash -lc 'exec {}/bin/conda run -n legacy python -m rq worker'\n",
+            f.env_file.display(),
+            f.conda_root.display()
+        )
+    });
+    let doc = expect(&f, &[], "U02", 1);
+    assert!(
+        finding(&doc, "U02")["message"]
+            .as_str()
+            .unwrap()
+            .contains("envs/legacy")
+    );
+}
+
+#[test]
+fn u03_conda_run_is_a_warning_with_the_fix() {
+    let f = Fixture::new("u03");
+    f.edit_unit(APP_UNIT, |t| {
+        t.replace(
+            &format!("ExecStart={}/bin/gunicorn", f.prefix.display()),
+            "ExecStart=/bin/bash -lc 'exec conda run --no-capture-output -n app gunicorn",
+        )
+        .replace("app:app\n", "app:app'\n")
+    });
+    let doc = expect(&f, &[], "U03", 0);
+    assert!(
+        finding(&doc, "U03")["help"]
+            .as_str()
+            .unwrap()
+            .contains("directly")
+    );
+}
+
+#[test]
+fn u04_pid_file_differs() {
+    let f = Fixture::new("u04");
+    f.edit_unit(APP_UNIT, |t| {
+        t.replace("--pid ${WATCHDOG_PID_FILE}", "--pid /run/gunicorn.pid")
+    });
+    let doc = expect(&f, &[], "U04", 1);
+    assert!(
+        finding(&doc, "U04")["message"]
+            .as_str()
+            .unwrap()
+            .contains("/run/gunicorn.pid")
+    );
+}
+
+#[test]
+fn u05_bind_differs() {
+    let f = Fixture::new("u05");
+    f.edit_unit(APP_UNIT, |t| {
+        t.replace(
+            "--bind ${GUNICORN_BIND}",
+            "--bind ${GUNICORN_BIND} --bind 0.0.0.0:9",
+        )
+    });
+    expect(&f, &[], "U05", 1);
+}
+
+#[test]
+fn u06_shared_runtime_directory_without_preserve() {
+    let f = Fixture::new("u06");
+    for u in [APP_UNIT, WATCHDOG_UNIT] {
+        f.edit_unit(u, |t| {
+            t.replace("[Service]\n", "[Service]\nRuntimeDirectory=mes-dashboard\n")
+        });
+    }
+    expect(&f, &[], "U06", 1);
+    f.edit_unit(APP_UNIT, |t| {
+        t.replace("[Service]\n", "[Service]\nRuntimeDirectoryPreserve=yes\n")
+    });
+    f.edit_unit(WATCHDOG_UNIT, |t| {
+        t.replace("[Service]\n", "[Service]\nRuntimeDirectoryPreserve=yes\n")
+    });
+    let (_, codes, _) = f.codes(&[]);
+    assert!(!codes.contains(&"U06".to_string()));
+}
+
+#[test]
+fn u08_variable_drift_between_units() {
+    let f = Fixture::new("u08");
+    f.edit_unit(WORKER_UNIT, |t| {
+        t.replace(
+            "[Service]\n",
+            "[Service]\nEnvironment=WORKER_RESTART_COOLDOWN=5\n",
+        )
+    });
+    let doc = expect(&f, &[], "U08", 1);
+    assert_eq!(finding(&doc, "U08")["subject"], "WORKER_RESTART_COOLDOWN");
+}
+
+#[test]
+fn u09_no_app_unit_is_a_warning() {
+    let mut f = Fixture::new("u09");
+    f.unset("WARDEN_APP_UNIT");
+    expect(&f, &[], "U09", 0);
+}
+
+#[test]
+fn u10_app_unit_runs_no_gunicorn() {
+    let f = Fixture::new("u10");
+    f.edit_unit(APP_UNIT, |t| {
+        let start = t.find("ExecStart=").unwrap();
+        let end = t.find("PIDFile=").unwrap();
+        format!(
+            "{}ExecStart=/bin/sleep infinity\n{}",
+            &t[..start],
+            &t[end..]
+        )
+    });
+    expect(&f, &[], "U10", 0);
+}
+
+#[test]
+fn drop_ins_override_the_fragment() {
+    let f = Fixture::new("dropin");
+    let d = f.units_dir.join(format!("{APP_UNIT}.d"));
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("10-pid.conf"), "[Service]\nPIDFile=/run/other.pid\n").unwrap();
+    let doc = expect(&f, &[], "U04", 1);
+    assert!(
+        finding(&doc, "U04")["message"]
+            .as_str()
+            .unwrap()
+            .contains("/run/other.pid")
+    );
+}
+
+// ---- env files ----
+
+#[test]
+fn f01_env_file_missing() {
+    let f = Fixture::new("f01");
+    let missing = f.dir.join("etc/missing.env").display().to_string();
+    for u in [APP_UNIT, WATCHDOG_UNIT, WORKER_UNIT] {
+        f.edit_unit(u, |t| {
+            t.replace(&f.env_file.display().to_string(), &missing)
+        });
+    }
+    let doc = expect(&f, &[], "F01", 1);
+    assert_eq!(finding(&doc, "F01")["subject"], missing);
+}
+
+#[test]
+fn f02_env_file_syntax() {
+    let f = Fixture::new("f02");
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&f.env_file)
+        .unwrap();
+    writeln!(file, "GUNICORN_WORKERS 4").unwrap();
+    let doc = expect(&f, &[], "F02", 1);
+    assert!(
+        finding(&doc, "F02")["subject"]
+            .as_str()
+            .unwrap()
+            .ends_with("app.env:12")
+    );
+}
+
+#[test]
+fn f03_env_file_world_readable() {
+    let f = Fixture::new("f03");
+    chmod(&f.env_file, 0o644);
+    expect(&f, &[], "F03", 1);
+}
+
+#[test]
+fn f04_units_load_different_env_files() {
+    let f = Fixture::new("f04");
+    let extra = f.dir.join("etc/worker.env");
+    std::fs::write(&extra, "RQ_QUEUES=default\n").unwrap();
+    chmod(&extra, 0o640);
+    f.edit_unit(WORKER_UNIT, |t| {
+        t.replace(
+            "[Service]\n",
+            &format!("[Service]\nEnvironmentFile={}\n", extra.display()),
+        )
+    });
+    expect(&f, &[], "F04", 1);
+}
+
+// ---- scripts and docs ----
+
+#[test]
+fn s01_script_default_differs() {
+    let f = Fixture::new("s01");
+    let good = f.dir.join("good.sh");
+    let rt = &f.env["WATCHDOG_RUNTIME_DIR"];
+    std::fs::write(
+        &good,
+        format!("PID=\"${{WATCHDOG_PID_FILE:-${{WATCHDOG_RUNTIME_DIR:-{rt}}}/gunicorn.pid}}\"\n"),
+    )
+    .unwrap();
+    let (status, codes, doc) = f.codes(&["--script", good.to_str().unwrap()]);
+    assert_eq!((status, codes.len()), (0, 0), "{doc:#}");
+    let bad = f.dir.join("start_server.sh");
+    std::fs::write(
+        &bad,
+        "#!/bin/bash\nPID_FILE=\"${WATCHDOG_PID_FILE:-/tmp/gunicorn.pid}\"\n",
+    )
+    .unwrap();
+    let doc = expect(&f, &["--script", bad.to_str().unwrap()], "S01", 1);
+    assert!(
+        finding(&doc, "S01")["subject"]
+            .as_str()
+            .unwrap()
+            .ends_with("start_server.sh:2")
+    );
+}
+
+#[test]
+fn s02_docs_state_another_value() {
+    let f = Fixture::new("s02");
+    let doc_path = f.dir.join("README.md");
+    std::fs::write(
+        &doc_path,
+        format!(
+            "# Deploy\n\nSet `GUNICORN_BIND={}` and\n\n```\nWATCHDOG_STATE_FILE=/var/lib/elsewhere/state.json\n```\n",
+            f.env["GUNICORN_BIND"]
+        ),
+    )
+    .unwrap();
+    let doc = expect(&f, &["--docs", doc_path.to_str().unwrap()], "S02", 1);
+    let found: Vec<_> = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["code"] == "S02")
+        .collect();
+    assert_eq!(found.len(), 1, "only the stale line is reported");
+    assert!(
+        found[0]["subject"]
+            .as_str()
+            .unwrap()
+            .ends_with("README.md:6")
+    );
+}
+
+// ---- bind ----
+
+#[test]
+fn b01_bind_invalid() {
+    let mut f = Fixture::new("b01");
+    f.set("GUNICORN_BIND", "8080");
+    expect(&f, &[], "B01", 1);
+}
+
+#[test]
+fn b02_port_in_use_before_start() {
+    let f = Fixture::new("b02");
+    let _holder = std::net::TcpListener::bind(("127.0.0.1", f.port)).unwrap();
+    let doc = expect(&f, &[], "B02", 1);
+    assert!(
+        finding(&doc, "B02")["message"]
+            .as_str()
+            .unwrap()
+            .contains(&std::process::id().to_string())
+    );
+}
+
+/// Starts the fixture's gunicorn (real master and workers) and waits for its READY=1.
+fn start_gunicorn(f: &Fixture) -> std::process::Child {
+    let sock_path = f.dir.join("notify.sock");
+    let _ = std::fs::remove_file(&sock_path);
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let child = Command::new(f.prefix.join("bin/gunicorn"))
+        .args([
+            "--pid",
+            f.pid_file().to_str().unwrap(),
+            "--bind",
+            &f.env["GUNICORN_BIND"],
+        ])
+        .args(["--workers", "2", "--no-control-socket", "--chdir"])
+        .arg(repo().join("examples/gunicorn-app"))
+        .arg("app:app")
+        .env("NOTIFY_SOCKET", &sock_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    loop {
+        let n = sock
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("gunicorn did not report READY=1: {e}"));
+        if String::from_utf8_lossy(&buf[..n]).contains("READY=1") {
+            break;
+        }
+    }
+    child
+}
+
+#[test]
+fn b03_running_phase_wants_the_port_held_by_the_master() {
+    let f = Fixture::new("b03");
+    expect(&f, &["--phase", "running"], "B03", 1);
+
+    let mut g = start_gunicorn(&f);
+    let (status, codes, doc) = f.codes(&["--phase", "running"]);
+    // Pre-start would now find the port taken, by the very master.
+    let (pre_status, pre_codes, _) = f.codes(&[]);
+    // A PID file naming another process (here: ourselves) is caught.
+    let real_pid = std::fs::read_to_string(f.pid_file()).unwrap();
+    std::fs::write(f.pid_file(), format!("{}\n", std::process::id())).unwrap();
+    let (wrong_status, wrong_codes, _) = f.codes(&["--phase", "running"]);
+    std::fs::write(f.pid_file(), real_pid).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(g.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    g.wait().unwrap();
+
+    assert_eq!((status, codes.len()), (0, 0), "{doc:#}");
+    assert_eq!((pre_status, pre_codes), (1, vec!["B02".to_string()]));
+    assert_eq!((wrong_status, wrong_codes), (1, vec!["B03".to_string()]));
+}
+
+// ---- version ----
+
+#[test]
+fn v01_version_declared_differently() {
+    let f = Fixture::new("v01");
+    let doc_path = f.dir.join("RUNBOOK.md");
+    std::fs::write(&doc_path, "Contract: RUNTIME_CONTRACT_VERSION=2025.11-p1\n").unwrap();
+    let doc = expect(&f, &["--docs", doc_path.to_str().unwrap()], "V01", 1);
+    let m = finding(&doc, "V01")["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(m.contains("2025.11-p1") && m.contains("2026.02-p2"), "{m}");
+}

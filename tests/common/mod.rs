@@ -1,0 +1,426 @@
+//! Test support: a conda-like prefix with real gunicorn, per-test contract fixtures (env file,
+//! app / watchdog / worker units, runtime and state directories), and the real-systemd sandbox.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+pub const APP_UNIT: &str = "mes-dashboard.service";
+pub const WATCHDOG_UNIT: &str = "mes-dashboard-watchdog.service";
+pub const WORKER_UNIT: &str = "mes-dashboard-worker.service";
+pub const SERVICE_USER: &str = "www-data";
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn warden() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_warden"))
+}
+
+/// Where fixtures live: not under /tmp or /run, whose contents the contract rightly calls
+/// volatile.
+pub fn fixture_base() -> PathBuf {
+    let t = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    if t.starts_with("/tmp") || t.starts_with("/run") {
+        PathBuf::from("/var/tmp/warden-tests")
+    } else {
+        t
+    }
+}
+
+/// The shared conda-like install (built once by `tests/harness/make-prefix.sh`).
+pub struct CondaInstall {
+    pub root: PathBuf,
+    pub prefix: PathBuf,
+}
+
+pub fn conda() -> &'static CondaInstall {
+    static C: OnceLock<CondaInstall> = OnceLock::new();
+    C.get_or_init(|| {
+        let root = fixture_base().join("conda");
+        let st = Command::new("bash")
+            .arg(repo().join("tests/harness/make-prefix.sh"))
+            .arg(&root)
+            .arg("app")
+            .status()
+            .expect("run make-prefix.sh");
+        assert!(st.success(), "building the conda-like prefix failed");
+        CondaInstall {
+            prefix: root.join("envs/app"),
+            root,
+        }
+    })
+}
+
+pub fn chown(p: &Path, user: &str) {
+    let st = Command::new("chown")
+        .arg(format!("{user}:{user}"))
+        .arg(p)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+pub fn chmod(p: &Path, mode: u32) {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One test's contract: an env file shared by three units, their unit files, and the
+/// directories the contract names.
+pub struct Fixture {
+    pub dir: PathBuf,
+    pub conda_root: PathBuf,
+    pub prefix: PathBuf,
+    pub env_file: PathBuf,
+    pub units_dir: PathBuf,
+    pub runtime_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub port: u16,
+    pub env: BTreeMap<String, String>,
+}
+
+impl Fixture {
+    /// A complete, valid contract in its own directory.
+    pub fn new(name: &str) -> Fixture {
+        Self::with_runtime_dir(name, None)
+    }
+
+    /// `runtime_dir`: use this (e.g. `/run/NAME` inside a sandbox) instead of `DIR/run`.
+    pub fn with_runtime_dir(name: &str, runtime_dir: Option<&Path>) -> Fixture {
+        let c = conda();
+        let dir = fixture_base().join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        chmod(&dir, 0o755);
+        let runtime_dir = runtime_dir
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| dir.join("run"));
+        let state_dir = dir.join("state");
+        for d in [&state_dir, &dir.join("etc"), &dir.join("units")] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        if runtime_dir.starts_with(&dir) {
+            std::fs::create_dir_all(&runtime_dir).unwrap();
+            chown(&runtime_dir, SERVICE_USER);
+        }
+        chown(&state_dir, SERVICE_USER);
+        let port = free_port();
+        let mut env = BTreeMap::new();
+        let rt = runtime_dir.display().to_string();
+        for (k, v) in [
+            ("RUNTIME_CONTRACT_VERSION", "2026.02-p2".to_string()),
+            ("WATCHDOG_RUNTIME_DIR", rt.clone()),
+            (
+                "WATCHDOG_RESTART_FLAG",
+                format!("{rt}/mes_dashboard_restart.flag"),
+            ),
+            ("WATCHDOG_PID_FILE", format!("{rt}/gunicorn.pid")),
+            (
+                "WATCHDOG_STATE_FILE",
+                state_dir.join("restart_state.json").display().to_string(),
+            ),
+            ("GUNICORN_BIND", format!("127.0.0.1:{port}")),
+            ("CONDA_BIN", c.root.join("bin/conda").display().to_string()),
+            ("CONDA_ENV_NAME", "app".to_string()),
+            ("WARDEN_APP_UNIT", APP_UNIT.to_string()),
+            ("WARDEN_UNITS", format!("{WATCHDOG_UNIT},{WORKER_UNIT}")),
+        ] {
+            env.insert(k.to_string(), v);
+        }
+        let f = Fixture {
+            env_file: dir.join("etc/app.env"),
+            units_dir: dir.join("units"),
+            conda_root: c.root.clone(),
+            prefix: c.prefix.clone(),
+            dir,
+            runtime_dir,
+            state_dir,
+            port,
+            env,
+        };
+        f.write_env();
+        f.write_units();
+        f
+    }
+
+    pub fn write_env(&self) {
+        let mut text = String::from("# the contract shared by every unit\n");
+        for (k, v) in &self.env {
+            text.push_str(&format!("{k}={v}\n"));
+        }
+        std::fs::write(&self.env_file, text).unwrap();
+        chmod(&self.env_file, 0o640);
+        let st = Command::new("chown")
+            .arg(format!("root:{SERVICE_USER}"))
+            .arg(&self.env_file)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
+    pub fn set(&mut self, k: &str, v: &str) {
+        self.env.insert(k.into(), v.into());
+        self.write_env();
+    }
+
+    pub fn unset(&mut self, k: &str) {
+        self.env.remove(k);
+        self.write_env();
+    }
+
+    pub fn pid_file(&self) -> PathBuf {
+        PathBuf::from(&self.env["WATCHDOG_PID_FILE"])
+    }
+
+    pub fn app_unit_text(&self) -> String {
+        format!(
+            "[Unit]\nDescription=MES dashboard (gunicorn)\n\n[Service]\nType=notify\nUser={u}\nGroup={u}\n\
+             EnvironmentFile={env}\nExecStartPre={w} check\n\
+             ExecStart={p}/bin/gunicorn --pid ${{WATCHDOG_PID_FILE}} --bind ${{GUNICORN_BIND}} \\\n  \
+             --workers 2 --no-control-socket --chdir {app} app:app\nPIDFile={pid}\n",
+            u = SERVICE_USER,
+            env = self.env_file.display(),
+            w = warden().display(),
+            p = self.prefix.display(),
+            app = repo().join("examples/gunicorn-app").display(),
+            pid = self.pid_file().display(),
+        )
+    }
+
+    pub fn watchdog_unit_text(&self) -> String {
+        format!(
+            "[Unit]\nDescription=MES dashboard watchdog\nRequires={APP_UNIT}\nAfter={APP_UNIT}\n\n\
+             [Service]\nType=notify\nUser={SERVICE_USER}\nEnvironmentFile={env}\n\
+             ExecStartPre={w} check --phase running\nExecStart={w} run\n",
+            env = self.env_file.display(),
+            w = warden().display(),
+        )
+    }
+
+    pub fn worker_unit_text(&self) -> String {
+        format!(
+            "[Unit]\nDescription=MES dashboard worker\n\n[Service]\nUser={SERVICE_USER}\nEnvironmentFile={env}\n\
+             ExecStart={p}/bin/python -c \"import signal; signal.pause()\"\n",
+            env = self.env_file.display(),
+            p = self.prefix.display(),
+        )
+    }
+
+    pub fn write_units(&self) {
+        self.write_unit(APP_UNIT, &self.app_unit_text());
+        self.write_unit(WATCHDOG_UNIT, &self.watchdog_unit_text());
+        self.write_unit(WORKER_UNIT, &self.worker_unit_text());
+    }
+
+    pub fn write_unit(&self, name: &str, text: &str) {
+        std::fs::write(self.units_dir.join(name), text).unwrap();
+    }
+
+    pub fn edit_unit(&self, name: &str, f: impl FnOnce(String) -> String) {
+        let p = self.units_dir.join(name);
+        let t = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(&p, f(t)).unwrap();
+    }
+
+    /// Gives this fixture its own copy of the conda install, to break without affecting others.
+    /// The copy's scripts are re-pointed at the copy, as a real move plus reinstall would.
+    pub fn own_prefix(&mut self) {
+        let root = self.dir.join("conda");
+        let st = Command::new("cp")
+            .arg("-a")
+            .arg(&self.conda_root)
+            .arg(&root)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let prefix = root.join("envs/app");
+        for script in ["gunicorn", "pip", "pip3"] {
+            let p = prefix.join("bin").join(script);
+            if let Ok(t) = std::fs::read_to_string(&p) {
+                let fixed = t.replacen(
+                    &self.prefix.display().to_string(),
+                    &prefix.display().to_string(),
+                    1,
+                );
+                std::fs::write(&p, fixed).unwrap();
+            }
+        }
+        self.conda_root = root.clone();
+        self.prefix = prefix;
+        self.set("CONDA_BIN", &root.join("bin/conda").display().to_string());
+        self.write_units();
+    }
+
+    /// `warden check` offline against this fixture, with a clean environment.
+    pub fn check(&self, extra: &[&str]) -> Output {
+        self.warden(&["check"], extra)
+    }
+
+    pub fn warden(&self, cmd: &[&str], extra: &[&str]) -> Output {
+        let mut c = Command::new(warden());
+        c.env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .args(cmd)
+            .arg("--env-file")
+            .arg(&self.env_file)
+            .arg("--unit-path")
+            .arg(&self.units_dir)
+            .args(extra);
+        c.output().unwrap()
+    }
+
+    /// The codes of the findings of a JSON check.
+    pub fn codes(&self, extra: &[&str]) -> (i32, Vec<String>, serde_json::Value) {
+        let mut args = vec!["--json"];
+        args.extend_from_slice(extra);
+        let out = self.check(&args);
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "not JSON ({e}): {}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        let codes = doc["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["code"].as_str().unwrap().to_string())
+            .collect();
+        (out.status.code().unwrap_or(-1), codes, doc)
+    }
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A real systemd as PID 1 of private namespaces (tests/harness/sysbox.sh), torn down on drop.
+pub struct Sandbox {
+    pub dir: PathBuf,
+    pub bus: String,
+    binds: String,
+}
+
+impl Sandbox {
+    pub fn boot(name: &str, binds: &[&Path]) -> Sandbox {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "the live tests boot systemd in namespaces and need root"
+        );
+        let dir = PathBuf::from(format!("/tmp/warden-sysbox-{name}"));
+        let binds = binds
+            .iter()
+            .map(|b| b.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let out = Command::new("bash")
+            .arg(Self::script())
+            .arg("up")
+            .env("SYSBOX_DIR", &dir)
+            .env("SYSBOX_BINDS", &binds)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "sandbox boot failed: {}", text(&out));
+        Sandbox {
+            bus: format!("unix:path={}/run/dbus/system_bus_socket", dir.display()),
+            dir,
+            binds,
+        }
+    }
+
+    fn script() -> PathBuf {
+        repo().join("tests/harness/sysbox.sh")
+    }
+
+    pub fn unit_dir(&self) -> PathBuf {
+        self.dir.join("run/systemd/system")
+    }
+
+    /// The host path of a path under the sandbox's /run.
+    pub fn run_path(&self, inside: &Path) -> PathBuf {
+        self.dir
+            .join("run")
+            .join(inside.strip_prefix("/run").unwrap())
+    }
+
+    pub fn install_unit(&self, name: &str, text: &str) {
+        std::fs::create_dir_all(self.unit_dir()).unwrap();
+        std::fs::write(self.unit_dir().join(name), text).unwrap();
+    }
+
+    /// Runs a command inside the sandbox's namespaces; it returns when the command does.
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new("bash")
+            .arg(Self::script())
+            .arg("run")
+            .args(args)
+            .env("SYSBOX_DIR", &self.dir)
+            .output()
+            .unwrap()
+    }
+
+    pub fn systemctl(&self, args: &[&str]) -> Output {
+        let mut a = vec!["systemctl", "--no-pager"];
+        a.extend_from_slice(args);
+        self.run(&a)
+    }
+
+    pub fn daemon_reload(&self) {
+        let o = self.systemctl(&["daemon-reload"]);
+        assert!(o.status.success(), "daemon-reload: {}", text(&o));
+    }
+
+    pub fn prop(&self, unit: &str, prop: &str) -> String {
+        let o = self.systemctl(&["show", "-p", prop, "--value", unit]);
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+
+    pub fn journal(&self, unit: &str) -> String {
+        let o = Command::new("bash")
+            .arg(Self::script())
+            .args(["journal", "-u", unit, "-o", "verbose"])
+            .env("SYSBOX_DIR", &self.dir)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Runs warden on the host against the sandbox's bus.
+    pub fn warden(&self, args: &[&str]) -> Output {
+        Command::new(warden())
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &self.bus)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(Self::script())
+            .arg("down")
+            .env("SYSBOX_DIR", &self.dir)
+            .env("SYSBOX_BINDS", &self.binds)
+            .status();
+    }
+}

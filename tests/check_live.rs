@@ -1,0 +1,225 @@
+//! `warden check` as `ExecStartPre=` of real units in a real systemd (the project's sandbox):
+//! a broken contract stops the start with the finding in the unit's journal, a good one starts,
+//! and a unit file edited without a reload is reported as drift. Needs root.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use common::*;
+
+/// One sandbox at a time: each boots its own systemd, and the machine has two cores.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+struct Live {
+    sb: Sandbox,
+    f: Fixture,
+}
+
+/// A fixture whose runtime directory is the app unit's `RuntimeDirectory=` inside the sandbox,
+/// with the contract's units installed there.
+fn live(name: &str) -> Live {
+    let rt = PathBuf::from(format!("/run/{name}"));
+    let f = Fixture::with_runtime_dir(name, Some(&rt));
+    let sb = Sandbox::boot(name, &[&f.dir]);
+    f.edit_unit(APP_UNIT, |t| {
+        t.replace(
+            "[Service]\n",
+            &format!("[Service]\nRuntimeDirectory={name}\nRuntimeDirectoryPreserve=yes\n"),
+        )
+    });
+    for u in [APP_UNIT, WATCHDOG_UNIT, WORKER_UNIT] {
+        let text = std::fs::read_to_string(f.units_dir.join(u)).unwrap();
+        sb.install_unit(u, &text);
+    }
+    sb.daemon_reload();
+    Live { sb, f }
+}
+
+impl Live {
+    /// `warden check` run inside the sandbox (its /run, its PID namespace, its bus).
+    fn check_inside(&self, args: &[&str]) -> (i32, serde_json::Value) {
+        let w = warden();
+        let env = self.f.env_file.display().to_string();
+        let mut a = vec![
+            "env",
+            "-i",
+            "PATH=/usr/bin:/bin",
+            w.to_str().unwrap(),
+            "check",
+            "--json",
+            "--env-file",
+            &env,
+        ];
+        a.extend_from_slice(args);
+        let out = self.sb.run(&a);
+        let doc = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(&out)));
+        (out.status.code().unwrap_or(-1), doc)
+    }
+}
+
+fn codes(doc: &serde_json::Value) -> Vec<String> {
+    doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["code"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn exec_start_pre_refuses_a_broken_contract_with_the_finding_in_the_journal() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let l = live("live-broken");
+    // The worker unit drifts to the system Python.
+    let worker = std::fs::read_to_string(l.f.units_dir.join(WORKER_UNIT)).unwrap();
+    l.sb.install_unit(
+        WORKER_UNIT,
+        &worker.replace(
+            &format!("{}/bin/python", l.f.prefix.display()),
+            "/usr/bin/python3",
+        ),
+    );
+    l.sb.daemon_reload();
+
+    let out = l.sb.systemctl(&["start", APP_UNIT]);
+    assert!(!out.status.success(), "start should fail: {}", text(&out));
+    assert_eq!(l.sb.prop(APP_UNIT, "ActiveState"), "failed");
+    assert_eq!(l.sb.prop(APP_UNIT, "Result"), "exit-code");
+    let journal = l.sb.journal(APP_UNIT);
+    assert!(journal.contains("WARDEN_CODE=U02"), "{journal}");
+    assert!(
+        journal.contains(&format!("WARDEN_SUBJECT={WORKER_UNIT}")),
+        "{journal}"
+    );
+    assert!(journal.contains("error[U02]"), "{journal}");
+    assert!(journal.contains("WARDEN_HELP="), "{journal}");
+    // Nothing listens: gunicorn never ran.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", l.f.port)).is_err());
+}
+
+#[test]
+fn exec_start_pre_passes_a_good_contract_and_the_app_serves() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let l = live("live-good");
+    let out = l.sb.systemctl(&["start", APP_UNIT, WORKER_UNIT]);
+    assert!(
+        out.status.success(),
+        "start failed: {}\n{}",
+        text(&out),
+        l.sb.journal(APP_UNIT)
+    );
+    assert_eq!(l.sb.prop(APP_UNIT, "ActiveState"), "active");
+    let journal = l.sb.journal(APP_UNIT);
+    assert!(
+        journal.contains("contract 2026.02-p2 valid: 0 error(s), 0 warning(s)"),
+        "{journal}"
+    );
+
+    // The app answers on the contract's port.
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", l.f.port)).unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(
+        resp.starts_with("HTTP/1.0 200") || resp.starts_with("HTTP/1.1 200"),
+        "{resp}"
+    );
+
+    // While it runs, the running-phase check (as the watchdog's ExecStartPre= does) finds the
+    // port held by the master named in the PID file, reading the units over D-Bus.
+    let (status, doc) = l.check_inside(&["--phase", "running"]);
+    assert_eq!((status, codes(&doc)), (0, vec![]), "{doc:#}");
+    assert_eq!(doc["contract"]["units_read_from"], "systemd (D-Bus)");
+    let app = &doc["contract"]["units"][0];
+    assert_eq!(app["name"], APP_UNIT);
+    assert!(
+        app["definition"]
+            .as_str()
+            .unwrap()
+            .contains("loaded by systemd")
+    );
+
+    // Pre-start, the same contract finds the port taken.
+    let (status, doc) = l.check_inside(&[]);
+    assert_eq!(
+        (status, codes(&doc)),
+        (1, vec!["B02".to_string()]),
+        "{doc:#}"
+    );
+}
+
+#[test]
+fn a_unit_file_edited_without_reload_is_drift() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let l = live("live-drift");
+    let out = l.sb.systemctl(&["start", APP_UNIT]);
+    assert!(out.status.success(), "{}", text(&out));
+    let app = l.sb.unit_dir().join(APP_UNIT);
+    let t = std::fs::read_to_string(&app).unwrap();
+    std::fs::write(&app, t.replace("--workers 2", "--workers 3")).unwrap();
+    assert_eq!(l.sb.prop(APP_UNIT, "NeedDaemonReload"), "yes");
+
+    let (status, doc) = l.check_inside(&["--phase", "running"]);
+    assert_eq!(status, 1);
+    assert_eq!(codes(&doc), vec!["U07".to_string()], "{doc:#}");
+    let f = &doc["findings"][0];
+    assert_eq!(f["subject"], APP_UNIT);
+    assert!(f["help"].as_str().unwrap().contains("daemon-reload"));
+
+    // A restart runs ExecStartPre= again, which refuses until the reload.
+    let out = l.sb.systemctl(&["restart", APP_UNIT]);
+    assert!(!out.status.success(), "restart should be refused");
+    assert_eq!(l.sb.prop(APP_UNIT, "Result"), "exit-code");
+    l.sb.daemon_reload();
+    let out = l.sb.systemctl(&["restart", APP_UNIT]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out),
+        l.sb.journal(APP_UNIT)
+    );
+}
+
+#[test]
+fn units_read_over_dbus_from_the_host() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let l = live("live-host");
+    // From the host, over the sandbox's bus: the units are systemd's loaded definitions.
+    let out = l.sb.warden(&[
+        "contract",
+        "--json",
+        "--env-file",
+        l.f.env_file.to_str().unwrap(),
+    ]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["units_read_from"], "systemd (D-Bus)");
+    let units = doc["units"].as_array().unwrap();
+    assert_eq!(units.len(), 3);
+    for u in units {
+        assert_eq!(u["found"], true, "{u}");
+        assert_eq!(u["user"], SERVICE_USER);
+        assert_eq!(
+            u["environment_files"][0],
+            l.f.env_file.display().to_string()
+        );
+    }
+    // A unit systemd does not know is reported as such.
+    let mut env = std::fs::read_to_string(&l.f.env_file).unwrap();
+    env = env.replace(WORKER_UNIT, "mes-dashboard-missing.service");
+    let other = l.f.dir.join("etc/other.env");
+    std::fs::write(&other, env).unwrap();
+    let out =
+        l.sb.warden(&["check", "--json", "--env-file", other.to_str().unwrap()]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let u01 = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["code"] == "U01")
+        .unwrap();
+    assert_eq!(u01["subject"], "mes-dashboard-missing.service");
+}

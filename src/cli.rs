@@ -461,7 +461,7 @@ fn contract_cmd(a: ContractArgs) -> Result<u8, CliError> {
     }
     let mut t = String::new();
     let mut line = |k: &str, v: String, src: String| {
-        t.push_str(&format!("{k:<22} {v}\n{:<22}   from {src}\n", ""));
+        t.push_str(&format!("{k:<14} {v}  ({src})\n"));
     };
     let s = &g.settings;
     line(
@@ -506,11 +506,11 @@ fn contract_cmd(a: ContractArgs) -> Result<u8, CliError> {
                     .as_deref()
                     .unwrap_or("version unknown")
             ),
-            "the prefix".into(),
+            "in the prefix".into(),
         );
     }
     t.push_str(&format!(
-        "{:<22} cooldown {}s, retry budget {}, churn threshold {} per {}s, guarded mode {}\n",
+        "{:<14} cooldown {}s, retry budget {}, churn threshold {} per {}s, guarded mode {}\n",
         "policy",
         s.policy.cooldown_seconds,
         s.policy.retry_budget,
@@ -518,10 +518,10 @@ fn contract_cmd(a: ContractArgs) -> Result<u8, CliError> {
         s.policy.window_seconds,
         if s.policy.guarded_mode { "on" } else { "off" }
     ));
-    t.push_str(&format!("{:<22} read from {}\n", "units", g.unit_source));
+    t.push_str(&format!("{:<14} read from {}\n", "units", g.unit_source));
     for u in &view.units {
         t.push_str(&format!(
-            "  {:<20} {}{}\n",
+            "  {} {}{}\n",
             u.name,
             u.definition.clone().unwrap_or_else(|| "NOT FOUND".into()),
             u.user.map(|u| format!(", User={u}")).unwrap_or_default()

@@ -4,6 +4,7 @@
 //! kept apart from I/O (`conda` reads prefixes, `systemd` speaks D-Bus, `contract` runs the
 //! rules, `cli` is the edge).
 
+pub mod account;
 pub mod cli;
 pub mod conda;
 pub mod config;
@@ -11,6 +12,7 @@ pub mod contract;
 pub mod diag;
 pub mod envfile;
 pub mod journal;
+pub mod netdiag;
 pub mod systemd;
 pub mod unit;
 pub mod unitfile;

@@ -145,6 +145,18 @@ fn list_codes_covers_every_code() {
     }
 }
 
+#[test]
+fn readme_lists_every_code_as_the_binary_does() {
+    let out = Command::new(warden())
+        .args(["check", "--list-codes"])
+        .output()
+        .unwrap();
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        assert!(readme.contains(line), "README.md lacks the row: {line}");
+    }
+}
+
 // ---- configuration ----
 
 #[test]
@@ -661,8 +673,19 @@ fn b02_port_in_use_before_start() {
     );
 }
 
+/// A gunicorn master that is stopped when the test ends, passed or not.
+struct Gunicorn(std::process::Child);
+
+impl Drop for Gunicorn {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts the fixture's gunicorn (real master and workers) and waits for its READY=1.
-fn start_gunicorn(f: &Fixture) -> std::process::Child {
+fn start_gunicorn(f: &Fixture) -> Gunicorn {
     let sock_path = f.dir.join("notify.sock");
     let _ = std::fs::remove_file(&sock_path);
     let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
@@ -683,6 +706,7 @@ fn start_gunicorn(f: &Fixture) -> std::process::Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let child = Gunicorn(child);
     let mut buf = [0u8; 256];
     loop {
         let n = sock
@@ -700,7 +724,7 @@ fn b03_running_phase_wants_the_port_held_by_the_master() {
     let f = Fixture::new("b03");
     expect(&f, &["--phase", "running"], "B03", 1);
 
-    let mut g = start_gunicorn(&f);
+    let g = start_gunicorn(&f);
     let (status, codes, doc) = f.codes(&["--phase", "running"]);
     // Pre-start would now find the port taken, by the very master.
     let (pre_status, pre_codes, _) = f.codes(&[]);

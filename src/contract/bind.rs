@@ -1,6 +1,7 @@
 //! The bind rule: `GUNICORN_BIND` is one valid `host:port`; before start the port is free, while
-//! running it is held by the app's gunicorn master. Read from `/proc/net/tcp{,6}` so that the
-//! check never binds, connects or otherwise disturbs the port.
+//! running it is held by the app's gunicorn master. Listening sockets are read from the kernel
+//! (sock_diag, else `/proc/net/tcp{,6}`), so the check never binds, connects or otherwise
+//! disturbs the port.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -53,13 +54,7 @@ pub fn parse_bind(s: &str) -> Result<BindAddr, String> {
     })
 }
 
-/// A listening TCP socket from `/proc/net/tcp{,6}`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Listener {
-    pub ip: IpAddr,
-    pub port: u16,
-    pub inode: u64,
-}
+pub use crate::netdiag::Listener;
 
 /// Parses the text of `/proc/net/tcp` or `/proc/net/tcp6`, keeping LISTEN sockets.
 pub fn parse_proc_net_tcp(text: &str) -> Vec<Listener> {
@@ -118,10 +113,37 @@ fn mapped(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Reads a /proc file in large chunks: the kernel regenerates `/proc/net/tcp` on every read,
+/// and `read_to_string`'s small first reads make that several times slower.
+fn read_proc(p: &str) -> Option<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(p).ok()?;
+    let mut buf = Vec::with_capacity(64 * 1024);
+    loop {
+        if buf.capacity() - buf.len() < 16 * 1024 {
+            buf.reserve(64 * 1024);
+        }
+        let spare = buf.capacity() - buf.len();
+        let start = buf.len();
+        buf.resize(start + spare, 0);
+        let n = f.read(&mut buf[start..]).ok()?;
+        buf.truncate(start + n);
+        // A seq_file read returns less than asked only at the end: no extra read to see EOF.
+        if n < spare {
+            break;
+        }
+    }
+    String::from_utf8(buf).ok()
+}
+
 fn listeners() -> Vec<Listener> {
+    if let Ok(l) = crate::netdiag::listeners() {
+        return l;
+    }
+    // sock_diag can be filtered out (seccomp, RestrictAddressFamilies=): fall back to /proc.
     ["/proc/net/tcp", "/proc/net/tcp6"]
         .iter()
-        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .filter_map(|p| read_proc(p))
         .flat_map(|t| parse_proc_net_tcp(&t))
         .collect()
 }

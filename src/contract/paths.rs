@@ -251,7 +251,7 @@ fn unsafe_ancestors(dir: &Path, out: &mut Vec<Finding>) {
 
 /// Whether `user` (or the current user) can create files in `dir`.
 pub(crate) fn writable_by(dir: &Path, user: Option<&str>) -> Result<(), String> {
-    use nix::unistd::{Gid, Uid, User};
+    use nix::unistd::{Gid, Uid};
     if let Ok(st) = nix::sys::statvfs::statvfs(dir)
         && st.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY)
     {
@@ -264,20 +264,10 @@ pub(crate) fn writable_by(dir: &Path, user: Option<&str>) -> Result<(), String> 
                 .chain(nix::unistd::getgroups().unwrap_or_default())
                 .collect(),
         ),
-        Some(name) => {
-            let u = if let Ok(n) = name.parse::<u32>() {
-                User::from_uid(Uid::from_raw(n))
-            } else {
-                User::from_name(name)
-            };
-            let u = match u {
-                Ok(Some(u)) => u,
-                _ => return Err(format!("user {name} does not exist")),
-            };
-            let cname = std::ffi::CString::new(u.name.clone()).map_err(|e| e.to_string())?;
-            let groups = nix::unistd::getgrouplist(&cname, u.gid).unwrap_or_else(|_| vec![u.gid]);
-            (u.uid, groups)
-        }
+        Some(name) => match crate::account::lookup(name) {
+            Some(a) => (a.uid, a.groups),
+            None => return Err(format!("user {name} does not exist")),
+        },
     };
     if uid.is_root() {
         return Ok(());

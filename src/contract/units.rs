@@ -252,9 +252,11 @@ fn interpreters(
                     continue;
                 };
                 match program_prefix(ctx, &inv, env) {
-                    Some(p) => {
-                        if conda::canonical_or_normal(&p) != conda::canonical_or_normal(&contract.path) {
-                            out.push(Finding::new(
+                    Some(p)
+                        if conda::canonical_or_normal(&p)
+                            != conda::canonical_or_normal(&contract.path) =>
+                    {
+                        out.push(Finding::new(
                                 Code::ForeignInterpreter,
                                 u.name.clone(),
                                 format!(
@@ -265,8 +267,8 @@ fn interpreters(
                                 ),
                                 format!("run it from {}/bin (or change the contract's CONDA_ENV_NAME/CONDA_PREFIX if the unit is right)", contract.path.display()),
                             ));
-                        }
                     }
+                    Some(_) => {}
                     None if pythonish => out.push(Finding::new(
                         Code::ForeignInterpreter,
                         u.name.clone(),

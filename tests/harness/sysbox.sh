@@ -81,16 +81,26 @@ stage2() {
   # script(1) gives us a pty: it becomes the console, copied to console.log.
   if tty -s; then touch "$dev/console"; mount --bind "$(tty)" "$dev/console"; fi
   mount --move "$dev" /dev
-  # Writable binds before / turns read-only, so they stay writable.
+  # Writable binds are made before / turns read-only, so they stay writable. They are staged
+  # first and moved into place after the private tmpfs mounts, so that a bind below /var/tmp
+  # (say) is not hidden by the tmpfs mounted over it.
   mount --bind /tmp /tmp
-  for t in ${SYSBOX_BINDS:-}; do mount --bind "$t" "$t"; done
+  local i=0 staged=()
+  for t in ${SYSBOX_BINDS:-}; do
+    mkdir -p "$dir/stage/$i"; mount --bind "$t" "$dir/stage/$i"; staged+=("$t"); i=$((i + 1))
+  done
   mount --bind "$dir/run" /run
   mount --bind "$dir/units" /etc/systemd/system
-  mount -o remount,bind,ro /
   for t in /var/tmp /var/log /var/cache /var/lib/systemd /var/lib/private; do
     [ -d "$t" ] && mount -t tmpfs -o mode=755,nosuid,nodev sysbox-tmp "$t"
   done
   chmod 1777 /var/tmp
+  i=0
+  for t in ${staged[@]+"${staged[@]}"}; do
+    mkdir -p "$t" 2>/dev/null || true
+    mount --move "$dir/stage/$i" "$t"; i=$((i + 1))
+  done
+  mount -o remount,bind,ro /
   # Kernel-wide knobs stay read-only: systemd would otherwise tune them for the whole host.
   mount --bind /proc/sys /proc/sys; mount -o remount,bind,ro /proc/sys
   [ -e /proc/sysrq-trigger ] && { mount --bind /proc/sysrq-trigger /proc/sysrq-trigger; mount -o remount,bind,ro /proc/sysrq-trigger; }

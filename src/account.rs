@@ -1,0 +1,136 @@
+//! Local accounts: a user's uid, primary gid and supplementary groups.
+//!
+//! `/etc/passwd` and `/etc/group` are read first: a service user is almost always local, and NSS
+//! modules such as nss-systemd cost milliseconds per lookup (they load libraries and try varlink
+//! sockets), which matters in an `ExecStartPre=`. A name not found there goes through NSS, so
+//! users from LDAP or SSSD still resolve.
+
+use nix::unistd::{Gid, Uid};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub name: String,
+    pub uid: Uid,
+    pub gid: Gid,
+    /// The primary group and every supplementary group.
+    pub groups: Vec<Gid>,
+}
+
+/// Finds `name` (or a numeric uid) in `passwd` text: `(name, uid, gid)`.
+pub fn parse_passwd(text: &str, name: &str) -> Option<(String, u32, u32)> {
+    let by_uid = name.parse::<u32>().ok();
+    text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        if f.len() < 4 {
+            return None;
+        }
+        let uid = f[2].parse().ok()?;
+        let gid = f[3].parse().ok()?;
+        (f[0] == name || by_uid == Some(uid)).then(|| (f[0].to_string(), uid, gid))
+    })
+}
+
+/// The gids of the groups in `group` text that list `user` as a member.
+pub fn parse_group_members(text: &str, user: &str) -> Vec<u32> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() >= 4 && f[3].split(',').any(|m| m.trim() == user))
+                .then(|| f[2].parse().ok())
+                .flatten()
+        })
+        .collect()
+}
+
+/// The gid of group `name` (or a numeric gid) in `group` text.
+pub fn parse_group_gid(text: &str, name: &str) -> Option<u32> {
+    let by_gid = name.parse::<u32>().ok();
+    text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        let gid = f.get(2)?.parse().ok()?;
+        (f[0] == name || by_gid == Some(gid)).then_some(gid)
+    })
+}
+
+/// Resolves a user by name or uid.
+pub fn lookup(name: &str) -> Option<Account> {
+    if let Some((uname, uid, gid)) = std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|t| parse_passwd(&t, name))
+    {
+        let mut groups = vec![Gid::from_raw(gid)];
+        if let Ok(t) = std::fs::read_to_string("/etc/group") {
+            groups.extend(
+                parse_group_members(&t, &uname)
+                    .into_iter()
+                    .map(Gid::from_raw),
+            );
+        }
+        groups.dedup();
+        return Some(Account {
+            name: uname,
+            uid: Uid::from_raw(uid),
+            gid: Gid::from_raw(gid),
+            groups,
+        });
+    }
+    let u = match name.parse::<u32>() {
+        Ok(n) => nix::unistd::User::from_uid(Uid::from_raw(n)),
+        Err(_) => nix::unistd::User::from_name(name),
+    }
+    .ok()??;
+    let cname = std::ffi::CString::new(u.name.clone()).ok()?;
+    let groups = nix::unistd::getgrouplist(&cname, u.gid).unwrap_or_else(|_| vec![u.gid]);
+    Some(Account {
+        name: u.name,
+        uid: u.uid,
+        gid: u.gid,
+        groups,
+    })
+}
+
+/// Resolves a group by name or gid.
+pub fn group_gid(name: &str) -> Option<Gid> {
+    if let Some(g) = std::fs::read_to_string("/etc/group")
+        .ok()
+        .and_then(|t| parse_group_gid(&t, name))
+    {
+        return Some(Gid::from_raw(g));
+    }
+    match name.parse::<u32>() {
+        Ok(n) => Some(Gid::from_raw(n)),
+        Err(_) => nix::unistd::Group::from_name(name).ok()?.map(|g| g.gid),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/bash\nwww-data:x:33:33:www-data:/var/www:/usr/sbin/nologin\nbroken\n";
+    const GROUP: &str = "root:x:0:\nwww-data:x:33:\nwarden-admin:x:990:alice,www-data\nbad:x:\n";
+
+    #[test]
+    fn users_and_groups() {
+        assert_eq!(
+            parse_passwd(PASSWD, "www-data"),
+            Some(("www-data".into(), 33, 33))
+        );
+        assert_eq!(
+            parse_passwd(PASSWD, "33"),
+            Some(("www-data".into(), 33, 33))
+        );
+        assert_eq!(parse_passwd(PASSWD, "nobody"), None);
+        assert_eq!(parse_group_members(GROUP, "www-data"), vec![990]);
+        assert_eq!(parse_group_gid(GROUP, "warden-admin"), Some(990));
+        assert_eq!(parse_group_gid(GROUP, "bad"), None);
+    }
+
+    #[test]
+    fn real_lookup_agrees_with_nss() {
+        let a = lookup("root").unwrap();
+        assert!(a.uid.is_root());
+        let nss = nix::unistd::User::from_name("root").unwrap().unwrap();
+        assert_eq!(a.gid, nss.gid);
+    }
+}

@@ -77,7 +77,7 @@ step "warden contract (read from systemd over D-Bus)"
 step "start: ExecStartPre=warden check passes"
 inside systemctl start mes-dashboard.service mes-dashboard-worker.service
 inside systemctl --no-pager status mes-dashboard.service | head -n 12
-bash "$sysbox" journal -u mes-dashboard.service -o cat | grep 'warden check' | tail -n 1
+inside journalctl --sync; bash "$sysbox" journal -u mes-dashboard.service -o cat | grep 'warden check' | tail -n 1
 echo "GET http://127.0.0.1:$port/ ->"; curl -sS "http://127.0.0.1:$port/"
 
 step "while it runs: warden check --phase running"
@@ -91,7 +91,7 @@ if inside systemctl restart mes-dashboard.service; then
 fi
 echo "mes-dashboard.service: $(inside systemctl show -p ActiveState,Result --value mes-dashboard.service | tr '\n' ' ')"
 echo "its journal:"
-bash "$sysbox" journal -u mes-dashboard.service -o cat | grep -A1 'error\[' | tail -n 2
+inside journalctl --sync; bash "$sysbox" journal -u mes-dashboard.service -o cat | grep -A1 'error\[' | tail -n 2
 
 step "fixed again: the start passes"
 worker_unit "$prefix/bin/python"

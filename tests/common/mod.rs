@@ -392,7 +392,11 @@ impl Sandbox {
         String::from_utf8_lossy(&o.stdout).trim().to_string()
     }
 
+    /// The unit's journal, verbose (all fields). journald is asked to write out everything
+    /// logged so far first, so nothing logged before the call is missing.
     pub fn journal(&self, unit: &str) -> String {
+        let sync = self.run(&["journalctl", "--sync"]);
+        assert!(sync.status.success(), "journalctl --sync: {}", text(&sync));
         let o = Command::new("bash")
             .arg(Self::script())
             .args(["journal", "-u", unit, "-o", "verbose"])

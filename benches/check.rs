@@ -84,7 +84,7 @@ fn main() {
     report("warden check (offline, unit files)", &offline);
 
     if nix::unistd::geteuid().is_root() {
-        let sb = Sandbox::boot("bench-check", &[&f.dir]);
+        let sb = Sandbox::boot("bench-check", &[&fixture_base()]);
         for u in [APP_UNIT, WATCHDOG_UNIT, WORKER_UNIT] {
             sb.install_unit(u, &std::fs::read_to_string(f.units_dir.join(u)).unwrap());
         }

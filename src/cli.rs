@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
-use crate::config::{EnvFileArg, Layers, Settings, Sourced};
+use crate::config::{EnvFileArg, Layers, Settings};
 use crate::contract::{self, Inputs, Phase, Report, TextInput, UnitLookup};
 use crate::diag::{self, Severity};
 use crate::unit::UnitDef;
@@ -281,26 +281,14 @@ fn read_texts(paths: &[PathBuf], what: &'static str) -> Result<Vec<TextInput>, C
         .collect()
 }
 
-/// The resolved contract, as `warden contract` and `check --json` print it.
+/// The resolved contract, as `warden contract` and `check --json` print it: every setting with
+/// its source, what the check resolved (prefix, interpreter), and the units.
 #[derive(Debug, Serialize)]
 struct ContractView<'a> {
-    version: &'a Sourced<String>,
-    enforced: &'a Sourced<bool>,
-    runtime_dir: &'a Sourced<PathBuf>,
-    restart_flag: &'a Sourced<PathBuf>,
-    pid_file: &'a Sourced<PathBuf>,
-    state_file: &'a Sourced<PathBuf>,
-    bind: &'a Sourced<String>,
-    runtime: &'a crate::config::RuntimeKind,
-    conda_bin: &'a Option<Sourced<PathBuf>>,
-    conda_env_name: &'a Sourced<String>,
-    prefix: &'a Option<PathBuf>,
-    prefix_resolved_from: &'a Option<String>,
-    python: &'a Option<PathBuf>,
-    python_version: &'a Option<String>,
-    gunicorn: &'a Option<PathBuf>,
-    policy: &'a crate::config::PolicyConfig,
-    app_unit: &'a Option<String>,
+    #[serde(flatten)]
+    settings: &'a Settings,
+    #[serde(flatten)]
+    resolved: &'a contract::Resolved,
     units_read_from: &'a str,
     env_files: Vec<&'a PathBuf>,
     units: Vec<UnitView<'a>>,
@@ -317,25 +305,9 @@ struct UnitView<'a> {
 }
 
 fn contract_view<'a>(g: &'a Gathered, r: &'a Report) -> ContractView<'a> {
-    let s = &g.settings;
     ContractView {
-        version: &s.contract_version,
-        enforced: &s.enforce,
-        runtime_dir: &s.runtime_dir,
-        restart_flag: &s.restart_flag,
-        pid_file: &s.pid_file,
-        state_file: &s.state_file,
-        bind: &s.bind,
-        runtime: &s.runtime,
-        conda_bin: &s.conda_bin,
-        conda_env_name: &s.conda_env_name,
-        prefix: &r.resolved.prefix,
-        prefix_resolved_from: &r.resolved.prefix_resolved_from,
-        python: &r.resolved.python,
-        python_version: &r.resolved.python_version,
-        gunicorn: &r.resolved.gunicorn,
-        policy: &s.policy,
-        app_unit: &s.app_unit,
+        settings: &g.settings,
+        resolved: &r.resolved,
         units_read_from: &g.unit_source,
         env_files: g.layers.files.iter().map(|(p, _)| p).collect(),
         units: g

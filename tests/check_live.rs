@@ -22,7 +22,7 @@ struct Live {
 fn live(name: &str) -> Live {
     let rt = PathBuf::from(format!("/run/{name}"));
     let f = Fixture::with_runtime_dir(name, Some(&rt));
-    let sb = Sandbox::boot(name, &[&f.dir]);
+    let sb = Sandbox::boot(name, &[&fixture_base()]);
     f.edit_unit(APP_UNIT, |t| {
         t.replace(
             "[Service]\n",

@@ -319,6 +319,9 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
+    /// `binds`: host directories that stay writable inside. Pass [`fixture_base`] so that the
+    /// fixtures and the shared conda install are visible even when they live below /var/tmp,
+    /// which the sandbox covers with a tmpfs.
     pub fn boot(name: &str, binds: &[&Path]) -> Sandbox {
         assert!(
             nix::unistd::geteuid().is_root(),

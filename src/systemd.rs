@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use zbus::{Connection, DeserializeDict, Type};
-use zbus_systemd::systemd1::ManagerProxy;
 
 use crate::unit::{ExecCommand, UnitDef, UnitOrigin};
 
@@ -118,6 +117,23 @@ fn exec(list: Option<Vec<ExecTuple>>) -> Vec<ExecCommand> {
         .collect()
 }
 
+/// The object path of a unit: systemd's bus-label escaping (every byte outside `[A-Za-z0-9]`,
+/// and a leading digit, as `_xx` in hex).
+pub fn unit_path(name: &str) -> String {
+    let mut p = String::from("/org/freedesktop/systemd1/unit/");
+    if name.is_empty() {
+        p.push('_');
+    }
+    for (i, b) in name.bytes().enumerate() {
+        if b.is_ascii_alphabetic() || (b.is_ascii_digit() && i > 0) {
+            p.push(b as char);
+        } else {
+            p.push_str(&format!("_{b:02x}"));
+        }
+    }
+    p
+}
+
 /// Reads several units concurrently, in the order given.
 pub async fn read_units(
     conn: &Connection,
@@ -141,8 +157,8 @@ pub async fn read_units(
 
 /// Reads one unit as systemd has loaded it. `Ok(Err(reason))` when systemd does not know it.
 pub async fn read_unit(conn: &Connection, name: &str) -> Result<Result<UnitDef, String>, BusError> {
-    let mgr = ManagerProxy::new(conn).await?;
-    let path = mgr.load_unit(name.to_string()).await?;
+    // systemd loads a unit when its object path is looked up, so no LoadUnit round trip.
+    let path = unit_path(name);
     // Both interfaces in flight at once: each GetAll is a round trip through the bus daemon.
     let want_service = name.ends_with(".service");
     let (unit, svc) = tokio::join!(
@@ -205,4 +221,23 @@ pub async fn read_unit(conn: &Connection, name: &str) -> Result<Result<UnitDef, 
         state_directory: svc.state_directory.unwrap_or_default(),
         need_daemon_reload: unit.need_daemon_reload.unwrap_or(false),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn unit_paths_are_escaped_as_systemd_does() {
+        assert_eq!(
+            super::unit_path("mes-dashboard.service"),
+            "/org/freedesktop/systemd1/unit/mes_2ddashboard_2eservice"
+        );
+        assert_eq!(
+            super::unit_path("w@1.service"),
+            "/org/freedesktop/systemd1/unit/w_401_2eservice"
+        );
+        assert_eq!(
+            super::unit_path("1x"),
+            "/org/freedesktop/systemd1/unit/_31x"
+        );
+    }
 }

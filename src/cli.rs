@@ -212,15 +212,13 @@ fn read_units(
             .map_err(CliError::Runtime)?;
         let from_bus = rt.block_on(async {
             let conn = crate::systemd::connect().await?;
-            let mut out = Vec::new();
-            for n in &names {
-                let result = crate::systemd::read_unit(&conn, n).await?;
-                out.push(UnitLookup {
-                    name: n.clone(),
-                    result,
-                });
-            }
-            Ok::<_, crate::systemd::BusError>(out)
+            let units = crate::systemd::read_units(&conn, &names).await?;
+            Ok::<_, crate::systemd::BusError>(
+                units
+                    .into_iter()
+                    .map(|(name, result)| UnitLookup { name, result })
+                    .collect::<Vec<_>>(),
+            )
         });
         match from_bus {
             Ok(u) => return Ok((u, "systemd (D-Bus)".into())),

@@ -1,13 +1,14 @@
 //! systemd over D-Bus: reading the definitions systemd has loaded for the contract's units.
 //!
-//! Properties are fetched with one `GetAll` per interface, all units and interfaces in flight at
-//! once, and decoded straight into typed structs. (Fetching only the needed properties with one
-//! `Get` each is slower: the bus daemon's per-message cost outweighs systemd's serialization.)
+//! Properties are fetched with one `GetAll` per interface, every request of every unit sent in
+//! one write, and decoded straight into typed structs. (Fetching only the needed properties with
+//! one `Get` each is slower: the bus daemon's per-message cost outweighs systemd's
+//! serialization of the whole interface.)
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use zbus::{Connection, DeserializeDict, Type};
+use zbus::{Connection, DeserializeDict, Message, Type};
 
 use crate::unit::{ExecCommand, UnitDef, UnitOrigin};
 
@@ -86,20 +87,16 @@ struct ServiceProps {
     state_directory: Option<Vec<String>>,
 }
 
-async fn get_all<T>(conn: &Connection, path: &str, iface: &str) -> Result<T, BusError>
-where
-    T: for<'d> serde::Deserialize<'d> + Type,
-{
-    let msg = conn
-        .call_method(
-            Some(DEST),
-            path,
-            Some("org.freedesktop.DBus.Properties"),
-            "GetAll",
-            &(iface,),
-        )
-        .await?;
-    Ok(msg.body().deserialize::<T>()?)
+const UNIT: &str = "org.freedesktop.systemd1.Unit";
+const SERVICE: &str = "org.freedesktop.systemd1.Service";
+/// The longest a batch of reads may take before the bus counts as unreachable.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn get_all_call(path: &str, iface: &str) -> Result<Message, BusError> {
+    Ok(Message::method_call(path, "GetAll")
+        .destination(DEST)
+        .interface("org.freedesktop.DBus.Properties")
+        .build(&(iface,))?)
 }
 
 fn non_empty(s: Option<String>) -> Option<String> {
@@ -118,7 +115,8 @@ fn exec(list: Option<Vec<ExecTuple>>) -> Vec<ExecCommand> {
 }
 
 /// The object path of a unit: systemd's bus-label escaping (every byte outside `[A-Za-z0-9]`,
-/// and a leading digit, as `_xx` in hex).
+/// and a leading digit, as `_xx` in hex). systemd loads a unit when its path is looked up, so
+/// no `LoadUnit` round trip is needed.
 pub fn unit_path(name: &str) -> String {
     let mut p = String::from("/org/freedesktop/systemd1/unit/");
     if name.is_empty() {
@@ -134,45 +132,84 @@ pub fn unit_path(name: &str) -> String {
     p
 }
 
-/// Reads several units concurrently, in the order given.
+/// Reads units as systemd has loaded them, in the order given; `Err(reason)` for a unit
+/// systemd does not know. Every request goes out in one write and the replies are matched by
+/// serial: a handful of units costs about one round trip through the bus daemon.
 pub async fn read_units(
     conn: &Connection,
     names: &[String],
 ) -> Result<Vec<(String, Result<UnitDef, String>)>, BusError> {
-    let mut set = tokio::task::JoinSet::new();
-    for (i, n) in names.iter().enumerate() {
-        let (conn, n) = (conn.clone(), n.clone());
-        set.spawn(async move {
-            let r = read_unit(&conn, &n).await;
-            (i, n, r)
-        });
+    match tokio::time::timeout(READ_TIMEOUT, read_units_inner(conn, names)).await {
+        Ok(r) => r,
+        Err(_) => Err(BusError::Timeout),
     }
-    let mut out: Vec<Option<(String, Result<UnitDef, String>)>> = vec![None; names.len()];
-    while let Some(done) = set.join_next().await {
-        let (i, n, r) = done.map_err(|e| BusError::Unreachable(e.to_string()))?;
-        out[i] = Some((n, r?));
-    }
-    Ok(out.into_iter().flatten().collect())
 }
 
-/// Reads one unit as systemd has loaded it. `Ok(Err(reason))` when systemd does not know it.
-pub async fn read_unit(conn: &Connection, name: &str) -> Result<Result<UnitDef, String>, BusError> {
-    // systemd loads a unit when its object path is looked up, so no LoadUnit round trip.
-    let path = unit_path(name);
-    // Both interfaces in flight at once: each GetAll is a round trip through the bus daemon.
-    let want_service = name.ends_with(".service");
-    let (unit, svc) = tokio::join!(
-        get_all::<UnitProps>(conn, path.as_str(), "org.freedesktop.systemd1.Unit"),
-        async {
-            if want_service {
-                get_all::<ServiceProps>(conn, path.as_str(), "org.freedesktop.systemd1.Service")
-                    .await
-            } else {
-                Ok(ServiceProps::default())
+async fn read_units_inner(
+    conn: &Connection,
+    names: &[String],
+) -> Result<Vec<(String, Result<UnitDef, String>)>, BusError> {
+    // Subscribed before sending, so that no reply can slip past.
+    let mut stream = zbus::MessageStream::from(conn);
+    let mut calls = Vec::with_capacity(names.len() * 2);
+    for n in names {
+        let path = unit_path(n);
+        calls.push(get_all_call(&path, UNIT)?);
+        calls.push(get_all_call(&path, SERVICE)?);
+    }
+    let serials: Vec<_> = calls
+        .iter()
+        .map(|m| m.primary_header().serial_num())
+        .collect();
+    conn.send_all(&calls).await?;
+    let mut replies: Vec<Option<Message>> = vec![None; calls.len()];
+    let mut left = calls.len();
+    while left > 0 {
+        let next = std::future::poll_fn(|cx| {
+            futures_core::Stream::poll_next(std::pin::Pin::new(&mut stream), cx)
+        })
+        .await;
+        let msg = match next {
+            Some(m) => m?,
+            None => {
+                return Err(BusError::Unreachable(
+                    "the bus closed the connection".into(),
+                ));
             }
+        };
+        let Some(reply_to) = msg.header().reply_serial() else {
+            continue;
+        };
+        if let Some(i) = serials.iter().position(|s| *s == reply_to)
+            && replies[i].is_none()
+        {
+            replies[i] = Some(msg);
+            left -= 1;
         }
-    );
-    let unit = unit?;
+    }
+    let mut out = Vec::with_capacity(names.len());
+    let mut replies = replies.into_iter().flatten();
+    for n in names {
+        let (Some(unit), Some(svc)) = (replies.next(), replies.next()) else {
+            return Err(BusError::Unreachable("a reply went missing".into()));
+        };
+        out.push((n.clone(), decode(n, unit, svc)?));
+    }
+    Ok(out)
+}
+
+fn body<T>(msg: Message) -> Result<T, BusError>
+where
+    T: for<'d> serde::Deserialize<'d> + Type,
+{
+    if msg.message_type() == zbus::message::Type::Error {
+        return Err(BusError::Call(zbus::Error::from(msg)));
+    }
+    Ok(msg.body().deserialize::<T>()?)
+}
+
+fn decode(name: &str, unit: Message, svc: Message) -> Result<Result<UnitDef, String>, BusError> {
+    let unit: UnitProps = body(unit)?;
     let load_state = unit.load_state.unwrap_or_default();
     if load_state != "loaded" {
         let why = unit
@@ -182,7 +219,13 @@ pub async fn read_unit(conn: &Connection, name: &str) -> Result<Result<UnitDef, 
             .unwrap_or_else(|| format!("systemd reports LoadState={load_state}"));
         return Ok(Err(format!("systemd cannot load it: {why}")));
     }
-    let svc = svc?;
+    // A unit of another type has no Service interface: its reply is an error, and it simply
+    // has no service settings.
+    let svc: ServiceProps = if name.ends_with(".service") {
+        body(svc)?
+    } else {
+        ServiceProps::default()
+    };
     Ok(Ok(UnitDef {
         name: name.to_string(),
         origin: UnitOrigin::Bus,

@@ -1,6 +1,7 @@
 //! `warden check` wall time on the bundled example contract, as `ExecStartPre=` runs it: a fresh
 //! process each time. Offline (unit files) and live (units over D-Bus from a real systemd in the
-//! project's sandbox; needs root), side by side with Python's own start-up and, when
+//! project's sandbox; needs root), side by side with the bare start of a process (warden's and
+//! Python's: the floor under any `ExecStartPre=` on this machine) and, when
 //! `WARDEN_BENCH_PEER` names the original's `core/` directory, the original's check.
 //!
 //!     cargo bench --bench check            # WARDEN_BENCH_RUNS=N to change the sample size
@@ -16,25 +17,29 @@ use std::time::Instant;
 
 use common::*;
 
-fn sample(runs: usize, mut cmd: impl FnMut() -> Command) -> Vec<f64> {
-    // One unmeasured run warms the page cache.
-    let out = cmd().output().unwrap();
-    assert!(
-        out.status.success(),
-        "benchmarked command fails: {}",
-        text(&out)
-    );
-    let mut v: Vec<f64> = (0..runs)
-        .map(|_| {
-            let mut c = cmd();
+type Maker<'a> = Box<dyn Fn() -> Command + 'a>;
+
+/// Times every command `runs` times, round-robin, so that drift in the machine's speed (steal
+/// time on a VM) weighs on each command alike. Returns sorted samples in milliseconds.
+fn sample(runs: usize, cmds: &[(&str, Maker<'_>)]) -> Vec<Vec<f64>> {
+    for (name, make) in cmds {
+        // One unmeasured run each warms the page cache and checks the command works.
+        let out = make().output().unwrap();
+        assert!(out.status.success(), "{name} fails: {}", text(&out));
+    }
+    let mut v = vec![Vec::with_capacity(runs); cmds.len()];
+    for _ in 0..runs {
+        for (i, (_, make)) in cmds.iter().enumerate() {
+            let mut c = make();
             let t = Instant::now();
             let st = c.output().unwrap();
-            let dt = t.elapsed().as_secs_f64() * 1e3;
+            v[i].push(t.elapsed().as_secs_f64() * 1e3);
             assert!(st.status.success());
-            dt
-        })
-        .collect();
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        }
+    }
+    for s in &mut v {
+        s.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    }
     v
 }
 
@@ -62,6 +67,7 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(50);
+    let peer = std::env::var("WARDEN_BENCH_PEER").ok();
     let f = Fixture::new("bench-check");
     println!(
         "warden check on the bundled example contract (3 units, conda-like prefix), {runs} runs each"
@@ -71,66 +77,89 @@ fn main() {
         "command (ms)", "runs", "min", "median", "p90", "p99", "max"
     );
 
-    let offline = sample(runs, || {
-        let mut c = Command::new(warden());
-        c.env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .args(["check", "--env-file"])
-            .arg(&f.env_file)
-            .arg("--unit-path")
-            .arg(&f.units_dir);
-        c
-    });
-    report("warden check (offline, unit files)", &offline);
-
-    if nix::unistd::geteuid().is_root() {
+    let check = |bus: Option<String>| -> Maker<'_> {
+        let f = &f;
+        Box::new(move || {
+            let mut c = Command::new(warden());
+            c.env_clear()
+                .env("PATH", "/usr/bin:/bin")
+                .args(["check", "--env-file"])
+                .arg(&f.env_file);
+            match &bus {
+                Some(b) => {
+                    c.env("DBUS_SYSTEM_BUS_ADDRESS", b);
+                }
+                None => {
+                    c.arg("--unit-path").arg(&f.units_dir);
+                }
+            }
+            c
+        })
+    };
+    let mut cmds: Vec<(&str, Maker<'_>)> =
+        vec![("warden check (offline, unit files)", check(None))];
+    let sb = nix::unistd::geteuid().is_root().then(|| {
         let sb = Sandbox::boot("bench-check", &[&fixture_base()]);
         for u in [APP_UNIT, WATCHDOG_UNIT, WORKER_UNIT] {
             sb.install_unit(u, &std::fs::read_to_string(f.units_dir.join(u)).unwrap());
         }
         sb.daemon_reload();
-        let live = sample(runs, || {
-            let mut c = Command::new(warden());
-            c.env_clear()
-                .env("PATH", "/usr/bin:/bin")
-                .env("DBUS_SYSTEM_BUS_ADDRESS", &sb.bus)
-                .args(["check", "--env-file"])
-                .arg(&f.env_file);
-            c
-        });
-        report("warden check (live, units over D-Bus)", &live);
-    } else {
-        println!("(live run skipped: booting the systemd sandbox needs root)");
-    }
-
-    let py = sample(runs, || {
-        let mut c = Command::new("/usr/bin/python3");
-        c.args(["-c", "pass"]);
-        c
+        sb
     });
-    report("/usr/bin/python3 -c pass (interpreter only)", &py);
-
-    if let Ok(peer) = std::env::var("WARDEN_BENCH_PEER") {
-        let script = repo().join("benches/peer_check.py");
-        let peer_v = sample(runs, || {
-            let mut c = Command::new("/usr/bin/python3");
-            c.env_clear()
-                .env("PATH", "/usr/bin:/bin")
-                .arg(&script)
-                .arg(&peer);
-            for (k, v) in &f.env {
-                c.env(k, v);
-            }
+    match &sb {
+        Some(sb) => cmds.push((
+            "warden check (live, units over D-Bus)",
+            check(Some(sb.bus.clone())),
+        )),
+        None => println!("(live run skipped: booting the systemd sandbox needs root)"),
+    }
+    cmds.push((
+        "warden --version (process start only)",
+        Box::new(|| {
+            let mut c = Command::new(warden());
+            c.arg("--version");
             c
-        });
-        report("original validate_runtime_contract(strict)", &peer_v);
+        }),
+    ));
+    cmds.push((
+        "/usr/bin/python3 -c pass (interpreter only)",
+        Box::new(|| {
+            let mut c = Command::new("/usr/bin/python3");
+            c.args(["-c", "pass"]);
+            c
+        }),
+    ));
+    if let Some(peer) = &peer {
+        let script = repo().join("benches/peer_check.py");
+        let f = &f;
+        cmds.push((
+            "original validate_runtime_contract(strict)",
+            Box::new(move || {
+                let mut c = Command::new("/usr/bin/python3");
+                c.env_clear()
+                    .env("PATH", "/usr/bin:/bin")
+                    .arg(&script)
+                    .arg(peer);
+                for (k, v) in &f.env {
+                    c.env(k, v);
+                }
+                c
+            }),
+        ));
+    }
+    let results = sample(runs, &cmds);
+    for ((name, _), v) in cmds.iter().zip(&results) {
+        report(name, v);
+    }
+    if peer.is_some() {
         println!(
             "median ratio original / warden offline: {:.1}x",
-            pct(&peer_v, 0.5) / pct(&offline, 0.5)
+            pct(&results[results.len() - 1], 0.5) / pct(&results[0], 0.5)
         );
     } else {
         println!(
             "(set WARDEN_BENCH_PEER to the original's core/ directory to time it side by side)"
         );
     }
+    drop(sb);
 }

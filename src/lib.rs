@@ -15,6 +15,7 @@ pub mod fsutil;
 pub mod journal;
 pub mod netdiag;
 pub mod policy;
+pub mod state;
 pub mod systemd;
 pub mod unit;
 pub mod unitfile;

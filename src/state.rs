@@ -1,0 +1,392 @@
+//! The state file (`WATCHDOG_STATE_FILE`): restart history and last restart, in the MES
+//! dashboard's schema (`last_restart`, `history`, `history_limit`) plus a `schema_version`.
+//!
+//! Files written by the original load: unknown fields are kept, non-object history items are
+//! dropped as the original drops them, and its naive local timestamps are read as local time
+//! and written back as UTC RFC 3339 (the original mixed the two, inflating churn counts by the
+//! zone offset). A file that does not parse is set aside, never deleted. Saves are durable.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Local, NaiveDateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::policy::Executed;
+
+/// The schema warden writes. A file without `schema_version` was written by the original.
+pub const SCHEMA_VERSION: u32 = 1;
+/// The largest state file warden reads (the original keeps 50 entries: a few tens of KiB).
+pub const MAX_STATE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// One restart request and what became of it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// `executed`, `blocked`, `failed`, `rejected`, or `intended` while a restart is under way
+    /// (an `intended` entry found at start is a crash between signal and record: unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manual_override: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub override_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_state: Option<Value>,
+    /// Fields of other writers (and of later warden versions), kept as they are.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Entry {
+    /// Whether this entry is a restart that was carried out, and so counts toward the churn
+    /// window and the cooldown. The original's entries count when they succeeded and were not
+    /// blocked.
+    pub fn executed(&self) -> bool {
+        match self.decision.as_deref() {
+            Some("executed") | Some("intended") | Some("unknown") => true,
+            Some("blocked") | Some("failed") | Some("rejected") => false,
+            // The original's decisions ("allowed", "manual_override") with its success flag.
+            _ => self.success == Some(true),
+        }
+    }
+
+    /// When it was executed, in UTC milliseconds: completion time, else request time.
+    pub fn executed_at_ms(&self) -> Option<i64> {
+        self.completed_at
+            .as_deref()
+            .and_then(parse_time)
+            .or_else(|| self.requested_at.as_deref().and_then(parse_time))
+            .map(|t| t.timestamp_millis())
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StateDoc {
+    #[serde(default)]
+    pub schema_version: u32,
+    #[serde(default)]
+    pub last_restart: Option<Entry>,
+    #[serde(default)]
+    pub history: Vec<Entry>,
+    #[serde(default)]
+    pub history_limit: Option<usize>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl StateDoc {
+    /// The executed restarts, for the policy.
+    pub fn executed(&self) -> Vec<Executed> {
+        self.history
+            .iter()
+            .filter(|e| e.executed())
+            .filter_map(|e| e.executed_at_ms().map(|at_ms| Executed { at_ms }))
+            .collect()
+    }
+
+    /// Appends an entry, keeping at most `limit` (the newest).
+    pub fn push(&mut self, e: Entry, limit: usize) {
+        self.history.push(e.clone());
+        let limit = limit.max(1);
+        if self.history.len() > limit {
+            let drop = self.history.len() - limit;
+            self.history.drain(..drop);
+        }
+        self.history_limit = Some(limit);
+        self.last_restart = Some(e);
+    }
+}
+
+/// Parses a timestamp the way the state file may hold it: RFC 3339 with an offset, or the
+/// original's naive ISO-8601, which it wrote in local time.
+pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    let s = s.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    // Python's isoformat with an offset but a space separator, or with "+00:00" and micros.
+    if let Ok(t) = DateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f%:z") {
+        return Some(t.with_timezone(&Utc));
+    }
+    let naive = NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+        .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f"))
+        .ok()?;
+    Local
+        .from_local_datetime(&naive)
+        .earliest()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// UTC RFC 3339 with milliseconds, as warden writes every timestamp.
+pub fn format_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(transparent)]
+    Read(#[from] crate::fsutil::ReadError),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How a load went.
+#[derive(Debug)]
+pub enum Loaded {
+    /// No file yet: a fresh history.
+    Fresh(StateDoc),
+    Ok(StateDoc),
+    /// The file did not parse; it was renamed to `kept_as` and the history starts empty.
+    SetAside {
+        doc: StateDoc,
+        kept_as: PathBuf,
+        why: String,
+    },
+}
+
+impl Loaded {
+    pub fn doc(self) -> StateDoc {
+        match self {
+            Loaded::Fresh(d) | Loaded::Ok(d) | Loaded::SetAside { doc: d, .. } => d,
+        }
+    }
+}
+
+/// An entry from JSON; one that does not fit the schema (a field of another type) is kept
+/// verbatim rather than dropped, and counts as nothing.
+fn lenient_entry(v: Value) -> Option<Entry> {
+    let Value::Object(obj) = v else { return None };
+    Some(
+        serde_json::from_value(Value::Object(obj.clone())).unwrap_or(Entry {
+            extra: obj,
+            ..Entry::default()
+        }),
+    )
+}
+
+/// Parses the text of a state file (lenient where the original was: non-object history items
+/// are dropped, a non-list history is empty).
+pub fn parse(bytes: &[u8]) -> Result<StateDoc, String> {
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let Value::Object(mut obj) = v else {
+        return Err("the top level is not a JSON object".into());
+    };
+    let history = match obj.remove("history") {
+        Some(Value::Array(items)) => items.into_iter().filter_map(lenient_entry).collect(),
+        _ => Vec::new(),
+    };
+    let last_restart = obj.remove("last_restart").and_then(lenient_entry);
+    let schema_version = obj
+        .remove("schema_version")
+        .and_then(|v| v.as_u64())
+        .and_then(|v| u32::try_from(v).ok())
+        .unwrap_or(0);
+    let history_limit = obj
+        .remove("history_limit")
+        .and_then(|v| v.as_u64())
+        .and_then(|v| usize::try_from(v).ok());
+    Ok(StateDoc {
+        schema_version,
+        last_restart,
+        history,
+        history_limit,
+        extra: obj,
+    })
+}
+
+/// Loads the state file. A missing file is a fresh history; one that cannot be parsed is set
+/// aside as `<file>.corrupt-<UTC time>` and replaced by a fresh history.
+pub fn load(path: &Path) -> Result<Loaded, StateError> {
+    let bytes = match crate::fsutil::read_untrusted(path, MAX_STATE_BYTES) {
+        Ok(u) => u.bytes,
+        Err(crate::fsutil::ReadError::Missing(_)) => return Ok(Loaded::Fresh(StateDoc::default())),
+        Err(e @ crate::fsutil::ReadError::TooLarge { .. }) => {
+            return set_aside(path, e.to_string());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    match parse(&bytes) {
+        Ok(doc) => Ok(Loaded::Ok(doc)),
+        Err(why) => set_aside(path, why),
+    }
+}
+
+fn set_aside(path: &Path, why: String) -> Result<Loaded, StateError> {
+    let stamp = Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".corrupt-{stamp}"));
+    let kept_as = path.with_file_name(name);
+    std::fs::rename(path, &kept_as).map_err(|source| StateError::Write {
+        path: kept_as.clone(),
+        source,
+    })?;
+    Ok(Loaded::SetAside {
+        doc: StateDoc::default(),
+        kept_as,
+        why,
+    })
+}
+
+/// Saves durably (temp file, fsync, rename, fsync of the directory).
+pub fn save(path: &Path, doc: &StateDoc) -> Result<(), StateError> {
+    let mut doc = doc.clone();
+    doc.schema_version = SCHEMA_VERSION;
+    let mut bytes = serde_json::to_vec_pretty(&doc).expect("a state document always serializes");
+    bytes.push(b'\n');
+    crate::fsutil::write_atomic(path, &bytes, 0o640).map_err(|source| StateError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A file as the original watchdog writes it (naive local times, its decisions, a stray
+    /// non-object history item).
+    const ORIGINAL: &str = r#"{
+  "last_restart": {"requested_by": "admin", "requested_at": "2026-02-10T08:00:00.123456",
+    "requested_ip": "10.0.0.5", "completed_at": "2026-02-10T08:00:01.5", "success": true,
+    "source": "manual", "decision": "allowed", "decision_reason": "policy_allows_manual_restart",
+    "manual_override": false, "policy_state": {"state": "allowed"}},
+  "history": [
+    {"requested_by": "admin", "requested_at": "2026-02-10T07:50:00", "completed_at": "2026-02-10T07:50:01+00:00",
+     "success": true, "source": "auto", "decision": "allowed"},
+    {"requested_by": "bob", "requested_at": "2026-02-10T07:55:00Z", "success": false,
+     "source": "manual", "decision": "blocked", "decision_reason": "cooldown_override_required"},
+    "garbage",
+    {"requested_by": "admin", "requested_at": "2026-02-10T08:00:00.123456",
+     "completed_at": "2026-02-10T08:00:01.5", "success": true, "decision": "allowed", "custom": 7},
+    {"requested_by": 42, "success": "yes"}
+  ],
+  "history_limit": 50,
+  "dashboard_note": "kept"
+}"#;
+
+    #[test]
+    fn the_originals_file_loads() {
+        let d = parse(ORIGINAL.as_bytes()).unwrap();
+        assert_eq!(d.schema_version, 0);
+        assert_eq!(d.history.len(), 4);
+        // The entry of the wrong shape is kept verbatim and counts as nothing.
+        assert_eq!(d.history[3].extra["success"], "yes");
+        assert_eq!(d.history_limit, Some(50));
+        assert_eq!(d.extra["dashboard_note"], "kept");
+        assert_eq!(d.history[2].extra["custom"], 7);
+        // Two executed restarts; the blocked request does not count.
+        assert_eq!(d.executed().len(), 2);
+        // Saved and reloaded, nothing is lost.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.json");
+        save(&p, &d).unwrap();
+        let back = load(&p).unwrap().doc();
+        assert_eq!(back.schema_version, SCHEMA_VERSION);
+        assert_eq!(back.history, d.history);
+        assert_eq!(back.extra, d.extra);
+    }
+
+    #[test]
+    fn timestamps() {
+        let utc = parse_time("2026-02-10T07:50:01+00:00").unwrap();
+        assert_eq!(format_time(utc), "2026-02-10T07:50:01.000Z");
+        assert_eq!(parse_time("2026-02-10T07:50:01Z"), Some(utc));
+        assert_eq!(parse_time("2026-02-10 15:50:01+08:00"), Some(utc));
+        // Naive times are the original's local time.
+        let naive =
+            NaiveDateTime::parse_from_str("2026-02-10T07:50:01", "%Y-%m-%dT%H:%M:%S").unwrap();
+        let want = Local
+            .from_local_datetime(&naive)
+            .earliest()
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(parse_time("2026-02-10T07:50:01"), Some(want));
+        assert_eq!(parse_time("yesterday"), None);
+    }
+
+    #[test]
+    fn corrupt_files_are_set_aside_not_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.json");
+        std::fs::write(&p, "{\"history\": [").unwrap();
+        match load(&p).unwrap() {
+            Loaded::SetAside { kept_as, doc, .. } => {
+                assert!(doc.history.is_empty());
+                assert_eq!(
+                    std::fs::read_to_string(&kept_as).unwrap(),
+                    "{\"history\": ["
+                );
+                assert!(
+                    kept_as
+                        .file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .starts_with("state.json.corrupt-")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(load(&p).unwrap(), Loaded::Fresh(_)));
+        // A symlink in place of the state file is refused, not followed.
+        std::os::unix::fs::symlink("/etc/passwd", &p).unwrap();
+        assert!(matches!(
+            load(&p),
+            Err(StateError::Read(crate::fsutil::ReadError::Symlink(_)))
+        ));
+    }
+
+    #[test]
+    fn history_is_bounded() {
+        let mut d = StateDoc::default();
+        for i in 0..60 {
+            d.push(
+                Entry {
+                    id: Some(i.to_string()),
+                    ..Entry::default()
+                },
+                50,
+            );
+        }
+        assert_eq!(d.history.len(), 50);
+        assert_eq!(d.history[0].id.as_deref(), Some("10"));
+        assert_eq!(d.last_restart.unwrap().id.as_deref(), Some("59"));
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_parse_or_fail_cleanly(b in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = parse(&b);
+        }
+
+        #[test]
+        fn any_json_value_history_is_tolerated(items in proptest::collection::vec(
+            prop_oneof![Just(Value::Null), any::<i64>().prop_map(Value::from), "\\PC{0,8}".prop_map(Value::from),
+                        Just(serde_json::json!({"success": true, "requested_at": "2026-01-01T00:00:00Z"}))], 0..10)) {
+            let doc = serde_json::json!({"history": items, "last_restart": 3});
+            let d = parse(doc.to_string().as_bytes()).unwrap();
+            prop_assert!(d.last_restart.is_none());
+            prop_assert_eq!(d.history.len(), d.executed().len());
+        }
+    }
+}

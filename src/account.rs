@@ -52,6 +52,32 @@ pub fn parse_group_gid(text: &str, name: &str) -> Option<u32> {
     })
 }
 
+/// The uids of every member of group `gid`: users whose primary group it is (`passwd`) and
+/// users the group lists (`group`).
+pub fn group_member_uids(passwd: &str, group: &str, gid: u32) -> Vec<u32> {
+    let listed: Vec<&str> = group
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() >= 4 && f[2].parse::<u32>().ok() == Some(gid)).then(|| f[3])
+        })
+        .flat_map(|m| m.split(',').map(str::trim))
+        .filter(|m| !m.is_empty())
+        .collect();
+    passwd
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            if f.len() < 4 {
+                return None;
+            }
+            let uid = f[2].parse::<u32>().ok()?;
+            let primary = f[3].parse::<u32>().ok() == Some(gid);
+            (primary || listed.contains(&f[0])).then_some(uid)
+        })
+        .collect()
+}
+
 /// Resolves a user by name or uid.
 pub fn lookup(name: &str) -> Option<Account> {
     if let Some((uname, uid, gid)) = std::fs::read_to_string("/etc/passwd")
@@ -124,6 +150,10 @@ mod tests {
         assert_eq!(parse_group_members(GROUP, "www-data"), vec![990]);
         assert_eq!(parse_group_gid(GROUP, "warden-admin"), Some(990));
         assert_eq!(parse_group_gid(GROUP, "bad"), None);
+        let passwd = format!("{PASSWD}alice:x:1000:990::/home/alice:/bin/sh\n");
+        let mut m = group_member_uids(&passwd, GROUP, 990);
+        m.sort();
+        assert_eq!(m, vec![33, 1000]);
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod config;
 pub mod contract;
 pub mod diag;
 pub mod envfile;
+pub mod flag;
 pub mod fsutil;
 pub mod journal;
 pub mod netdiag;

@@ -1,0 +1,353 @@
+//! The restart flag: claiming it, deciding whether to trust it, and parsing what it asks.
+//!
+//! The MES admin API writes the flag atomically (`<flag>.tmp`, then rename) as JSON; an empty
+//! file (`touch`) is a plain manual request. A flag is claimed by renaming it away first, so a
+//! flag written while another is processed is never lost, then read without following links,
+//! without blocking on a FIFO and up to 64 KiB. One that fails a rule is consumed and
+//! reported with a named reason: nothing loops on a bad flag.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::policy::{Request, RequestSource};
+
+/// The largest flag read.
+pub const MAX_FLAG_BYTES: u64 = 64 * 1024;
+/// The longest text field kept from a flag.
+const MAX_FIELD: usize = 1024;
+
+/// What a flag asks for, as the MES admin API writes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FlagRequest {
+    pub user: Option<String>,
+    pub ip: Option<String>,
+    pub timestamp: Option<String>,
+    pub worker_pid: Option<i64>,
+    pub source: String,
+    pub manual_override: bool,
+    pub override_acknowledged: bool,
+    pub override_reason: Option<String>,
+    pub runtime_contract_version: Option<String>,
+}
+
+impl FlagRequest {
+    /// The request the policy decides.
+    pub fn policy_request(&self) -> Request {
+        Request {
+            source: if self.source == "auto" {
+                RequestSource::Auto
+            } else {
+                RequestSource::Manual
+            },
+            manual_override: self.manual_override,
+            override_acknowledged: self.override_acknowledged,
+            override_reason: self.override_reason.clone(),
+        }
+    }
+}
+
+/// Why a flag was not executed. The names are stable: they go to the history and the journal.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("flag_symlink: the flag is a symbolic link")]
+    Symlink,
+    #[error("flag_not_regular: the flag is {0}")]
+    NotRegular(&'static str),
+    #[error("flag_too_large: the flag is {0} bytes, over {MAX_FLAG_BYTES}")]
+    TooLarge(u64),
+    #[error("flag_world_writable: the flag's mode {0:04o} lets any user write it")]
+    WorldWritable(u32),
+    #[error(
+        "flag_untrusted_owner: the flag is owned by uid {0}, not root, the service user or a member of the admin group"
+    )]
+    UntrustedOwner(u32),
+    #[error("flag_not_json: {0}")]
+    NotJson(String),
+    #[error("flag_invalid_field: {0}")]
+    InvalidField(String),
+}
+
+impl Rejection {
+    /// The stable name, for the history's `decision_reason`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::Symlink => "flag_symlink",
+            Rejection::NotRegular(_) => "flag_not_regular",
+            Rejection::TooLarge(_) => "flag_too_large",
+            Rejection::WorldWritable(_) => "flag_world_writable",
+            Rejection::UntrustedOwner(_) => "flag_untrusted_owner",
+            Rejection::NotJson(_) => "flag_not_json",
+            Rejection::InvalidField(_) => "flag_invalid_field",
+        }
+    }
+}
+
+fn text(obj: &serde_json::Map<String, Value>, k: &str) -> Result<Option<String>, Rejection> {
+    match obj.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.len() <= MAX_FIELD => Ok(Some(s.clone())),
+        Some(Value::String(s)) => Err(Rejection::InvalidField(format!(
+            "{k} is {} bytes, over {MAX_FIELD}",
+            s.len()
+        ))),
+        Some(other) => Err(Rejection::InvalidField(format!(
+            "{k} is not a string: {other}"
+        ))),
+    }
+}
+
+fn flag_bool(obj: &serde_json::Map<String, Value>, k: &str) -> Result<bool, Rejection> {
+    match obj.get(k) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(other) => Err(Rejection::InvalidField(format!(
+            "{k} is not a boolean: {other}"
+        ))),
+    }
+}
+
+/// Parses a flag's content. Empty (or blank) is a plain manual request.
+pub fn parse(bytes: &[u8]) -> Result<FlagRequest, Rejection> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(FlagRequest {
+            source: "manual".into(),
+            ..FlagRequest::default()
+        });
+    }
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| Rejection::NotJson(e.to_string()))?;
+    let Value::Object(obj) = v else {
+        return Err(Rejection::NotJson(
+            "the flag is JSON but not an object".into(),
+        ));
+    };
+    let source = text(&obj, "source")?.unwrap_or_else(|| "manual".into());
+    if source != "manual" && source != "auto" {
+        return Err(Rejection::InvalidField(format!(
+            "source is {source:?}; it must be \"manual\" or \"auto\""
+        )));
+    }
+    let worker_pid = match obj.get("worker_pid") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => n.as_i64(),
+        Some(other) => {
+            return Err(Rejection::InvalidField(format!(
+                "worker_pid is not a number: {other}"
+            )));
+        }
+    };
+    Ok(FlagRequest {
+        user: text(&obj, "user")?,
+        ip: text(&obj, "ip")?,
+        timestamp: text(&obj, "timestamp")?,
+        worker_pid,
+        source,
+        manual_override: flag_bool(&obj, "manual_override")?,
+        override_acknowledged: flag_bool(&obj, "override_acknowledged")?,
+        override_reason: text(&obj, "override_reason")?,
+        runtime_contract_version: text(&obj, "runtime_contract_version")?,
+    })
+}
+
+/// Who may write a flag: root, the service user, and members of the admin group.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Trust {
+    pub uids: Vec<u32>,
+}
+
+impl Trust {
+    /// Root, `service_user`, and every user whose primary or supplementary group is
+    /// `admin_group` (from /etc/passwd and /etc/group).
+    pub fn resolve(service_user: Option<&str>, admin_group: Option<&str>) -> Trust {
+        let mut uids = vec![0];
+        if let Some(a) = service_user.and_then(crate::account::lookup) {
+            uids.push(a.uid.as_raw());
+        } else if service_user.is_none() {
+            uids.push(nix::unistd::geteuid().as_raw());
+        }
+        if let Some(gid) = admin_group.and_then(crate::account::group_gid) {
+            let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+            let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+            uids.extend(crate::account::group_member_uids(
+                &passwd,
+                &group,
+                gid.as_raw(),
+            ));
+        }
+        uids.sort_unstable();
+        uids.dedup();
+        Trust { uids }
+    }
+
+    /// Checks the metadata of the file actually read.
+    pub fn check(&self, meta: &std::fs::Metadata) -> Result<(), Rejection> {
+        if meta.mode() & 0o002 != 0 {
+            return Err(Rejection::WorldWritable(meta.mode() & 0o7777));
+        }
+        if !self.uids.contains(&meta.uid()) {
+            return Err(Rejection::UntrustedOwner(meta.uid()));
+        }
+        Ok(())
+    }
+}
+
+/// A flag taken from its path, read and judged.
+#[derive(Debug)]
+pub struct Claimed {
+    /// Where it was moved to while it is processed (removed by [`Claimed::finish`]).
+    pub claimed_path: PathBuf,
+    pub result: Result<FlagRequest, Rejection>,
+}
+
+impl Claimed {
+    /// Removes the claimed file: the flag is consumed whatever the outcome.
+    pub fn finish(self) -> std::io::Result<()> {
+        match std::fs::symlink_metadata(&self.claimed_path) {
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(&self.claimed_path),
+            Ok(_) => std::fs::remove_file(&self.claimed_path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Takes the flag at `flag` if there is one: renamed to a private name in the same directory
+/// (a rename moves a symlink itself, never its target), then read and judged. `Ok(None)` when
+/// there is no flag.
+pub fn claim(flag: &Path, trust: &Trust) -> std::io::Result<Option<Claimed>> {
+    let mut name = std::ffi::OsString::from(".");
+    name.push(flag.file_name().unwrap_or_default());
+    name.push(format!(".claimed.{}", std::process::id()));
+    let claimed_path = flag.with_file_name(name);
+    match std::fs::rename(flag, &claimed_path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    use crate::fsutil::{ReadError, read_untrusted};
+    let result = match read_untrusted(&claimed_path, MAX_FLAG_BYTES) {
+        Ok(u) => trust.check(&u.meta).and_then(|()| parse(&u.bytes)),
+        Err(ReadError::Symlink(_)) => Err(Rejection::Symlink),
+        Err(ReadError::NotRegular { kind, .. }) => Err(Rejection::NotRegular(kind)),
+        Err(ReadError::TooLarge { size, .. }) => Err(Rejection::TooLarge(size)),
+        Err(ReadError::Missing(_)) => return Ok(None),
+        Err(ReadError::Io { source, .. }) => return Err(source),
+    };
+    Ok(Some(Claimed {
+        claimed_path,
+        result,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn empty_and_admin_api_flags() {
+        assert_eq!(parse(b"").unwrap().source, "manual");
+        assert_eq!(
+            parse(b" \n").unwrap().policy_request().source,
+            RequestSource::Manual
+        );
+        let f = parse(
+            br#"{"user": "admin", "ip": "10.0.0.5", "timestamp": "2026-02-10T08:00:00+00:00",
+                 "worker_pid": 4242, "source": "manual", "manual_override": true,
+                 "override_acknowledged": true, "override_reason": "db failover",
+                 "policy_state": {"state": "blocked"}, "policy_decision": "blocked",
+                 "runtime_contract_version": "2026.02-p2"}"#,
+        )
+        .unwrap();
+        assert_eq!(f.user.as_deref(), Some("admin"));
+        assert_eq!(f.worker_pid, Some(4242));
+        let r = f.policy_request();
+        assert!(r.manual_override && r.override_acknowledged);
+        assert_eq!(
+            parse(br#"{"source": "auto"}"#)
+                .unwrap()
+                .policy_request()
+                .source,
+            RequestSource::Auto
+        );
+    }
+
+    #[test]
+    fn bad_flags_are_named() {
+        assert_eq!(parse(b"{").unwrap_err().code(), "flag_not_json");
+        assert_eq!(parse(b"[1]").unwrap_err().code(), "flag_not_json");
+        assert_eq!(
+            parse(br#"{"source": "cron"}"#).unwrap_err().code(),
+            "flag_invalid_field"
+        );
+        assert_eq!(
+            parse(br#"{"manual_override": "yes"}"#).unwrap_err().code(),
+            "flag_invalid_field"
+        );
+        let long = format!(r#"{{"override_reason": "{}"}}"#, "x".repeat(2000));
+        assert_eq!(
+            parse(long.as_bytes()).unwrap_err().code(),
+            "flag_invalid_field"
+        );
+    }
+
+    #[test]
+    fn claiming_refuses_links_fifos_and_strangers_and_consumes_them() {
+        let d = tempfile::tempdir().unwrap();
+        let flag = d.path().join("restart.flag");
+        let me = Trust {
+            uids: vec![nix::unistd::geteuid().as_raw()],
+        };
+        assert!(claim(&flag, &me).unwrap().is_none());
+
+        std::fs::write(&flag, "").unwrap();
+        let c = claim(&flag, &me).unwrap().unwrap();
+        assert_eq!(c.result.as_ref().unwrap().source, "manual");
+        assert!(!flag.exists(), "claimed away at once");
+        c.finish().unwrap();
+
+        std::os::unix::fs::symlink("/etc/shadow", &flag).unwrap();
+        let c = claim(&flag, &me).unwrap().unwrap();
+        assert_eq!(c.result.as_ref().unwrap_err(), &Rejection::Symlink);
+        c.finish().unwrap();
+        assert!(
+            std::fs::metadata("/etc/shadow").is_ok(),
+            "the target is untouched"
+        );
+
+        nix::unistd::mkfifo(&flag, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let c = claim(&flag, &me).unwrap().unwrap();
+        assert_eq!(c.result.as_ref().unwrap_err().code(), "flag_not_regular");
+        c.finish().unwrap();
+
+        std::fs::write(&flag, "").unwrap();
+        let stranger = Trust { uids: vec![12345] };
+        let c = claim(&flag, &stranger).unwrap().unwrap();
+        assert_eq!(
+            c.result.as_ref().unwrap_err().code(),
+            "flag_untrusted_owner"
+        );
+        c.finish().unwrap();
+
+        std::fs::write(&flag, "").unwrap();
+        std::fs::set_permissions(&flag, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .unwrap();
+        let c = claim(&flag, &me).unwrap().unwrap();
+        assert_eq!(c.result.as_ref().unwrap_err().code(), "flag_world_writable");
+        c.finish().unwrap();
+        assert_eq!(
+            std::fs::read_dir(d.path()).unwrap().count(),
+            0,
+            "nothing is left behind"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_are_parsed_or_rejected(b in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = parse(&b);
+        }
+    }
+}

@@ -13,6 +13,7 @@ pub mod diag;
 pub mod envfile;
 pub mod flag;
 pub mod fsutil;
+pub mod gunicorn;
 pub mod journal;
 pub mod netdiag;
 pub mod policy;

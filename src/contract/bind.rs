@@ -148,22 +148,11 @@ fn listeners() -> Vec<Listener> {
         .collect()
 }
 
-/// Whether process `pid` has the socket `inode` open.
-fn holds(pid: u32, inode: u64) -> bool {
-    let want = format!("socket:[{inode}]");
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|rd| {
-            rd.flatten()
-                .any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.as_os_str() == want.as_str()))
-        })
-        .unwrap_or(false)
-}
-
 /// The first process found holding `inode`, as `pid (comm)`.
 fn holder(inode: u64) -> Option<String> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-        holds(pid, inode).then(|| {
+        crate::gunicorn::holds_socket(pid, inode).then(|| {
             let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
             format!("{pid} ({})", comm.trim())
         })
@@ -215,7 +204,9 @@ pub(super) fn check(ctx: &Context<'_>, out: &mut Vec<Finding>) {
             let pid_path = &s.pid_file.value;
             let master = read_pid(pid_path);
             let held = match &master {
-                Ok(pid) => on_port.iter().any(|l| holds(*pid, l.inode)),
+                Ok(pid) => on_port
+                    .iter()
+                    .any(|l| crate::gunicorn::holds_socket(*pid, l.inode)),
                 Err(_) => false,
             };
             if !held {

@@ -431,3 +431,49 @@ impl Drop for Sandbox {
             .status();
     }
 }
+
+/// A gunicorn master that is stopped when the test ends, passed or not.
+pub struct Gunicorn(pub std::process::Child);
+
+impl Drop for Gunicorn {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the fixture's gunicorn (real master and workers) and waits for its READY=1.
+pub fn start_gunicorn(f: &Fixture) -> Gunicorn {
+    let sock_path = f.dir.join("notify.sock");
+    let _ = std::fs::remove_file(&sock_path);
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let child = Command::new(f.prefix.join("bin/gunicorn"))
+        .args([
+            "--pid",
+            f.pid_file().to_str().unwrap(),
+            "--bind",
+            &f.env["GUNICORN_BIND"],
+        ])
+        .args(["--workers", "2", "--no-control-socket", "--chdir"])
+        .arg(repo().join("examples/gunicorn-app"))
+        .arg("app:app")
+        .env("NOTIFY_SOCKET", &sock_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let child = Gunicorn(child);
+    let mut buf = [0u8; 256];
+    loop {
+        let n = sock
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("gunicorn did not report READY=1: {e}"));
+        if String::from_utf8_lossy(&buf[..n]).contains("READY=1") {
+            break;
+        }
+    }
+    child
+}

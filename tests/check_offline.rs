@@ -686,12 +686,27 @@ fn b03_running_phase_wants_the_port_held_by_the_master() {
     let real_pid = std::fs::read_to_string(f.pid_file()).unwrap();
     std::fs::write(f.pid_file(), format!("{}\n", std::process::id())).unwrap();
     let (wrong_status, wrong_codes, _) = f.codes(&["--phase", "running"]);
+    // A PID file naming a worker: a worker holds the listening socket too, but is not the master.
+    let master: u32 = real_pid.trim().parse().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let worker = loop {
+        if let Some(w) = warden::gunicorn::children(master).first() {
+            break *w;
+        }
+        assert!(std::time::Instant::now() < deadline, "no worker forked");
+        std::thread::yield_now();
+    };
+    std::fs::write(f.pid_file(), format!("{worker}\n")).unwrap();
+    let (_, worker_codes, worker_doc) = f.codes(&["--phase", "running"]);
     std::fs::write(f.pid_file(), real_pid).unwrap();
     drop(g);
 
     assert_eq!((status, codes.len()), (0, 0), "{doc:#}");
     assert_eq!((pre_status, pre_codes), (1, vec!["B02".to_string()]));
     assert_eq!((wrong_status, wrong_codes), (1, vec!["B03".to_string()]));
+    assert_eq!(worker_codes, vec!["B03".to_string()]);
+    let m = finding(&worker_doc, "B03")["message"].as_str().unwrap();
+    assert!(m.contains("a gunicorn worker"), "{m}");
 }
 
 // ---- version ----

@@ -201,27 +201,41 @@ pub(super) fn check(ctx: &Context<'_>, out: &mut Vec<Finding>) {
             }
         }
         Phase::Running => {
+            use crate::gunicorn::{Role, classify, holds_socket};
             let pid_path = &s.pid_file.value;
             let master = read_pid(pid_path);
+            let role = master.as_ref().ok().map(|p| classify(*p));
             let held = match &master {
-                Ok(pid) => on_port
-                    .iter()
-                    .any(|l| crate::gunicorn::holds_socket(*pid, l.inode)),
+                Ok(pid) => on_port.iter().any(|l| holds_socket(*pid, l.inode)),
                 Err(_) => false,
             };
-            if !held {
-                let why = match (&master, on_port.first()) {
-                    (Err(e), _) => format!("the PID file {} {e}", pid_path.display()),
-                    (Ok(pid), None) => {
-                        format!("nothing listens on port {} (master {pid})", bind.port)
-                    }
-                    (Ok(pid), Some(l)) => format!(
-                        "port {} is held by {}, not by the master {pid} named in {}",
-                        bind.port,
-                        holder(l.inode).unwrap_or_else(|| "another process".into()),
-                        pid_path.display()
-                    ),
-                };
+            let problem = match (&master, &role, on_port.first()) {
+                (Err(e), _, _) => Some(format!("the PID file {} {e}", pid_path.display())),
+                (Ok(pid), Some(Role::NotRunning), _) => Some(format!(
+                    "the PID file {} names {pid}, which is not running (a stale PID file)",
+                    pid_path.display()
+                )),
+                (Ok(pid), Some(Role::NotGunicorn { comm }), _) => Some(format!(
+                    "the PID file {} names {pid} ({comm}), which is not gunicorn",
+                    pid_path.display()
+                )),
+                (Ok(pid), Some(Role::Worker { master }), _) => Some(format!(
+                    "the PID file {} names {pid}, a gunicorn worker of master {master}, not the master",
+                    pid_path.display()
+                )),
+                _ if held => None,
+                (Ok(pid), _, None) => Some(format!(
+                    "nothing listens on port {} (master {pid})",
+                    bind.port
+                )),
+                (Ok(pid), _, Some(l)) => Some(format!(
+                    "port {} is held by {}, not by the master {pid} named in {}",
+                    bind.port,
+                    holder(l.inode).unwrap_or_else(|| "another process".into()),
+                    pid_path.display()
+                )),
+            };
+            if let Some(why) = problem {
                 out.push(Finding::new(
                     Code::PortNotHeld,
                     s.bind.value.clone(),

@@ -198,9 +198,10 @@ pub(super) fn watchdog_unit<'a>(ctx: &Context<'a>) -> Option<&'a UnitDef> {
 }
 
 fn volatile(p: &Path) -> Option<String> {
-    for pre in ["/run", "/var/run", "/tmp", "/dev/shm", "/var/tmp"] {
-        if p.starts_with(pre) && pre != "/var/tmp" {
-            return Some(format!("{pre} (a tmpfs)"));
+    // Cleared at boot by convention (tmpfs, or tmpfiles.d cleaning /tmp) whatever backs them.
+    for pre in ["/run", "/var/run", "/tmp", "/dev/shm"] {
+        if p.starts_with(pre) {
+            return Some(pre.to_string());
         }
     }
     // The nearest existing ancestor's file system.

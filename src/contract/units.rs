@@ -242,11 +242,10 @@ fn interpreters(
                         "run the program from the prefix directly, e.g. ExecStart=/opt/miniconda3/envs/NAME/bin/gunicorn …, with Environment=PATH=/opt/miniconda3/envs/NAME/bin:/usr/bin:/bin",
                     ));
                 }
-                if !pythonish {
-                    // Not a Python program, unless it lives in some prefix.
-                    if !inv.program.starts_with('/') {
-                        continue;
-                    }
+                // A program on PATH that is neither Python nor Gunicorn is none of our business;
+                // one given by path still is, if it lives in some prefix.
+                if !pythonish && !inv.program.starts_with('/') {
+                    continue;
                 }
                 let Some(contract) = &ctx.prefix else {
                     continue;

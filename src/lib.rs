@@ -14,6 +14,7 @@ pub mod envfile;
 pub mod flag;
 pub mod fsutil;
 pub mod gunicorn;
+pub mod health;
 pub mod journal;
 pub mod netdiag;
 pub mod policy;

@@ -52,6 +52,24 @@ pub enum Command {
     /// Print the resolved contract: each value and where it came from
     #[command(after_help = EXIT_CODES_HELP)]
     Contract(ContractArgs),
+    /// Run the watchdog agent: restart flag -> churn policy -> verified Gunicorn reload
+    #[command(after_help = RUN_EXIT_CODES_HELP)]
+    Run(RunArgs),
+}
+
+const RUN_EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  stopped by SIGTERM or SIGINT
+  1  the startup check failed (its findings are printed), or another agent holds the state lock
+  2  bad usage or an unreadable env file";
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Load variables from a file in systemd EnvironmentFile= syntax; repeatable, later files
+    /// override earlier ones and the environment. A leading '-' makes the file optional.
+    /// SIGHUP reloads them.
+    #[arg(long = "env-file", value_name = "PATH", allow_hyphen_values = true)]
+    pub env_files: Vec<EnvFileArg>,
 }
 
 #[derive(Debug, Args)]
@@ -115,6 +133,8 @@ pub enum CliError {
     },
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
+    #[error(transparent)]
+    Agent(#[from] crate::agent::AgentError),
 }
 
 impl CliError {
@@ -125,6 +145,12 @@ impl CliError {
             }
             CliError::Input { .. } => "check the path and that warden's user may read it",
             CliError::Runtime(_) => "the system is out of resources (threads, file descriptors)",
+            CliError::Agent(crate::agent::AgentError::Locked(_)) => {
+                "stop the other agent (systemctl stop …), or give this one its own WATCHDOG_STATE_FILE"
+            }
+            CliError::Agent(_) => {
+                "check the paths named above and the service user's rights on them"
+            }
         }
     }
 }
@@ -134,12 +160,16 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check(a) => check(a),
         Command::Contract(a) => contract_cmd(a),
+        Command::Run(a) => run_cmd(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("warden: error: {e}\n  help: {}", e.help());
-            ExitCode::from(exit::USAGE)
+            ExitCode::from(match e {
+                CliError::Agent(_) => exit::INVALID,
+                _ => exit::USAGE,
+            })
         }
     }
 }
@@ -505,4 +535,78 @@ fn contract_cmd(a: ContractArgs) -> Result<u8, CliError> {
     }
     let _ = out.write_all(t.as_bytes());
     Ok(exit::OK)
+}
+
+/// Logs to the journal (with structured fields) under systemd, to stderr otherwise.
+fn init_logging() {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if diag::under_journal()
+        && let Ok(j) = tracing_journald::layer()
+    {
+        let j = j
+            .with_field_prefix(None)
+            .with_syslog_identifier("warden".into());
+        let _ = tracing_subscriber::registry()
+            .with(filter)
+            .with(j)
+            .try_init();
+        return;
+    }
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_writer(std::io::stderr),
+        )
+        .try_init();
+}
+
+/// The rules that concern the agent's own paths, run before READY=1.
+const STARTUP_CODES: &[diag::Code] = &[
+    diag::Code::InvalidValue,
+    diag::Code::FlagOutsideRuntimeDir,
+    diag::Code::PidOutsideRuntimeDir,
+    diag::Code::NotRegularFile,
+    diag::Code::UnsafeDirectory,
+    diag::Code::NotWritable,
+    diag::Code::MissingDirectory,
+    diag::Code::BindInvalid,
+];
+
+fn run_cmd(a: RunArgs) -> Result<u8, CliError> {
+    init_logging();
+    let layers = Layers::load(&a.env_files)?;
+    let (settings, invalid) = Settings::resolve(&layers);
+    let inputs = Inputs {
+        layers: &layers,
+        settings: &settings,
+        invalid: &invalid,
+        units: &[],
+        scripts: &[],
+        docs: &[],
+        phase: Phase::Running,
+    };
+    let report = contract::check(&inputs);
+    let errors: Vec<&diag::Finding> = report
+        .findings
+        .iter()
+        .filter(|f| STARTUP_CODES.contains(&f.code) && f.severity == Severity::Error)
+        .collect();
+    for f in &errors {
+        tracing::error!(code = f.code.as_str(), subject = %f.subject, help = %f.help, "{}", f.headline());
+    }
+    if !errors.is_empty() {
+        if settings.enforce.value {
+            eprintln!(
+                "warden run: the startup check failed ({} error(s)); not starting",
+                errors.len()
+            );
+            return Ok(exit::INVALID);
+        }
+        tracing::warn!("startup check failed but RUNTIME_CONTRACT_ENFORCE=false: running anyway");
+    }
+    Ok(crate::agent::run(a.env_files, settings)?)
 }

@@ -61,6 +61,9 @@ pub const ALL_VARS: &[&str] = &[
     "WARDEN_UNITS",
     "WARDEN_PYTHON_PREFIX",
     "WARDEN_PROJECT_ROOT",
+    "WARDEN_HEALTH_URL",
+    "WARDEN_ADMIN_GROUP",
+    "WARDEN_RELOAD_TIMEOUT",
 ];
 
 /// Where a value came from.
@@ -238,6 +241,9 @@ struct RawEnv {
     warden_units: Option<String>,
     warden_python_prefix: Option<String>,
     warden_project_root: Option<String>,
+    warden_health_url: Option<String>,
+    warden_admin_group: Option<String>,
+    warden_reload_timeout: Option<String>,
 }
 
 /// An invalid configuration value.
@@ -303,6 +309,12 @@ pub struct Settings {
     pub policy: PolicyConfig,
     pub app_unit: Option<String>,
     pub units: Vec<String>,
+    /// Probed after a reload; 2xx is healthy.
+    pub health_url: Option<crate::health::HealthUrl>,
+    /// Members may write the restart flag (and, over D-Bus, change things).
+    pub admin_group: Option<String>,
+    /// How long a reload may take to be verified.
+    pub reload_timeout_seconds: u64,
 }
 
 fn parse_bool(s: &str) -> Option<bool> {
@@ -590,6 +602,28 @@ impl Settings {
             }
         }
 
+        let health_url = match raw.warden_health_url.as_deref() {
+            None | Some("") => None,
+            Some(v) => match v.parse::<crate::health::HealthUrl>() {
+                Ok(u) => Some(u),
+                Err(why) => {
+                    invalid(
+                        "WARDEN_HEALTH_URL",
+                        v,
+                        &why,
+                        "set an http:// URL of the app on this machine, e.g. http://127.0.0.1:8080/health",
+                    );
+                    None
+                }
+            },
+        };
+        let reload_timeout = integer(
+            &["WARDEN_RELOAD_TIMEOUT"],
+            &[&raw.warden_reload_timeout],
+            30,
+            1,
+        );
+        let admin_group = raw.warden_admin_group.clone().filter(|g| !g.is_empty());
         let opt_path = |var: &str, raw: &Option<String>| {
             raw.as_deref()
                 .filter(|v| !v.is_empty())
@@ -643,6 +677,9 @@ impl Settings {
             },
             app_unit,
             units,
+            health_url,
+            admin_group,
+            reload_timeout_seconds: reload_timeout,
         };
         (settings, errors.into_inner())
     }

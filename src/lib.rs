@@ -5,6 +5,7 @@
 //! rules, `cli` is the edge).
 
 pub mod account;
+pub mod agent;
 pub mod cli;
 pub mod conda;
 pub mod config;

@@ -1,0 +1,342 @@
+//! The watchdog agent (`warden run`): watches the restart flag's directory, runs each request
+//! through the policy and the restart executor, and keeps systemd informed (READY, STATUS,
+//! watchdog pings from the event loop itself, STOPPING, RELOADING).
+//!
+//! One restart runs at a time, off the event loop; flags arriving meanwhile coalesce into one
+//! more request, taken when the running one is done. The state file is locked: one agent per
+//! state file.
+
+pub mod restart;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+use crate::config::{EnvFileArg, Layers, Settings};
+use crate::flag::Trust;
+use crate::state::{self, Loaded, StateDoc};
+use restart::Outcome;
+
+/// journald MESSAGE_IDs of the agent's audit events.
+pub mod message_id {
+    pub const RESTART_EXECUTED: &str = "0d3c33330c0b4f2387ba68b3054d0256";
+    pub const RESTART_BLOCKED: &str = "35e42bb3cddf4cf797834e4493ac147e";
+    pub const RESTART_FAILED: &str = "9dd5de8e4a5d488d96fbe3f28cd96ab6";
+    pub const FLAG_REJECTED: &str = "d142efce7a98493bb359b661407ae898";
+    pub const STATE_SET_ASIDE: &str = "124e9b634a2349cd81e7106027bb1915";
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("another warden run holds {0}; one agent runs per state file")]
+    Locked(PathBuf),
+    #[error("cannot lock {path}: {source}")]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    State(#[from] state::StateError),
+    #[error("cannot watch {path}: {source}")]
+    Watch {
+        path: PathBuf,
+        #[source]
+        source: notify::Error,
+    },
+    #[error(transparent)]
+    Config(#[from] crate::config::LoadError),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// Saves the state durably as the executor goes, logging (not failing on) write errors.
+struct FileJournal {
+    path: PathBuf,
+}
+
+impl restart::Journal for FileJournal {
+    fn save(&mut self, doc: &StateDoc) {
+        if let Err(e) = state::save(&self.path, doc) {
+            tracing::error!(error = %e, "cannot save the restart history; will retry on the next change");
+        }
+    }
+}
+
+fn notify(states: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!(error = %e, "sd_notify failed");
+    }
+}
+
+fn status_line(doc: &StateDoc, s: &Settings) -> String {
+    let now = chrono::Utc::now().timestamp_millis();
+    let e = crate::policy::evaluate(&doc.executed(), now, &s.policy);
+    format!(
+        "policy {:?}, {} restart(s) in the last {} s{}",
+        e.state,
+        e.attempts_in_window,
+        e.window_seconds,
+        doc.last_restart
+            .as_ref()
+            .and_then(|l| l.decision.as_deref())
+            .map(|d| format!(", last request {d}"))
+            .unwrap_or_default()
+    )
+    .to_lowercase()
+}
+
+/// Holds `<state file>.lock` for the agent's lifetime.
+fn lock(state_path: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, AgentError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut name = state_path.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    let path = state_path.with_file_name(name);
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o640)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(|source| AgentError::Lock {
+            path: path.clone(),
+            source,
+        })?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        if e == nix::errno::Errno::EWOULDBLOCK {
+            AgentError::Locked(path)
+        } else {
+            AgentError::Lock {
+                path,
+                source: e.into(),
+            }
+        }
+    })
+}
+
+/// Loads the history; an `intended` last entry is a crash between signal and record.
+fn load_state(path: &Path) -> Result<StateDoc, AgentError> {
+    let mut doc = match state::load(path)? {
+        Loaded::Fresh(d) | Loaded::Ok(d) => d,
+        Loaded::SetAside { doc, kept_as, why } => {
+            tracing::error!(
+                message_id = message_id::STATE_SET_ASIDE,
+                kept_as = %kept_as.display(),
+                "the state file did not parse ({why}); it was kept as {} and the history starts empty",
+                kept_as.display()
+            );
+            doc
+        }
+    };
+    if let Some(last) = doc.history.last_mut()
+        && last.decision.as_deref() == Some("intended")
+    {
+        last.decision = Some("unknown".into());
+        last.decision_reason = Some("agent_stopped_before_recording_the_outcome".into());
+        doc.last_restart = Some(last.clone());
+        state::save(path, &doc)?;
+    }
+    Ok(doc)
+}
+
+/// Claims the flag (if any) and handles it. Blocking.
+fn take_flag(mut doc: StateDoc, s: &Settings, trust: &Trust) -> (StateDoc, Option<Outcome>) {
+    let mut j = FileJournal {
+        path: s.state_file.value.clone(),
+    };
+    let claimed = match crate::flag::claim(&s.restart_flag.value, trust) {
+        Ok(Some(c)) => c,
+        Ok(None) => return (doc, None),
+        Err(e) => {
+            tracing::error!(error = %e, flag = %s.restart_flag.value.display(), "cannot take the restart flag");
+            return (doc, None);
+        }
+    };
+    let outcome = match &claimed.result {
+        Ok(req) => restart::handle(&mut doc, s, req, &mut j),
+        Err(why) => restart::reject(&mut doc, s, why, &mut j),
+    };
+    if let Err(e) = claimed.finish() {
+        tracing::error!(error = %e, "cannot remove the claimed flag");
+    }
+    (doc, Some(outcome))
+}
+
+fn audit(o: &Outcome) {
+    match o {
+        Outcome::Executed {
+            verified: true,
+            detail,
+        } => {
+            tracing::info!(
+                message_id = message_id::RESTART_EXECUTED,
+                "restart executed and verified: {detail}"
+            )
+        }
+        Outcome::Executed {
+            verified: false,
+            detail,
+        } => {
+            tracing::error!(
+                message_id = message_id::RESTART_FAILED,
+                "restart executed but not verified: {detail}"
+            )
+        }
+        Outcome::Failed(why) => {
+            tracing::error!(
+                message_id = message_id::RESTART_FAILED,
+                "restart failed, nothing signalled: {why}"
+            )
+        }
+        Outcome::Blocked { reason, .. } => {
+            tracing::warn!(
+                message_id = message_id::RESTART_BLOCKED,
+                "restart blocked by the policy: {reason}"
+            )
+        }
+        Outcome::Rejected(why) => {
+            tracing::warn!(
+                message_id = message_id::FLAG_REJECTED,
+                "restart flag rejected: {why}"
+            )
+        }
+    }
+}
+
+/// Runs the agent until SIGTERM/SIGINT. Returns the exit code.
+pub fn run(env_files: Vec<EnvFileArg>, settings: Settings) -> Result<u8, AgentError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(AgentError::Runtime)?;
+    let code = rt.block_on(event_loop(env_files, settings))?;
+    // A restart still running finishes its own record; do not wait for it longer than this.
+    rt.shutdown_timeout(Duration::from_millis(500));
+    Ok(code)
+}
+
+async fn event_loop(env_files: Vec<EnvFileArg>, mut s: Settings) -> Result<u8, AgentError> {
+    let _lock = lock(&s.state_file.value)?;
+    let mut doc = load_state(&s.state_file.value)?;
+    let mut trust = Trust::resolve(None, s.admin_group.as_deref());
+
+    // inotify on the directory: atomic renames and re-created files are seen.
+    let (tx, mut flags) = mpsc::channel::<()>(1);
+    let flag_name = s.restart_flag.value.file_name().map(|n| n.to_os_string());
+    let dir = s
+        .restart_flag
+        .value
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/"));
+    let watch_tx = tx.clone();
+    let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        if let Ok(ev) = ev
+            && !matches!(
+                ev.kind,
+                notify::EventKind::Access(_) | notify::EventKind::Remove(_)
+            )
+            && ev
+                .paths
+                .iter()
+                .any(|p| p.file_name().map(|n| n.to_os_string()) == flag_name)
+        {
+            // Capacity one: a request already pending absorbs this one.
+            let _ = watch_tx.try_send(());
+        }
+    })
+    .map_err(|source| AgentError::Watch {
+        path: dir.clone(),
+        source,
+    })?;
+    notify::Watcher::watch(&mut watcher, &dir, notify::RecursiveMode::NonRecursive).map_err(
+        |source| AgentError::Watch {
+            path: dir.clone(),
+            source,
+        },
+    )?;
+    // A flag already there at start is processed.
+    let _ = tx.try_send(());
+
+    let mut term = signal(SignalKind::terminate()).map_err(AgentError::Runtime)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(AgentError::Runtime)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(AgentError::Runtime)?;
+    let ping_every = sd_notify::watchdog_enabled().map(|d| d / 2);
+    let mut ping = tokio::time::interval(ping_every.unwrap_or(Duration::from_secs(3600)));
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    let status = status_line(&doc, &s);
+    notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
+    tracing::info!(
+        "warden run: watching {} ({status})",
+        s.restart_flag.value.display()
+    );
+
+    let mut job: Option<tokio::task::JoinHandle<(StateDoc, Option<Outcome>)>> = None;
+    let mut pending = false;
+    let mut held = Some(doc.clone());
+    loop {
+        tokio::select! {
+            Some(()) = flags.recv() => {
+                if job.is_some() {
+                    pending = true;
+                } else if let Some(d) = held.take() {
+                    let (s2, t2) = (s.clone(), trust.clone());
+                    job = Some(tokio::task::spawn_blocking(move || take_flag(d, &s2, &t2)));
+                }
+            }
+            r = async { job.as_mut().expect("guarded by the select condition").await }, if job.is_some() => {
+                job = None;
+                match r {
+                    Ok((d, outcome)) => {
+                        doc = d;
+                        // STATUS changes only when a request was handled.
+                        if let Some(o) = &outcome {
+                            audit(o);
+                            let status = status_line(&doc, &s);
+                            notify(&[NotifyState::Status(&status)]);
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "the restart task failed"),
+                }
+                held = Some(doc.clone());
+                if std::mem::take(&mut pending) {
+                    let _ = tx.try_send(());
+                }
+            }
+            _ = ping.tick(), if ping_every.is_some() => {
+                notify(&[NotifyState::Watchdog]);
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                let mono = NotifyState::monotonic_usec_now().ok();
+                let mut states = vec![NotifyState::Reloading];
+                states.extend(mono);
+                notify(&states);
+                match Layers::load(&env_files).map(|l| Settings::resolve(&l)) {
+                    Ok((new, invalid)) if invalid.is_empty() => {
+                        s = new;
+                        trust = Trust::resolve(None, s.admin_group.as_deref());
+                        tracing::info!("configuration reloaded");
+                    }
+                    Ok((_, invalid)) => {
+                        for i in invalid {
+                            tracing::error!("configuration not reloaded: {i}");
+                        }
+                    }
+                    Err(e) => tracing::error!("configuration not reloaded: {e}"),
+                }
+                let status = status_line(&doc, &s);
+                notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
+            }
+        }
+    }
+    notify(&[NotifyState::Stopping]);
+    tracing::info!("warden run: stopping");
+    Ok(0)
+}

@@ -1,0 +1,262 @@
+//! One restart request, start to finish: the policy's decision, the Gunicorn master found and
+//! checked, the restart recorded as intended before the signal and as completed after, and the
+//! reload verified (old workers gone, the count back with new PIDs, the listening socket still
+//! the master's, the health URL answering). Blocking: the agent runs it off its event loop.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use serde_json::{Value, json};
+
+use crate::config::Settings;
+use crate::flag::{FlagRequest, Rejection};
+use crate::gunicorn::{PidFd, Role, children, classify, holds_socket, read_pid_file, stat};
+use crate::policy::{self, Verdict};
+use crate::state::{Entry, StateDoc, format_time};
+
+/// How long a missing PID file is waited for: gunicorn deletes and re-creates it on HUP.
+const PID_FILE_GRACE: Duration = Duration::from_secs(2);
+
+/// The outcome of one request, for logs and the journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Rejected(String),
+    Blocked {
+        reason: &'static str,
+        requires_acknowledgement: bool,
+    },
+    Failed(String),
+    Executed {
+        verified: bool,
+        detail: String,
+    },
+}
+
+/// What the executor needs to persist the history as it goes.
+pub trait Journal {
+    /// Stores the state durably; errors are reported, never fatal to the request.
+    fn save(&mut self, doc: &StateDoc);
+}
+
+fn base_entry(req: Option<&FlagRequest>, source: &str) -> Entry {
+    Entry {
+        id: Some(format!(
+            "{}-{}",
+            Utc::now().timestamp_millis(),
+            std::process::id()
+        )),
+        requested_by: req.and_then(|r| r.user.clone()),
+        requested_at: Some(
+            req.and_then(|r| r.timestamp.as_deref())
+                .and_then(crate::state::parse_time)
+                .map(format_time)
+                .unwrap_or_else(|| format_time(Utc::now())),
+        ),
+        requested_ip: req.and_then(|r| r.ip.clone()),
+        source: Some(source.to_string()),
+        manual_override: req.map(|r| r.manual_override),
+        override_reason: req.and_then(|r| r.override_reason.clone()),
+        ..Entry::default()
+    }
+}
+
+/// Records a flag that failed intake.
+pub fn reject(doc: &mut StateDoc, s: &Settings, why: &Rejection, j: &mut dyn Journal) -> Outcome {
+    let mut e = base_entry(None, "manual");
+    e.completed_at = Some(format_time(Utc::now()));
+    e.success = Some(false);
+    e.decision = Some("rejected".into());
+    e.decision_reason = Some(why.code().into());
+    e.extra
+        .insert("rejection".into(), Value::String(why.to_string()));
+    doc.push(e, s.history_max);
+    j.save(doc);
+    Outcome::Rejected(why.to_string())
+}
+
+/// Decides and, when allowed, performs a restart.
+pub fn handle(doc: &mut StateDoc, s: &Settings, req: &FlagRequest, j: &mut dyn Journal) -> Outcome {
+    let now = Utc::now();
+    let eval = policy::evaluate(&doc.executed(), now.timestamp_millis(), &s.policy);
+    let d = policy::decide(&req.policy_request(), &eval);
+    let mut e = base_entry(Some(req), &req.source);
+    e.policy_state = serde_json::to_value(&eval).ok();
+    e.decision_reason = Some(d.reason.into());
+    if !d.allowed {
+        e.completed_at = Some(format_time(Utc::now()));
+        e.success = Some(false);
+        e.decision = Some(
+            if d.decision == Verdict::Refused {
+                "rejected"
+            } else {
+                "blocked"
+            }
+            .into(),
+        );
+        doc.push(e, s.history_max);
+        j.save(doc);
+        return Outcome::Blocked {
+            reason: d.reason,
+            requires_acknowledgement: d.requires_acknowledgement,
+        };
+    }
+    if d.decision == Verdict::ManualOverride {
+        e.extra
+            .insert("override_acknowledged".into(), Value::Bool(true));
+    }
+    reload(doc, s, e, j)
+}
+
+fn find_master(pid_file: &Path) -> Result<(u32, u64), String> {
+    let deadline = Instant::now() + PID_FILE_GRACE;
+    let pid = loop {
+        match read_pid_file(pid_file) {
+            Ok(p) => break p,
+            Err(crate::fsutil::ReadError::Missing(_)) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(crate::fsutil::ReadError::Missing(_)) => return Err("pid_file_missing".into()),
+            Err(e) => return Err(format!("pid_file_unreadable: {e}")),
+        }
+    };
+    match classify(pid) {
+        Role::Master => {}
+        Role::NotRunning => return Err(format!("pid_not_running: {pid}")),
+        Role::NotGunicorn { comm } => {
+            return Err(format!("pid_not_gunicorn_master: {pid} is {comm}"));
+        }
+        Role::Worker { master } => {
+            return Err(format!(
+                "pid_not_gunicorn_master: {pid} is a worker of {master}"
+            ));
+        }
+    }
+    let st = stat(pid).ok_or_else(|| format!("pid_not_running: {pid}"))?;
+    Ok((pid, st.start_ticks))
+}
+
+fn fail(
+    doc: &mut StateDoc,
+    s: &Settings,
+    mut e: Entry,
+    why: String,
+    j: &mut dyn Journal,
+) -> Outcome {
+    e.completed_at = Some(format_time(Utc::now()));
+    e.success = Some(false);
+    e.decision = Some("failed".into());
+    e.extra.insert("failure".into(), Value::String(why.clone()));
+    doc.push(e, s.history_max);
+    j.save(doc);
+    Outcome::Failed(why)
+}
+
+fn reload(doc: &mut StateDoc, s: &Settings, mut e: Entry, j: &mut dyn Journal) -> Outcome {
+    let (pid, start_ticks) = match find_master(&s.pid_file.value) {
+        Ok(m) => m,
+        Err(why) => return fail(doc, s, e, why, j),
+    };
+    let master = match PidFd::open(pid, start_ticks) {
+        Ok(m) => m,
+        Err(err) => return fail(doc, s, e, format!("pid_not_running: {pid}: {err}"), j),
+    };
+    let old: Vec<PidFd> = children(pid)
+        .into_iter()
+        .filter_map(|w| stat(w).and_then(|st| PidFd::open(w, st.start_ticks).ok()))
+        .collect();
+    let port = crate::contract::parse_bind(&s.bind.value)
+        .ok()
+        .map(|b| b.port);
+
+    // Intended before the signal: a crash from here on leaves an entry, never nothing.
+    e.decision = Some("intended".into());
+    doc.push(e.clone(), s.history_max);
+    j.save(doc);
+
+    let t0 = Instant::now();
+    let sent_at = Utc::now();
+    if let Err(err) = master.send_signal(nix::sys::signal::Signal::SIGHUP) {
+        doc.history.pop();
+        return fail(doc, s, e, format!("signal_failed: {err}"), j);
+    }
+    let deadline = t0 + Duration::from_secs(s.reload_timeout_seconds);
+    let left = || deadline.saturating_duration_since(Instant::now());
+
+    let mut problems = Vec::new();
+    for w in &old {
+        if !w.wait_exit(left()).unwrap_or(false) {
+            problems.push(format!("worker {} still running", w.pid));
+        }
+    }
+    let old_pids: Vec<u32> = old.iter().map(|w| w.pid).collect();
+    let mut replaced_ms = None;
+    loop {
+        let now: Vec<u32> = children(pid);
+        if now.len() >= old_pids.len().max(1) && now.iter().all(|p| !old_pids.contains(p)) {
+            replaced_ms = Some(t0.elapsed().as_secs_f64() * 1e3);
+            break;
+        }
+        if left().is_zero() {
+            problems.push(format!("workers not replaced: {old_pids:?} -> {now:?}"));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    match stat(pid) {
+        Some(st) if st.start_ticks == start_ticks => {}
+        _ => problems.push("the master is gone".into()),
+    }
+    if let Some(port) = port {
+        let held = crate::netdiag::listeners()
+            .map(|ls| {
+                ls.iter()
+                    .any(|l| l.port == port && holds_socket(pid, l.inode))
+            })
+            .unwrap_or(false);
+        if !held {
+            problems.push(format!("port {port} is no longer held by the master"));
+        }
+    }
+    let mut health_ms = None;
+    if let Some(url) = &s.health_url {
+        let p = crate::health::probe(url, left().max(Duration::from_millis(100)));
+        if p.healthy() {
+            health_ms = Some(t0.elapsed().as_secs_f64() * 1e3);
+        } else {
+            problems.push(format!("health check failed: {p:?}"));
+        }
+    }
+
+    let verified = problems.is_empty();
+    let mut done = e;
+    done.completed_at = Some(format_time(Utc::now()));
+    done.success = Some(verified);
+    done.decision = Some("executed".into());
+    done.extra.insert("verified".into(), Value::Bool(verified));
+    done.extra.insert("master_pid".into(), json!(pid));
+    done.extra.insert(
+        "timings".into(),
+        json!({
+            "signal_sent_at": format_time(sent_at),
+            "workers_replaced_ms": replaced_ms,
+            "health_answered_ms": health_ms,
+        }),
+    );
+    if !verified {
+        done.extra
+            .insert("verification_problems".into(), json!(problems));
+    }
+    // Replace the intended entry with the completed one.
+    doc.history.pop();
+    doc.push(done, s.history_max);
+    j.save(doc);
+    Outcome::Executed {
+        verified,
+        detail: if verified {
+            format!("workers replaced in {:.1} ms", replaced_ms.unwrap_or(0.0))
+        } else {
+            problems.join("; ")
+        },
+    }
+}

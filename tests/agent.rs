@@ -1,0 +1,198 @@
+//! `warden run` as a process against a real gunicorn, talking sd_notify to a socket the test
+//! owns: READY after start, a verified reload for a flag, the policy's cooldown, hostile flags
+//! rejected and recorded while the agent keeps serving, a clean stop on SIGTERM.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+struct Agent {
+    child: Child,
+    notify: UnixDatagram,
+}
+
+impl Agent {
+    fn start(f: &Fixture) -> Agent {
+        let sock = f.dir.join("agent-notify.sock");
+        let _ = std::fs::remove_file(&sock);
+        let notify = UnixDatagram::bind(&sock).unwrap();
+        notify
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let child = Command::new(warden())
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("NOTIFY_SOCKET", &sock)
+            .args(["run", "--env-file"])
+            .arg(&f.env_file)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut a = Agent { child, notify };
+        a.await_msg("READY=1");
+        a
+    }
+
+    /// The next sd_notify datagram containing `what` (others are skipped).
+    fn await_msg(&mut self, what: &str) -> String {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = self
+                .notify
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("no {what} from the agent: {e}"));
+            let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if m.contains(what) {
+                return m;
+            }
+        }
+    }
+
+    /// Writes the flag as the MES admin API does (temp file, rename) and waits for the agent's
+    /// STATUS after handling it.
+    fn request(&mut self, f: &Fixture, body: &str) -> serde_json::Value {
+        let flag = std::path::PathBuf::from(&f.env["WATCHDOG_RESTART_FLAG"]);
+        let tmp = flag.with_extension("flag.tmp");
+        std::fs::write(&tmp, body).unwrap();
+        std::fs::rename(&tmp, &flag).unwrap();
+        self.await_msg("STATUS=");
+        last_entry(f)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+fn last_entry(f: &Fixture) -> serde_json::Value {
+    let p = &f.env["WATCHDOG_STATE_FILE"];
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+    doc["history"].as_array().unwrap().last().cloned().unwrap()
+}
+
+#[test]
+fn flags_become_verified_reloads_under_the_policy() {
+    let mut f = Fixture::new("agent-run");
+    f.set(
+        "WARDEN_HEALTH_URL",
+        &format!("http://127.0.0.1:{}/health", f.port),
+    );
+    let _g = start_gunicorn(&f);
+    let master = warden::gunicorn::read_pid_file(&f.pid_file()).unwrap();
+    let mut a = Agent::start(&f);
+
+    // A plain request (`touch`): executed and verified, same master.
+    let e = a.request(&f, "");
+    assert_eq!(e["decision"], "executed", "{e:#}");
+    assert_eq!(e["verified"], true, "{e:#}");
+    assert_eq!(e["master_pid"], master);
+    assert!(e["timings"]["workers_replaced_ms"].as_f64().unwrap() > 0.0);
+    assert!(e["timings"]["health_answered_ms"].as_f64().is_some());
+    assert_eq!(
+        warden::gunicorn::read_pid_file(&f.pid_file()).unwrap(),
+        master
+    );
+
+    // Within the cooldown: blocked, and nothing signalled.
+    let workers = warden::gunicorn::children(master);
+    let e = a.request(&f, r#"{"user": "bob", "source": "manual"}"#);
+    assert_eq!(
+        (e["decision"].as_str(), e["decision_reason"].as_str()),
+        (Some("blocked"), Some("cooldown_override_required"))
+    );
+    assert_eq!(e["requested_by"], "bob");
+    assert_eq!(
+        warden::gunicorn::children(master),
+        workers,
+        "no reload happened"
+    );
+
+    // An override without a reason is refused; with ack and reason it runs and is recorded.
+    let e = a.request(
+        &f,
+        r#"{"manual_override": true, "override_acknowledged": true}"#,
+    );
+    assert_eq!(e["decision_reason"], "override_reason_required");
+    let e = a.request(
+        &f,
+        r#"{"user": "alice", "manual_override": true, "override_acknowledged": true, "override_reason": "db failover"}"#,
+    );
+    assert_eq!(e["decision"], "executed", "{e:#}");
+    assert_eq!(e["decision_reason"], "operator_override_acknowledged");
+    assert_eq!(e["override_reason"], "db failover");
+
+    // Hostile flags: rejected with a named reason, recorded, and the agent keeps serving.
+    let flag = std::path::PathBuf::from(&f.env["WATCHDOG_RESTART_FLAG"]);
+    std::os::unix::fs::symlink("/etc/shadow", &flag).unwrap();
+    a.await_msg("STATUS=");
+    assert_eq!(last_entry(&f)["decision_reason"], "flag_symlink");
+    nix::unistd::mkfifo(&flag, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    a.await_msg("STATUS=");
+    assert_eq!(last_entry(&f)["decision_reason"], "flag_not_regular");
+    let e = a.request(&f, &"x".repeat(70_000));
+    assert_eq!(e["decision_reason"], "flag_too_large");
+    assert!(std::fs::metadata("/etc/shadow").is_ok());
+
+    // SIGTERM: STOPPING=1 and a clean exit, promptly.
+    let t = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(a.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    a.await_msg("STOPPING=1");
+    let st = a.child.wait().unwrap();
+    assert!(st.success(), "{st:?}");
+    assert!(t.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn a_pid_file_naming_another_program_signals_nothing() {
+    let f = Fixture::new("agent-wrong-pid");
+    let _g = start_gunicorn(&f);
+    let mut sleeper = Command::new("sleep").arg("60").spawn().unwrap();
+    std::fs::write(f.pid_file(), format!("{}\n", sleeper.id())).unwrap();
+    let mut a = Agent::start(&f);
+    let e = a.request(&f, "");
+    assert_eq!(e["decision"], "failed", "{e:#}");
+    assert!(
+        e["failure"]
+            .as_str()
+            .unwrap()
+            .starts_with("pid_not_gunicorn_master"),
+        "{e:#}"
+    );
+    // The sleeper is alive: nothing was sent to it.
+    assert!(sleeper.try_wait().unwrap().is_none());
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+}
+
+#[test]
+fn a_second_agent_on_the_same_state_file_is_refused() {
+    let f = Fixture::new("agent-lock");
+    let _a = Agent::start(&f);
+    let out = Command::new(warden())
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .args(["run", "--env-file"])
+        .arg(&f.env_file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("another warden run holds"),
+        "{}",
+        text(&out)
+    );
+}

@@ -223,3 +223,91 @@ fn units_read_over_dbus_from_the_host() {
         .unwrap();
     assert_eq!(u01["subject"], "mes-dashboard-missing.service");
 }
+
+/// Waits for `file` to be replaced (the agent's atomic state writes rename into place).
+fn await_replaced(
+    rx: &std::sync::mpsc::Receiver<notify::Result<notify::Event>>,
+    file: &std::path::Path,
+) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let ev = rx
+            .recv_timeout(left)
+            .expect("the state file was not written");
+        if let Ok(ev) = ev
+            && ev.paths.iter().any(|p| p == file)
+            // One rename is reported twice (its `To` half and `Both`): count the `To` half.
+            && ev.kind
+                == notify::EventKind::Modify(notify::event::ModifyKind::Name(
+                    notify::event::RenameMode::To,
+                ))
+        {
+            return;
+        }
+    }
+}
+
+#[test]
+fn the_agent_as_a_notify_unit_reloads_the_app_on_a_flag() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let l = live("live-agent");
+    let wd =
+        l.f.watchdog_unit_text()
+            .replace("[Service]\n", "[Service]\nWatchdogSec=5\n");
+    l.sb.install_unit(WATCHDOG_UNIT, &wd);
+    l.sb.daemon_reload();
+    let out = l.sb.systemctl(&["start", APP_UNIT]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = l.sb.systemctl(&["start", WATCHDOG_UNIT]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out),
+        l.sb.journal(WATCHDOG_UNIT)
+    );
+    assert_eq!(l.sb.prop(WATCHDOG_UNIT, "ActiveState"), "active");
+    assert!(
+        l.sb.prop(WATCHDOG_UNIT, "StatusText")
+            .starts_with("policy allowed")
+    );
+    let master = l.sb.prop(APP_UNIT, "MainPID");
+
+    // The flag, written from the host into the sandbox's runtime directory.
+    let state = l.f.state_dir.join("restart_state.json");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut w = notify::recommended_watcher(tx).unwrap();
+    notify::Watcher::watch(&mut w, &l.f.state_dir, notify::RecursiveMode::NonRecursive).unwrap();
+    let flag =
+        l.sb.run_path(std::path::Path::new(&l.f.env["WATCHDOG_RESTART_FLAG"]));
+    std::fs::write(&flag, "").unwrap();
+    // Intended, then executed: two writes.
+    await_replaced(&rx, &state);
+    await_replaced(&rx, &state);
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    let e = doc["history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        e["decision"],
+        "executed",
+        "{e:#}\n{}",
+        l.sb.journal(WATCHDOG_UNIT)
+    );
+    assert_eq!(e["verified"], true, "{e:#}");
+    assert_eq!(
+        e["master_pid"].to_string(),
+        master,
+        "the app unit's master, in the unit's PID namespace"
+    );
+    assert_eq!(
+        l.sb.prop(APP_UNIT, "MainPID"),
+        master,
+        "same master after the reload"
+    );
+    assert_eq!(l.sb.prop(WATCHDOG_UNIT, "NRestarts"), "0");
+    let journal = l.sb.journal(WATCHDOG_UNIT);
+    assert!(
+        journal.contains("restart executed and verified"),
+        "{journal}"
+    );
+    assert!(journal.contains("MESSAGE_ID="), "{journal}");
+}

@@ -192,6 +192,23 @@ impl AsRawFd for PidFd {
     }
 }
 
+/// The systemd unit a process belongs to, from its cgroup (`0::/system.slice/app.service` →
+/// `app.service`): what systemd's `GetUnitByPID` answers, read without a bus round trip.
+pub fn unit_of(pid: u32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    unit_of_cgroup(&text)
+}
+
+/// The unit named by a `/proc/<pid>/cgroup` text (cgroup v2 line): the innermost path component
+/// that is a unit (a service's sub-cgroups such as `…/app.service/worker` still belong to it).
+pub fn unit_of_cgroup(text: &str) -> Option<String> {
+    let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+    path.split('/')
+        .rev()
+        .find(|c| c.ends_with(".service") || c.ends_with(".scope"))
+        .map(str::to_string)
+}
+
 /// Whether process `pid` has the socket `inode` open.
 pub fn holds_socket(pid: u32, inode: u64) -> bool {
     let want = format!("socket:[{inode}]");
@@ -219,6 +236,20 @@ mod tests {
         );
         assert_eq!(parse_stat("garbage"), None);
         assert!(stat(std::process::id()).is_some());
+    }
+
+    #[test]
+    fn cgroups_name_units() {
+        assert_eq!(
+            unit_of_cgroup("0::/system.slice/mes-dashboard.service\n").as_deref(),
+            Some("mes-dashboard.service")
+        );
+        assert_eq!(
+            unit_of_cgroup("0::/system.slice/app.service/sub\n").as_deref(),
+            Some("app.service")
+        );
+        assert_eq!(unit_of_cgroup("0::/\n"), None);
+        assert_eq!(unit_of_cgroup("1:name=systemd:/x.service\n"), None);
     }
 
     #[test]

@@ -311,3 +311,136 @@ fn the_agent_as_a_notify_unit_reloads_the_app_on_a_flag() {
     );
     assert!(journal.contains("MESSAGE_ID="), "{journal}");
 }
+
+/// Starts the agent unit (WatchdogSec=2, Restart=on-failure) after the app unit.
+fn start_agent(l: &Live) {
+    let wd = l.f.watchdog_unit_text().replace(
+        "[Service]\n",
+        "[Service]\nWatchdogSec=2\nRestart=on-failure\nRestartSec=100ms\nTimeoutStopSec=2\n",
+    );
+    l.sb.install_unit(WATCHDOG_UNIT, &wd);
+    l.sb.daemon_reload();
+    for u in [APP_UNIT, WATCHDOG_UNIT] {
+        let out = l.sb.systemctl(&["start", u]);
+        assert!(
+            out.status.success(),
+            "{u}: {}\n{}",
+            text(&out),
+            l.sb.journal(u)
+        );
+    }
+}
+
+fn state_watch(
+    l: &Live,
+) -> (
+    notify::RecommendedWatcher,
+    std::sync::mpsc::Receiver<notify::Result<notify::Event>>,
+) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut w = notify::recommended_watcher(tx).unwrap();
+    notify::Watcher::watch(&mut w, &l.f.state_dir, notify::RecursiveMode::NonRecursive).unwrap();
+    (w, rx)
+}
+
+fn last_entry(l: &Live) -> serde_json::Value {
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(l.f.state_dir.join("restart_state.json")).unwrap())
+            .unwrap();
+    doc["history"].as_array().unwrap().last().unwrap().clone()
+}
+
+#[test]
+fn a_gunicorn_of_another_unit_is_not_signalled() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let l = live("live-other");
+    start_agent(&l);
+    // Another unit's gunicorn, from the same prefix, on its own port and PID file.
+    let other_port = free_port();
+    let other =
+        l.f.app_unit_text()
+            .replace("[Service]\n", "[Service]\nRuntimeDirectory=other-app\n")
+            .replace("${WATCHDOG_PID_FILE}", "/run/other-app/gunicorn.pid")
+            .replace("${GUNICORN_BIND}", &format!("127.0.0.1:{other_port}"))
+            .replace(
+                &format!("PIDFile={}", l.f.pid_file().display()),
+                "PIDFile=/run/other-app/gunicorn.pid",
+            )
+            .replace(&format!("ExecStartPre={} check\n", warden().display()), "");
+    l.sb.install_unit("other-app.service", &other);
+    l.sb.daemon_reload();
+    let out = l.sb.systemctl(&["start", "other-app.service"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let other_master = l.sb.prop("other-app.service", "MainPID");
+    let workers_before = String::from_utf8_lossy(
+        &l.sb
+            .run(&["ps", "-o", "pid=", "--ppid", &other_master])
+            .stdout,
+    )
+    .to_string();
+
+    // The contract's PID file now names the other unit's master.
+    let pid_file = l.sb.run_path(&l.f.pid_file());
+    std::fs::write(&pid_file, format!("{other_master}\n")).unwrap();
+    let (_w, rx) = state_watch(&l);
+    let flag =
+        l.sb.run_path(std::path::Path::new(&l.f.env["WATCHDOG_RESTART_FLAG"]));
+    std::fs::write(&flag, "").unwrap();
+    await_replaced(&rx, &l.f.state_dir.join("restart_state.json"));
+    let e = last_entry(&l);
+    assert_eq!(e["decision"], "failed", "{e:#}");
+    let why = e["failure"].as_str().unwrap();
+    assert!(
+        why.starts_with("pid_outside_app_unit") && why.contains("other-app.service"),
+        "{why}"
+    );
+    let workers_after = String::from_utf8_lossy(
+        &l.sb
+            .run(&["ps", "-o", "pid=", "--ppid", &other_master])
+            .stdout,
+    )
+    .to_string();
+    assert_eq!(
+        workers_before, workers_after,
+        "the other gunicorn was not reloaded"
+    );
+}
+
+#[test]
+fn a_frozen_agent_is_killed_and_restarted_by_systemd_with_its_history() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let l = live("live-frozen");
+    start_agent(&l);
+    let (_w, rx) = state_watch(&l);
+    let flag =
+        l.sb.run_path(std::path::Path::new(&l.f.env["WATCHDOG_RESTART_FLAG"]));
+    std::fs::write(&flag, "").unwrap();
+    let state = l.f.state_dir.join("restart_state.json");
+    await_replaced(&rx, &state);
+    await_replaced(&rx, &state);
+    let before = std::fs::read(&state).unwrap();
+    let first = l.sb.prop(WATCHDOG_UNIT, "MainPID");
+
+    let out = l.sb.systemctl(&["kill", "--signal=SIGSTOP", WATCHDOG_UNIT]);
+    assert!(out.status.success());
+    // Missed pings: systemd aborts the unit (result watchdog) and restarts it. Nothing to
+    // subscribe to from here, so the restart counter is polled under a deadline.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while l.sb.prop(WATCHDOG_UNIT, "NRestarts") == "0" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not restarted\n{}",
+            l.sb.journal(WATCHDOG_UNIT)
+        );
+        std::thread::yield_now();
+    }
+    let out = l.sb.systemctl(&["start", WATCHDOG_UNIT]); // returns once it is active again
+    assert!(out.status.success(), "{}", text(&out));
+    assert_ne!(l.sb.prop(WATCHDOG_UNIT, "MainPID"), first);
+    let journal = l.sb.journal(WATCHDOG_UNIT);
+    assert!(journal.contains("Watchdog timeout"), "{journal}");
+    // The history survived, and still reads.
+    let after = std::fs::read(&state).unwrap();
+    assert_eq!(before, after);
+    assert_eq!(last_entry(&l)["decision"], "executed");
+}

@@ -108,7 +108,7 @@ pub fn handle(doc: &mut StateDoc, s: &Settings, req: &FlagRequest, j: &mut dyn J
     reload(doc, s, e, j)
 }
 
-fn find_master(pid_file: &Path) -> Result<(u32, u64), String> {
+fn find_master(pid_file: &Path, app_unit: Option<&str>) -> Result<(u32, u64), String> {
     let deadline = Instant::now() + PID_FILE_GRACE;
     let pid = loop {
         match read_pid_file(pid_file) {
@@ -132,6 +132,21 @@ fn find_master(pid_file: &Path) -> Result<(u32, u64), String> {
             ));
         }
     }
+    // Under systemd, the master must be the app unit's: a gunicorn of another unit (or one
+    // started by hand) is not ours to reload.
+    if let Some(app) = app_unit
+        && std::env::var_os("INVOCATION_ID").is_some()
+    {
+        match crate::gunicorn::unit_of(pid) {
+            Some(u) if u == app => {}
+            other => {
+                return Err(format!(
+                    "pid_outside_app_unit: {pid} belongs to {}, not {app}",
+                    other.as_deref().unwrap_or("no unit")
+                ));
+            }
+        }
+    }
     let st = stat(pid).ok_or_else(|| format!("pid_not_running: {pid}"))?;
     Ok((pid, st.start_ticks))
 }
@@ -153,7 +168,7 @@ fn fail(
 }
 
 fn reload(doc: &mut StateDoc, s: &Settings, mut e: Entry, j: &mut dyn Journal) -> Outcome {
-    let (pid, start_ticks) = match find_master(&s.pid_file.value) {
+    let (pid, start_ticks) = match find_master(&s.pid_file.value, s.app_unit.as_deref()) {
         Ok(m) => m,
         Err(why) => return fail(doc, s, e, why, j),
     };

@@ -199,6 +199,8 @@ pub struct Claimed {
     /// Where it was moved to while it is processed (removed by [`Claimed::finish`]).
     pub claimed_path: PathBuf,
     pub result: Result<FlagRequest, Rejection>,
+    /// When the flag was last written (its mtime): the start of the flag-to-signal latency.
+    pub written_at: Option<std::time::SystemTime>,
 }
 
 impl Claimed {
@@ -227,8 +229,12 @@ pub fn claim(flag: &Path, trust: &Trust) -> std::io::Result<Option<Claimed>> {
         Err(e) => return Err(e),
     }
     use crate::fsutil::{ReadError, read_untrusted};
+    let mut written_at = None;
     let result = match read_untrusted(&claimed_path, MAX_FLAG_BYTES) {
-        Ok(u) => trust.check(&u.meta).and_then(|()| parse(&u.bytes)),
+        Ok(u) => {
+            written_at = u.meta.modified().ok();
+            trust.check(&u.meta).and_then(|()| parse(&u.bytes))
+        }
         Err(ReadError::Symlink(_)) => Err(Rejection::Symlink),
         Err(ReadError::NotRegular { kind, .. }) => Err(Rejection::NotRegular(kind)),
         Err(ReadError::TooLarge { size, .. }) => Err(Rejection::TooLarge(size)),
@@ -238,6 +244,7 @@ pub fn claim(flag: &Path, trust: &Trust) -> std::io::Result<Option<Claimed>> {
     Ok(Some(Claimed {
         claimed_path,
         result,
+        written_at,
     }))
 }
 

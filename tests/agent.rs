@@ -41,9 +41,7 @@ impl Agent {
     fn await_msg(&mut self, what: &str) -> String {
         let mut buf = [0u8; 4096];
         loop {
-            let n = self
-                .notify
-                .recv(&mut buf)
+            let n = recv(&self.notify, &mut buf)
                 .unwrap_or_else(|e| panic!("no {what} from the agent: {e}"));
             let m = String::from_utf8_lossy(&buf[..n]).into_owned();
             if m.contains(what) {
@@ -97,6 +95,7 @@ fn flags_become_verified_reloads_under_the_policy() {
     assert_eq!(e["verified"], true, "{e:#}");
     assert_eq!(e["master_pid"], master);
     assert!(e["timings"]["workers_replaced_ms"].as_f64().unwrap() > 0.0);
+    assert!(e["timings"]["flag_to_signal_ms"].as_f64().unwrap() >= 0.0);
     assert!(e["timings"]["health_answered_ms"].as_f64().is_some());
     assert_eq!(
         warden::gunicorn::read_pid_file(&f.pid_file()).unwrap(),

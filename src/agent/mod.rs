@@ -157,7 +157,7 @@ fn take_flag(mut doc: StateDoc, s: &Settings, trust: &Trust) -> (StateDoc, Optio
         }
     };
     let outcome = match &claimed.result {
-        Ok(req) => restart::handle(&mut doc, s, req, &mut j),
+        Ok(req) => restart::handle(&mut doc, s, req, claimed.written_at, &mut j),
         Err(why) => restart::reject(&mut doc, s, why, &mut j),
     };
     if let Err(e) = claimed.finish() {

@@ -76,7 +76,13 @@ pub fn reject(doc: &mut StateDoc, s: &Settings, why: &Rejection, j: &mut dyn Jou
 }
 
 /// Decides and, when allowed, performs a restart.
-pub fn handle(doc: &mut StateDoc, s: &Settings, req: &FlagRequest, j: &mut dyn Journal) -> Outcome {
+pub fn handle(
+    doc: &mut StateDoc,
+    s: &Settings,
+    req: &FlagRequest,
+    written_at: Option<std::time::SystemTime>,
+    j: &mut dyn Journal,
+) -> Outcome {
     let now = Utc::now();
     let eval = policy::evaluate(&doc.executed(), now.timestamp_millis(), &s.policy);
     let d = policy::decide(&req.policy_request(), &eval);
@@ -105,7 +111,7 @@ pub fn handle(doc: &mut StateDoc, s: &Settings, req: &FlagRequest, j: &mut dyn J
         e.extra
             .insert("override_acknowledged".into(), Value::Bool(true));
     }
-    reload(doc, s, e, j)
+    reload(doc, s, e, written_at, j)
 }
 
 fn find_master(pid_file: &Path, app_unit: Option<&str>) -> Result<(u32, u64), String> {
@@ -167,7 +173,13 @@ fn fail(
     Outcome::Failed(why)
 }
 
-fn reload(doc: &mut StateDoc, s: &Settings, mut e: Entry, j: &mut dyn Journal) -> Outcome {
+fn reload(
+    doc: &mut StateDoc,
+    s: &Settings,
+    mut e: Entry,
+    written_at: Option<std::time::SystemTime>,
+    j: &mut dyn Journal,
+) -> Outcome {
     let (pid, start_ticks) = match find_master(&s.pid_file.value, s.app_unit.as_deref()) {
         Ok(m) => m,
         Err(why) => return fail(doc, s, e, why, j),
@@ -191,7 +203,12 @@ fn reload(doc: &mut StateDoc, s: &Settings, mut e: Entry, j: &mut dyn Journal) -
 
     let t0 = Instant::now();
     let sent_at = Utc::now();
-    if let Err(err) = master.send_signal(nix::sys::signal::Signal::SIGHUP) {
+    let signalled = master.send_signal(nix::sys::signal::Signal::SIGHUP);
+    // From the flag's write to the signal: the latency operators wait on.
+    let flag_to_signal_ms = written_at
+        .and_then(|w| std::time::SystemTime::now().duration_since(w).ok())
+        .map(|d| d.as_secs_f64() * 1e3);
+    if let Err(err) = signalled {
         doc.history.pop();
         return fail(doc, s, e, format!("signal_failed: {err}"), j);
     }
@@ -254,6 +271,7 @@ fn reload(doc: &mut StateDoc, s: &Settings, mut e: Entry, j: &mut dyn Journal) -
         "timings".into(),
         json!({
             "signal_sent_at": format_time(sent_at),
+            "flag_to_signal_ms": flag_to_signal_ms,
             "workers_replaced_ms": replaced_ms,
             "health_answered_ms": health_ms,
         }),

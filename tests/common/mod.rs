@@ -468,12 +468,21 @@ pub fn start_gunicorn(f: &Fixture) -> Gunicorn {
     let child = Gunicorn(child);
     let mut buf = [0u8; 256];
     loop {
-        let n = sock
-            .recv(&mut buf)
+        let n = recv(&sock, &mut buf)
             .unwrap_or_else(|e| panic!("gunicorn did not report READY=1: {e}"));
         if String::from_utf8_lossy(&buf[..n]).contains("READY=1") {
             break;
         }
     }
     child
+}
+
+/// `recv` on a notify socket, retried when a signal interrupts it.
+pub fn recv(sock: &std::os::unix::net::UnixDatagram, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match sock.recv(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
 }

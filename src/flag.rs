@@ -215,6 +215,36 @@ impl Claimed {
     }
 }
 
+/// Puts back requests that agents claimed and never finished (they were killed in between):
+/// one becomes the flag again when there is none, the rest are removed, as flags arriving
+/// together coalesce anyway. Returns how many were found.
+pub fn requeue_stale_claims(flag: &Path) -> usize {
+    let (Some(dir), Some(name)) = (flag.parent(), flag.file_name()) else {
+        return 0;
+    };
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(name);
+    prefix.push(".claimed.");
+    let prefix = prefix.to_string_lossy().into_owned();
+    let mine = format!("{prefix}{}", std::process::id());
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut found = 0;
+    for e in rd.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if !n.starts_with(&prefix) || n == mine {
+            continue;
+        }
+        found += 1;
+        // A link fails when a flag is there already (rename would clobber it); either way the
+        // claimed name goes.
+        let _ = std::fs::hard_link(e.path(), flag);
+        let _ = std::fs::remove_file(e.path());
+    }
+    found
+}
+
 /// Takes the flag at `flag` if there is one: renamed to a private name in the same directory
 /// (a rename moves a symlink itself, never its target), then read and judged. `Ok(None)` when
 /// there is no flag.
@@ -349,6 +379,29 @@ mod tests {
             0,
             "nothing is left behind"
         );
+    }
+
+    #[test]
+    fn stale_claims_are_queued_again_without_clobbering_a_new_flag() {
+        let d = tempfile::tempdir().unwrap();
+        let flag = d.path().join("restart.flag");
+        std::fs::write(
+            d.path().join(".restart.flag.claimed.1"),
+            "{\"user\": \"a\"}",
+        )
+        .unwrap();
+        std::fs::write(
+            d.path().join(".restart.flag.claimed.2"),
+            "{\"user\": \"b\"}",
+        )
+        .unwrap();
+        assert_eq!(requeue_stale_claims(&flag), 2);
+        assert!(flag.exists());
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+        std::fs::write(&flag, "new").unwrap();
+        std::fs::write(d.path().join(".restart.flag.claimed.3"), "old").unwrap();
+        assert_eq!(requeue_stale_claims(&flag), 1);
+        assert_eq!(std::fs::read_to_string(&flag).unwrap(), "new");
     }
 
     proptest! {

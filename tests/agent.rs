@@ -29,6 +29,7 @@ impl Agent {
             .env("NOTIFY_SOCKET", &sock)
             .args(["run", "--env-file"])
             .arg(&f.env_file)
+            .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
@@ -193,5 +194,89 @@ fn a_second_agent_on_the_same_state_file_is_refused() {
         text(&out).contains("another warden run holds"),
         "{}",
         text(&out)
+    );
+}
+
+/// SIGKILL at random moments across restart cycles (`WARDEN_CRASH_CYCLES`, default 30; the seed
+/// is printed, `WARDEN_CRASH_SEED` replays it): the state file always loads, nothing is set
+/// aside as corrupt, no entry is recorded twice, and a restart cut short is marked `unknown`.
+#[test]
+fn sigkill_at_random_moments_never_leaves_an_unreadable_state_file() {
+    let mut f = Fixture::new("agent-crash");
+    f.set("WORKER_GUARDED_MODE_ENABLED", "false");
+    f.set("WORKER_RESTART_COOLDOWN", "1");
+    let _g = start_gunicorn(&f);
+    let cycles: usize = std::env::var("WARDEN_CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let seed: u64 = std::env::var("WARDEN_CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("crash test: {cycles} cycles, WARDEN_CRASH_SEED={seed}");
+    let mut x = seed | 1;
+    let mut next = move || {
+        // xorshift64: reproducible from the printed seed.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let state = std::path::PathBuf::from(&f.env["WATCHDOG_STATE_FILE"]);
+    let flag = std::path::PathBuf::from(&f.env["WATCHDOG_RESTART_FLAG"]);
+    for cycle in 0..cycles {
+        let a = Agent::start(&f);
+        std::fs::write(&flag, "").unwrap();
+        // The fault: a kill at a random point of the request's handling.
+        std::thread::sleep(Duration::from_micros(next() % 250_000));
+        drop(a); // SIGKILL
+        if state.exists() {
+            let bytes = std::fs::read(&state).unwrap();
+            warden::state::parse(&bytes)
+                .unwrap_or_else(|e| panic!("cycle {cycle}: unreadable state file: {e}"));
+        }
+    }
+    // A clean start settles a restart cut short between signal and record.
+    let mut a = Agent::start(&f);
+    let _ = std::fs::remove_file(&flag);
+    drop(std::mem::replace(
+        &mut a.child,
+        Command::new("true").spawn().unwrap(),
+    ));
+    let doc = warden::state::parse(&std::fs::read(&state).unwrap()).unwrap();
+    let mut ids: Vec<_> = doc.history.iter().filter_map(|e| e.id.clone()).collect();
+    let n = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "an entry was recorded twice");
+    assert!(
+        doc.history
+            .iter()
+            .all(|e| e.decision.as_deref() != Some("intended")),
+        "an intended entry survived a restart"
+    );
+    let aside = std::fs::read_dir(&f.state_dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".corrupt-"))
+        .count();
+    assert_eq!(aside, 0, "a state file was set aside as corrupt");
+    eprintln!(
+        "crash test: {} entries, {} executed, {} unknown",
+        doc.history.len(),
+        doc.history
+            .iter()
+            .filter(|e| e.decision.as_deref() == Some("executed"))
+            .count(),
+        doc.history
+            .iter()
+            .filter(|e| e.decision.as_deref() == Some("unknown"))
+            .count()
     );
 }

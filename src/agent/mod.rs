@@ -222,6 +222,12 @@ pub fn run(env_files: Vec<EnvFileArg>, settings: Settings) -> Result<u8, AgentEr
 async fn event_loop(env_files: Vec<EnvFileArg>, mut s: Settings) -> Result<u8, AgentError> {
     let _lock = lock(&s.state_file.value)?;
     let mut doc = load_state(&s.state_file.value)?;
+    let stale = crate::flag::requeue_stale_claims(&s.restart_flag.value);
+    if stale > 0 {
+        tracing::warn!(
+            "{stale} request(s) claimed by an agent that stopped before deciding them: queued again"
+        );
+    }
     let mut trust = Trust::resolve(None, s.admin_group.as_deref());
 
     // inotify on the directory: atomic renames and re-created files are seen.

@@ -372,12 +372,27 @@ fn a_gunicorn_of_another_unit_is_not_signalled() {
     let out = l.sb.systemctl(&["start", "other-app.service"]);
     assert!(out.status.success(), "{}", text(&out));
     let other_master = l.sb.prop("other-app.service", "MainPID");
-    let workers_before = String::from_utf8_lossy(
-        &l.sb
-            .run(&["ps", "-o", "pid=", "--ppid", &other_master])
-            .stdout,
-    )
-    .to_string();
+    // Gunicorn reports READY before it forks its workers: wait for both (no event to await).
+    let ps = |l: &Live| {
+        String::from_utf8_lossy(
+            &l.sb
+                .run(&["ps", "-o", "pid=", "--ppid", &other_master])
+                .stdout,
+        )
+        .to_string()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let workers_before = loop {
+        let w = ps(&l);
+        if w.lines().count() == 2 {
+            break w;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the other gunicorn forked no workers"
+        );
+        std::thread::yield_now();
+    };
 
     // The contract's PID file now names the other unit's master.
     let pid_file = l.sb.run_path(&l.f.pid_file());
@@ -394,12 +409,7 @@ fn a_gunicorn_of_another_unit_is_not_signalled() {
         why.starts_with("pid_outside_app_unit") && why.contains("other-app.service"),
         "{why}"
     );
-    let workers_after = String::from_utf8_lossy(
-        &l.sb
-            .run(&["ps", "-o", "pid=", "--ppid", &other_master])
-            .stdout,
-    )
-    .to_string();
+    let workers_after = ps(&l);
     assert_eq!(
         workers_before, workers_after,
         "the other gunicorn was not reloaded"

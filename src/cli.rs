@@ -235,6 +235,8 @@ fn read_units(
     if names.is_empty() {
         return Ok((Vec::new(), "none configured".into()));
     }
+    // Why the bus was not used, when it should have been: shown in the report.
+    let mut bus_note = None;
     if !src.offline && src.unit_paths.is_empty() {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -252,7 +254,7 @@ fn read_units(
         });
         match from_bus {
             Ok(u) => return Ok((u, "systemd (D-Bus)".into())),
-            Err(e) => tracing::debug!("reading units from files: {e}"),
+            Err(e) => bus_note = Some(e.to_string()),
         }
     }
     let dirs: Vec<PathBuf> = if src.unit_paths.is_empty() {
@@ -263,16 +265,15 @@ fn read_units(
     } else {
         src.unit_paths.clone()
     };
+    let dir_list = dirs
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     let mut out = Vec::new();
     for n in &names {
         let result = match crate::unitfile::locate(n, &dirs) {
-            None => Err(format!(
-                "no unit file {n} in {}",
-                dirs.iter()
-                    .map(|d| d.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
+            None => Err(format!("no unit file {n} in {dir_list}")),
             Some(loc) => crate::unitfile::load(n, &loc)
                 .map_err(|e| format!("cannot read {}: {e}", loc.fragment.display())),
         };
@@ -281,13 +282,10 @@ fn read_units(
             result,
         });
     }
-    let label = format!(
-        "unit files in {}",
-        dirs.iter()
-            .map(|d| d.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    let label = match bus_note {
+        Some(why) => format!("unit files in {dir_list} (systemd not read: {why})"),
+        None => format!("unit files in {dir_list}"),
+    };
     Ok((out, label))
 }
 
@@ -421,13 +419,14 @@ fn check(a: CheckArgs) -> Result<u8, CliError> {
         let _ = serde_json::to_writer_pretty(&mut stdout, &doc);
         let _ = writeln!(stdout);
     } else {
-        let journaled = diag::to_journal(&report.findings, &summary, crate::journal::CHECK_FINDING);
+        // Structured entries for the journal, and the report on stdout in any case: journald
+        // attributes a native entry to a unit through the sender's cgroup, which a check that
+        // has already exited no longer has; the stdout stream is attributed when it connects.
+        diag::to_journal(&report.findings, crate::journal::CHECK_FINDING);
         let mut text = String::new();
-        if !journaled {
-            for f in &report.findings {
-                f.render(&mut text);
-                text.push('\n');
-            }
+        for f in &report.findings {
+            f.render(&mut text);
+            text.push('\n');
         }
         text.push_str(&summary);
         text.push('\n');

@@ -148,16 +148,15 @@ pub fn code_table() -> String {
     out
 }
 
-/// Sends findings to the journal with structured fields, when stdout or stderr is connected to
-/// it (`JOURNAL_STREAM`). Returns whether it did.
-pub fn to_journal(findings: &[Finding], summary: &str, message_id: &str) -> bool {
+/// Sends findings to the journal as structured entries, when stdout or stderr is connected to
+/// it (`JOURNAL_STREAM`). Best effort: the human report goes to stdout as well.
+pub fn to_journal(findings: &[Finding], message_id: &str) {
     if !under_journal() {
-        return false;
+        return;
     }
     let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
-        return false;
+        return;
     };
-    let mut ok = true;
     for f in findings {
         let prio = match f.severity {
             Severity::Error => "3",
@@ -174,17 +173,8 @@ pub fn to_journal(findings: &[Finding], summary: &str, message_id: &str) -> bool
             ("WARDEN_SUBJECT", &f.subject),
             ("WARDEN_HELP", &f.help),
         ];
-        ok &= send_journal(&sock, &fields);
+        send_journal(&sock, &fields);
     }
-    ok &= send_journal(
-        &sock,
-        &[
-            ("MESSAGE", summary),
-            ("PRIORITY", "6"),
-            ("SYSLOG_IDENTIFIER", "warden"),
-        ],
-    );
-    ok
 }
 
 /// Whether stdout or stderr is the journal stream systemd announced.
@@ -205,7 +195,7 @@ pub fn under_journal() -> bool {
 }
 
 /// One entry in journald's native protocol (fields with newlines use the length-prefixed form).
-fn send_journal(sock: &std::os::unix::net::UnixDatagram, fields: &[(&str, &str)]) -> bool {
+fn send_journal(sock: &std::os::unix::net::UnixDatagram, fields: &[(&str, &str)]) {
     let mut buf = Vec::new();
     for (k, v) in fields {
         buf.extend_from_slice(k.as_bytes());
@@ -220,7 +210,7 @@ fn send_journal(sock: &std::os::unix::net::UnixDatagram, fields: &[(&str, &str)]
             buf.push(b'\n');
         }
     }
-    sock.send_to(&buf, "/run/systemd/journal/socket").is_ok()
+    let _ = sock.send_to(&buf, "/run/systemd/journal/socket");
 }
 
 #[cfg(test)]

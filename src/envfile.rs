@@ -59,15 +59,6 @@ impl EnvFile {
             .find(|a| a.key == key)
             .map(|a| a.value.as_str())
     }
-
-    /// The line of the last assignment of `key`.
-    pub fn line_of(&self, key: &str) -> Option<usize> {
-        self.assignments
-            .iter()
-            .rev()
-            .find(|a| a.key == key)
-            .map(|a| a.line)
-    }
 }
 
 /// Whether systemd accepts `name` as an environment variable name.
@@ -305,7 +296,7 @@ mod tests {
                 ("C".into(), "3".into()),
             ]
         );
-        assert_eq!(parse(t).line_of("C"), Some(5));
+        assert_eq!(parse(t).assignments[2].line, 5);
     }
 
     #[test]
@@ -325,7 +316,6 @@ mod tests {
     fn last_assignment_wins() {
         let f = parse("A=1\nA=2\n");
         assert_eq!(f.get("A"), Some("2"));
-        assert_eq!(f.line_of("A"), Some(2));
     }
 
     proptest! {

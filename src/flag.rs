@@ -158,15 +158,10 @@ pub struct Trust {
 }
 
 impl Trust {
-    /// Root, `service_user`, and every user whose primary or supplementary group is
-    /// `admin_group` (from /etc/passwd and /etc/group).
-    pub fn resolve(service_user: Option<&str>, admin_group: Option<&str>) -> Trust {
-        let mut uids = vec![0];
-        if let Some(a) = service_user.and_then(crate::account::lookup) {
-            uids.push(a.uid.as_raw());
-        } else if service_user.is_none() {
-            uids.push(nix::unistd::geteuid().as_raw());
-        }
+    /// Root, the user the agent runs as (the service user), and every user whose primary or
+    /// supplementary group is `admin_group` (from /etc/passwd and /etc/group).
+    pub fn resolve(admin_group: Option<&str>) -> Trust {
+        let mut uids = vec![0, nix::unistd::geteuid().as_raw()];
         if let Some(gid) = admin_group.and_then(crate::account::group_gid) {
             let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
             let group = std::fs::read_to_string("/etc/group").unwrap_or_default();

@@ -46,6 +46,16 @@ pub enum State {
     Blocked,
 }
 
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Allowed => "allowed",
+            State::Cooldown => "cooldown",
+            State::Blocked => "blocked",
+        }
+    }
+}
+
 /// The policy state, field for field as the MES status document's `policy_state`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Evaluation {

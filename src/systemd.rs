@@ -73,12 +73,8 @@ struct ServiceProps {
     environment_files: Option<Vec<(String, bool)>>,
     #[zbus(rename = "User")]
     user: Option<String>,
-    #[zbus(rename = "Group")]
-    group: Option<String>,
     #[zbus(rename = "PIDFile")]
     pid_file: Option<String>,
-    #[zbus(rename = "Type")]
-    service_type: Option<String>,
     #[zbus(rename = "RuntimeDirectory")]
     runtime_directory: Option<Vec<String>>,
     #[zbus(rename = "RuntimeDirectoryPreserve")]
@@ -106,11 +102,7 @@ fn non_empty(s: Option<String>) -> Option<String> {
 fn exec(list: Option<Vec<ExecTuple>>) -> Vec<ExecCommand> {
     list.unwrap_or_default()
         .into_iter()
-        .map(|(path, argv, ignore_failure, ..)| ExecCommand {
-            path,
-            argv,
-            ignore_failure,
-        })
+        .map(|(path, argv, ..)| ExecCommand { path, argv })
         .collect()
 }
 
@@ -254,9 +246,7 @@ fn decode(name: &str, unit: Message, svc: Message) -> Result<Result<UnitDef, Str
             .map(|(p, optional)| (PathBuf::from(p), optional))
             .collect(),
         user: non_empty(svc.user),
-        group: non_empty(svc.group),
         pid_file: non_empty(svc.pid_file).map(PathBuf::from),
-        service_type: non_empty(svc.service_type),
         runtime_directory: svc.runtime_directory.unwrap_or_default(),
         runtime_directory_preserve: svc
             .runtime_directory_preserve

@@ -17,7 +17,6 @@ pub enum UnitOrigin {
 pub struct ExecCommand {
     pub path: String,
     pub argv: Vec<String>,
-    pub ignore_failure: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -33,9 +32,7 @@ pub struct UnitDef {
     /// `EnvironmentFile=` paths and whether each is optional (`-`).
     pub environment_files: Vec<(PathBuf, bool)>,
     pub user: Option<String>,
-    pub group: Option<String>,
     pub pid_file: Option<PathBuf>,
-    pub service_type: Option<String>,
     pub runtime_directory: Vec<String>,
     pub runtime_directory_preserve: String,
     pub state_directory: Vec<String>,

@@ -186,9 +186,7 @@ pub fn from_entries(name: &str, entries: &[Entry], located: &Located) -> UnitDef
                 }
             }
             "User" => u.user = non_empty(v),
-            "Group" => u.group = non_empty(v),
             "PIDFile" => u.pid_file = non_empty(v).map(|p| absolute_in_run(&p)),
-            "Type" => u.service_type = non_empty(v),
             "RuntimeDirectory" => {
                 if v.is_empty() {
                     u.runtime_directory.clear();
@@ -232,7 +230,6 @@ fn push_exec(list: &mut Vec<ExecCommand>, v: &str) {
         return;
     }
     let trimmed = v.trim_start_matches(['-', '@', ':', '+', '!']);
-    let ignore_failure = v[..v.len() - trimmed.len()].contains('-');
     let at = v[..v.len() - trimmed.len()].contains('@');
     let mut words = split_words(trimmed);
     if words.is_empty() {
@@ -243,11 +240,7 @@ fn push_exec(list: &mut Vec<ExecCommand>, v: &str) {
     if at {
         words.remove(0);
     }
-    list.push(ExecCommand {
-        path,
-        argv: words,
-        ignore_failure,
-    });
+    list.push(ExecCommand { path, argv: words });
 }
 
 /// The unit-name specifiers warden can resolve without asking systemd.
@@ -415,7 +408,6 @@ mod tests {
         let u = from_entries("app.service", &parse(t, Path::new("/x")), &loc());
         assert_eq!(u.exec_start.len(), 1);
         assert_eq!(u.exec_start[0].path, "/bin/new");
-        assert!(u.exec_start[0].ignore_failure);
         assert_eq!(u.exec_start[0].argv, vec!["/bin/new", "--x", "a b"]);
         assert_eq!(
             u.environment,

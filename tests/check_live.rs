@@ -88,14 +88,21 @@ fn exec_start_pre_refuses_a_broken_contract_with_the_finding_in_the_journal() {
     assert!(!out.status.success(), "start should fail: {}", text(&out));
     assert_eq!(l.sb.prop(APP_UNIT, "ActiveState"), "failed");
     assert_eq!(l.sb.prop(APP_UNIT, "Result"), "exit-code");
+    // The report, under the unit (the stdout stream is always attributed to it).
     let journal = l.sb.journal(APP_UNIT);
-    assert!(journal.contains("WARDEN_CODE=U02"), "{journal}");
     assert!(
-        journal.contains(&format!("WARDEN_SUBJECT={WORKER_UNIT}")),
+        journal.contains(&format!("error[U02] {WORKER_UNIT}")),
         "{journal}"
     );
-    assert!(journal.contains("error[U02]"), "{journal}");
-    assert!(journal.contains("WARDEN_HELP="), "{journal}");
+    assert!(journal.contains("  help: use "), "{journal}");
+    // The structured entry, by its fields.
+    let entry = l.sb.journal_query(&["WARDEN_CODE=U02"]);
+    assert!(
+        entry.contains(&format!("WARDEN_SUBJECT={WORKER_UNIT}")),
+        "{entry}"
+    );
+    assert!(entry.contains("WARDEN_HELP="), "{entry}");
+    assert!(entry.contains("MESSAGE_ID="), "{entry}");
     // Nothing listens: gunicorn never ran.
     assert!(std::net::TcpStream::connect(("127.0.0.1", l.f.port)).is_err());
 }
@@ -304,6 +311,20 @@ fn the_agent_as_a_notify_unit_reloads_the_app_on_a_flag() {
         "same master after the reload"
     );
     assert_eq!(l.sb.prop(WATCHDOG_UNIT, "NRestarts"), "0");
+    // The audit line is logged after the last state write, just before STATUS changes: wait
+    // for the unit's STATUS (a property; polled under a deadline), then read the journal.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !l
+        .sb
+        .prop(WATCHDOG_UNIT, "StatusText")
+        .contains("last request executed")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "STATUS never showed the restart"
+        );
+        std::thread::yield_now();
+    }
     let journal = l.sb.journal(WATCHDOG_UNIT);
     assert!(
         journal.contains("restart executed and verified"),

@@ -377,7 +377,6 @@ fn p07_runtime_dir_missing() {
     let f = Fixture::new("p07");
     std::fs::remove_dir_all(&f.runtime_dir).unwrap();
     expect(&f, &[], "P07", 1);
-    // A unit that creates it at start satisfies the rule.
 }
 
 // ---- units ----
@@ -688,14 +687,7 @@ fn b03_running_phase_wants_the_port_held_by_the_master() {
     let (wrong_status, wrong_codes, _) = f.codes(&["--phase", "running"]);
     // A PID file naming a worker: a worker holds the listening socket too, but is not the master.
     let master: u32 = real_pid.trim().parse().unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let worker = loop {
-        if let Some(w) = warden::gunicorn::children(master).first() {
-            break *w;
-        }
-        assert!(std::time::Instant::now() < deadline, "no worker forked");
-        std::thread::yield_now();
-    };
+    let worker = await_workers(master, 2)[0];
     std::fs::write(f.pid_file(), format!("{worker}\n")).unwrap();
     let (_, worker_codes, worker_doc) = f.codes(&["--phase", "running"]);
     std::fs::write(f.pid_file(), real_pid).unwrap();

@@ -7,20 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use warden::gunicorn::{PidFd, Role, children, classify, holds_socket, read_pid_file, stat};
-
-/// Waits for `master` to have `n` workers. Worker forks have no event to await (gunicorn's
-/// READY=1 comes before it forks them), so this polls, bounded by a deadline.
-fn workers(master: u32, n: usize) -> Vec<u32> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let now = children(master);
-        if now.len() == n || std::time::Instant::now() > deadline {
-            return now;
-        }
-        std::thread::yield_now();
-    }
-}
+use warden::gunicorn::{PidFd, Role, classify, holds_socket, read_pid_file, stat};
 
 #[test]
 fn sighup_through_a_pidfd_replaces_the_workers_and_keeps_the_master() {
@@ -28,7 +15,7 @@ fn sighup_through_a_pidfd_replaces_the_workers_and_keeps_the_master() {
     let _g = start_gunicorn(&f);
     let master = read_pid_file(&f.pid_file()).unwrap();
     assert_eq!(classify(master), Role::Master);
-    let before = workers(master, 2);
+    let before = await_workers(master, 2);
     assert_eq!(before.len(), 2, "two workers: {before:?}");
     for w in &before {
         assert_eq!(classify(*w), Role::Worker { master });
@@ -58,7 +45,7 @@ fn sighup_through_a_pidfd_replaces_the_workers_and_keeps_the_master() {
             w.pid
         );
     }
-    let after = workers(master, 2);
+    let after = await_workers(master, 2);
     assert_eq!(after.len(), 2, "worker count restored: {after:?}");
     assert!(
         after.iter().all(|w| !before.contains(w)),

@@ -76,8 +76,8 @@ fn status_line(doc: &StateDoc, s: &Settings) -> String {
     let now = chrono::Utc::now().timestamp_millis();
     let e = crate::policy::evaluate(&doc.executed(), now, &s.policy);
     format!(
-        "policy {:?}, {} restart(s) in the last {} s{}",
-        e.state,
+        "policy {}, {} restart(s) in the last {} s{}",
+        e.state.as_str(),
         e.attempts_in_window,
         e.window_seconds,
         doc.last_restart
@@ -86,7 +86,6 @@ fn status_line(doc: &StateDoc, s: &Settings) -> String {
             .map(|d| format!(", last request {d}"))
             .unwrap_or_default()
     )
-    .to_lowercase()
 }
 
 /// Holds `<state file>.lock` for the agent's lifetime.
@@ -213,23 +212,52 @@ pub fn run(env_files: Vec<EnvFileArg>, settings: Settings) -> Result<u8, AgentEr
         .enable_all()
         .build()
         .map_err(AgentError::Runtime)?;
-    let code = rt.block_on(event_loop(env_files, settings))?;
-    // A restart still running finishes its own record; do not wait for it longer than this.
-    rt.shutdown_timeout(Duration::from_millis(500));
-    Ok(code)
-}
-
-async fn event_loop(env_files: Vec<EnvFileArg>, mut s: Settings) -> Result<u8, AgentError> {
-    let _lock = lock(&s.state_file.value)?;
-    let mut doc = load_state(&s.state_file.value)?;
-    let stale = crate::flag::requeue_stale_claims(&s.restart_flag.value);
+    // Startup I/O happens before the event loop starts, not on it.
+    let _lock = lock(&settings.state_file.value)?;
+    let doc = load_state(&settings.state_file.value)?;
+    let stale = crate::flag::requeue_stale_claims(&settings.restart_flag.value);
     if stale > 0 {
         tracing::warn!(
             "{stale} request(s) claimed by an agent that stopped before deciding them: queued again"
         );
     }
-    let mut trust = Trust::resolve(None, s.admin_group.as_deref());
+    let trust = Trust::resolve(settings.admin_group.as_deref());
+    let code = rt.block_on(event_loop(env_files, settings, doc, trust))?;
+    // A restart still running finishes its own record; do not wait for it longer than this.
+    rt.shutdown_timeout(Duration::from_millis(500));
+    Ok(code)
+}
 
+/// The configuration a SIGHUP reads: the paths stay as the agent started (its inotify watch and
+/// its state lock are on them), everything else is taken.
+fn reloaded(env_files: &[EnvFileArg], current: &Settings) -> Result<Settings, String> {
+    let layers = Layers::load(env_files).map_err(|e| e.to_string())?;
+    let (mut new, invalid) = Settings::resolve(&layers);
+    if !invalid.is_empty() {
+        return Err(invalid
+            .iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join("; "));
+    }
+    if new.restart_flag.value != current.restart_flag.value
+        || new.state_file.value != current.state_file.value
+    {
+        tracing::warn!(
+            "the flag and state paths change only when the agent restarts; kept as they are"
+        );
+        new.restart_flag = current.restart_flag.clone();
+        new.state_file = current.state_file.clone();
+    }
+    Ok(new)
+}
+
+async fn event_loop(
+    env_files: Vec<EnvFileArg>,
+    mut s: Settings,
+    mut doc: StateDoc,
+    mut trust: Trust,
+) -> Result<u8, AgentError> {
     // inotify on the directory: atomic renames and re-created files are seen.
     let (tx, mut flags) = mpsc::channel::<()>(1);
     let flag_name = s.restart_flag.value.file_name().map(|n| n.to_os_string());
@@ -284,14 +312,13 @@ async fn event_loop(env_files: Vec<EnvFileArg>, mut s: Settings) -> Result<u8, A
 
     let mut job: Option<tokio::task::JoinHandle<(StateDoc, Option<Outcome>)>> = None;
     let mut pending = false;
-    let mut held = Some(doc.clone());
     loop {
         tokio::select! {
             Some(()) = flags.recv() => {
                 if job.is_some() {
                     pending = true;
-                } else if let Some(d) = held.take() {
-                    let (s2, t2) = (s.clone(), trust.clone());
+                } else {
+                    let (d, s2, t2) = (doc.clone(), s.clone(), trust.clone());
                     job = Some(tokio::task::spawn_blocking(move || take_flag(d, &s2, &t2)));
                 }
             }
@@ -307,9 +334,15 @@ async fn event_loop(env_files: Vec<EnvFileArg>, mut s: Settings) -> Result<u8, A
                             notify(&[NotifyState::Status(&status)]);
                         }
                     }
-                    Err(e) => tracing::error!(error = %e, "the restart task failed"),
+                    Err(e) => {
+                        // The task may have saved part of its work: the file is the truth.
+                        tracing::error!(error = %e, "the restart task failed; reloading the history");
+                        let path = s.state_file.value.clone();
+                        if let Ok(Ok(d)) = tokio::task::spawn_blocking(move || load_state(&path)).await {
+                            doc = d;
+                        }
+                    }
                 }
-                held = Some(doc.clone());
                 if std::mem::take(&mut pending) {
                     let _ = tx.try_send(());
                 }
@@ -324,17 +357,20 @@ async fn event_loop(env_files: Vec<EnvFileArg>, mut s: Settings) -> Result<u8, A
                 let mut states = vec![NotifyState::Reloading];
                 states.extend(mono);
                 notify(&states);
-                match Layers::load(&env_files).map(|l| Settings::resolve(&l)) {
-                    Ok((new, invalid)) if invalid.is_empty() => {
-                        s = new;
-                        trust = Trust::resolve(None, s.admin_group.as_deref());
+                let (files, current) = (env_files.clone(), s.clone());
+                let new = tokio::task::spawn_blocking(move || {
+                    reloaded(&files, &current).map(|n| {
+                        let t = Trust::resolve(n.admin_group.as_deref());
+                        (n, t)
+                    })
+                })
+                .await;
+                match new {
+                    Ok(Ok((n, t))) => {
+                        (s, trust) = (n, t);
                         tracing::info!("configuration reloaded");
                     }
-                    Ok((_, invalid)) => {
-                        for i in invalid {
-                            tracing::error!("configuration not reloaded: {i}");
-                        }
-                    }
+                    Ok(Err(why)) => tracing::error!("configuration not reloaded: {why}"),
                     Err(e) => tracing::error!("configuration not reloaded: {e}"),
                 }
                 let status = status_line(&doc, &s);

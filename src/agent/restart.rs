@@ -120,6 +120,8 @@ fn find_master(pid_file: &Path, app_unit: Option<&str>) -> Result<(u32, u64), St
         match read_pid_file(pid_file) {
             Ok(p) => break p,
             Err(crate::fsutil::ReadError::Missing(_)) if Instant::now() < deadline => {
+                // Gone for the instant between gunicorn's unlink and re-create; a short bounded
+                // retry on this blocking thread is cheaper than setting up a watch for it.
                 std::thread::sleep(Duration::from_millis(5));
             }
             Err(crate::fsutil::ReadError::Missing(_)) => return Err("pid_file_missing".into()),
@@ -233,6 +235,7 @@ fn reload(
             problems.push(format!("workers not replaced: {old_pids:?} -> {now:?}"));
             break;
         }
+        // A fork gives no event to wait on: poll /proc, bounded by the reload deadline.
         std::thread::sleep(Duration::from_millis(2));
     }
     match stat(pid) {

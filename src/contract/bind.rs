@@ -4,7 +4,6 @@
 //! disturbs the port.
 
 use std::net::IpAddr;
-use std::path::Path;
 
 use super::{Context, Phase};
 use crate::diag::{Code, Finding};
@@ -159,15 +158,6 @@ fn holder(inode: u64) -> Option<String> {
     })
 }
 
-fn read_pid(p: &Path) -> Result<u32, String> {
-    let text = std::fs::read_to_string(p).map_err(|e| e.to_string())?;
-    text.trim()
-        .parse::<u32>()
-        .ok()
-        .filter(|p| *p > 0)
-        .ok_or_else(|| format!("does not hold a PID ({:?})", text.trim()))
-}
-
 pub(super) fn check(ctx: &Context<'_>, out: &mut Vec<Finding>) {
     let s = ctx.settings;
     let bind = match parse_bind(&s.bind.value) {
@@ -203,14 +193,14 @@ pub(super) fn check(ctx: &Context<'_>, out: &mut Vec<Finding>) {
         Phase::Running => {
             use crate::gunicorn::{Role, classify, holds_socket};
             let pid_path = &s.pid_file.value;
-            let master = read_pid(pid_path);
+            let master = crate::gunicorn::read_pid_file(pid_path);
             let role = master.as_ref().ok().map(|p| classify(*p));
             let held = match &master {
                 Ok(pid) => on_port.iter().any(|l| holds_socket(*pid, l.inode)),
                 Err(_) => false,
             };
             let problem = match (&master, &role, on_port.first()) {
-                (Err(e), _, _) => Some(format!("the PID file {} {e}", pid_path.display())),
+                (Err(e), _, _) => Some(format!("the PID file: {e}")),
                 (Ok(pid), Some(Role::NotRunning), _) => Some(format!(
                     "the PID file {} names {pid}, which is not running (a stale PID file)",
                     pid_path.display()

@@ -20,7 +20,6 @@ use crate::envfile::EnvFile;
 use crate::unit::UnitDef;
 
 pub use bind::{BindAddr, parse_bind};
-pub use texts::{Mention, MentionKind, scan as scan_text};
 
 /// When the check runs relative to the application.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]

@@ -398,11 +398,18 @@ impl Sandbox {
     /// The unit's journal, verbose (all fields). journald is asked to write out everything
     /// logged so far first, so nothing logged before the call is missing.
     pub fn journal(&self, unit: &str) -> String {
+        self.journal_query(&["-u", unit])
+    }
+
+    /// Journal entries matching `args` (`-u UNIT`, `FIELD=value`), verbose, after a sync.
+    pub fn journal_query(&self, args: &[&str]) -> String {
         let sync = self.run(&["journalctl", "--sync"]);
         assert!(sync.status.success(), "journalctl --sync: {}", text(&sync));
         let o = Command::new("bash")
             .arg(Self::script())
-            .args(["journal", "-u", unit, "-o", "verbose"])
+            .arg("journal")
+            .args(args)
+            .args(["-o", "verbose"])
             .env("SYSBOX_DIR", &self.dir)
             .output()
             .unwrap();
@@ -484,5 +491,18 @@ pub fn recv(sock: &std::os::unix::net::UnixDatagram, buf: &mut [u8]) -> std::io:
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             other => return other,
         }
+    }
+}
+
+/// Waits for `master` to have `n` workers. Worker forks have no event to await (gunicorn's
+/// READY=1 comes before it forks them), so this polls, bounded by a deadline.
+pub fn await_workers(master: u32, n: usize) -> Vec<u32> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let now = warden::gunicorn::children(master);
+        if now.len() == n || std::time::Instant::now() > deadline {
+            return now;
+        }
+        std::thread::yield_now();
     }
 }

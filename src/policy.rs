@@ -10,6 +10,25 @@ use serde::Serialize;
 
 use crate::config::PolicyConfig;
 
+/// What the history's length limit (`WATCHDOG_RESTART_HISTORY_MAX`) must never drop: the
+/// evidence the policy decides from. Without it a flood of blocked requests would push the
+/// executed restarts out of the history and reopen the cooldown and the churn window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retain {
+    /// How many of the newest executed restarts to keep: as many as the thresholds count.
+    pub executed: usize,
+    /// Kept only if executed at or after this (UTC ms), except the newest (the cooldown's).
+    pub since_ms: i64,
+}
+
+/// The [`Retain`] rule for `cfg` at `now_ms`.
+pub fn retain(cfg: &PolicyConfig, now_ms: i64) -> Retain {
+    Retain {
+        executed: cfg.retry_budget.max(cfg.churn_threshold).max(1) as usize,
+        since_ms: now_ms.saturating_sub((cfg.window_seconds as i64).saturating_mul(1000)),
+    }
+}
+
 /// Who asked for a restart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

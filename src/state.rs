@@ -12,7 +12,7 @@ use chrono::{DateTime, Local, NaiveDateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::policy::Executed;
+use crate::policy::{Executed, Retain};
 
 /// The schema warden writes. A file without `schema_version` was written by the original.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -100,16 +100,45 @@ impl StateDoc {
             .collect()
     }
 
-    /// Appends an entry, keeping at most `limit` (the newest).
-    pub fn push(&mut self, e: Entry, limit: usize) {
+    /// Appends an entry, keeping at most `limit`: the oldest entries go first, except those
+    /// `retain` protects, so the history may exceed `limit` by those alone.
+    pub fn push(&mut self, e: Entry, limit: usize, retain: Retain) {
         self.history.push(e.clone());
         let limit = limit.max(1);
         if self.history.len() > limit {
-            let drop = self.history.len() - limit;
-            self.history.drain(..drop);
+            let keep = self.protected(retain);
+            let mut excess = self.history.len() - limit;
+            let mut i = 0;
+            self.history.retain(|_| {
+                let drop = excess > 0 && !keep[i];
+                excess -= usize::from(drop);
+                i += 1;
+                !drop
+            });
         }
         self.history_limit = Some(limit);
         self.last_restart = Some(e);
+    }
+
+    /// Which history entries `r` protects from the length limit.
+    fn protected(&self, r: Retain) -> Vec<bool> {
+        let mut keep = vec![false; self.history.len()];
+        // The entry just appended stays, whatever it is.
+        if let Some(last) = keep.last_mut() {
+            *last = true;
+        }
+        let mut seen = 0;
+        for (i, e) in self.history.iter().enumerate().rev() {
+            if seen == r.executed {
+                break;
+            }
+            let Some(at) = e.executed().then(|| e.executed_at_ms()).flatten() else {
+                continue;
+            };
+            keep[i] |= seen == 0 || at >= r.since_ms;
+            seen += 1;
+        }
+        keep
     }
 }
 
@@ -262,6 +291,7 @@ pub fn save(path: &Path, doc: &StateDoc) -> Result<(), StateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::PolicyConfig;
     use proptest::prelude::*;
 
     /// A file as the original watchdog writes it (naive local times, its decisions, a stray
@@ -366,6 +396,7 @@ mod tests {
                     ..Entry::default()
                 },
                 50,
+                crate::policy::retain(&PolicyConfig::default(), 0),
             );
         }
         assert_eq!(d.history.len(), 50);
@@ -373,7 +404,68 @@ mod tests {
         assert_eq!(d.last_restart.unwrap().id.as_deref(), Some("59"));
     }
 
+    fn entry_at(ms: i64, executed: bool) -> Entry {
+        Entry {
+            completed_at: Some(format_time(Utc.timestamp_millis_opt(ms).unwrap())),
+            decision: Some(if executed { "executed" } else { "blocked" }.into()),
+            ..Entry::default()
+        }
+    }
+
+    #[test]
+    fn a_flood_of_blocked_requests_does_not_reopen_the_cooldown() {
+        let cfg = PolicyConfig::default();
+        let t0 = 1_800_000_000_000_i64;
+        let mut d = StateDoc::default();
+        d.push(entry_at(t0, true), 50, crate::policy::retain(&cfg, t0));
+        for i in 1..500 {
+            let now = t0 + i * 10;
+            d.push(entry_at(now, false), 50, crate::policy::retain(&cfg, now));
+        }
+        assert_eq!(d.history.len(), 50);
+        assert_eq!(d.history[0].decision.as_deref(), Some("executed"));
+        let e = crate::policy::evaluate(&d.executed(), t0 + 10_000, &cfg);
+        assert!(e.cooldown && !e.allowed, "{e:?}");
+    }
+
     proptest! {
+        /// The history's length limit never changes a decision: the truncated history gives
+        /// the state, cooldown and block the whole history would, and counts at least as many
+        /// restarts in the window as the thresholds look at.
+        #[test]
+        fn a_bounded_history_decides_as_the_whole_one(
+            steps in proptest::collection::vec((0i64..120_000, any::<bool>()), 1..150),
+            limit in 1usize..8,
+            cooldown in 1u64..300, budget in 1u32..6, threshold in 1u32..6,
+            window in 30u64..900, guarded in any::<bool>(),
+        ) {
+            let cfg = PolicyConfig {
+                cooldown_seconds: cooldown, retry_budget: budget, churn_threshold: threshold,
+                window_seconds: window, guarded_mode: guarded,
+            };
+            let keep = budget.max(threshold) as usize;
+            let (mut d, mut all) = (StateDoc::default(), Vec::new());
+            let mut now = 1_800_000_000_000_i64;
+            for (dt, executed) in steps {
+                now += dt;
+                if executed {
+                    all.push(Executed { at_ms: now });
+                }
+                d.push(entry_at(now, executed), limit, crate::policy::retain(&cfg, now));
+                prop_assert!(d.history.len() <= limit + keep);
+                for later in [now, now + 500, now + 30_000] {
+                    let full = crate::policy::evaluate(&all, later, &cfg);
+                    let cut = crate::policy::evaluate(&d.executed(), later, &cfg);
+                    prop_assert_eq!(
+                        (cut.state, cut.allowed, cut.cooldown, cut.blocked, cut.cooldown_remaining_seconds),
+                        (full.state, full.allowed, full.cooldown, full.blocked, full.cooldown_remaining_seconds)
+                    );
+                    prop_assert!(cut.attempts_in_window <= full.attempts_in_window);
+                    prop_assert!(cut.attempts_in_window as usize >= (full.attempts_in_window as usize).min(keep));
+                }
+            }
+        }
+
         #[test]
         fn any_bytes_parse_or_fail_cleanly(b in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = parse(&b);

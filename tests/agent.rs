@@ -156,6 +156,48 @@ fn flags_become_verified_reloads_under_the_policy() {
     assert!(t.elapsed() < Duration::from_secs(5));
 }
 
+/// A flood of requests: coalesced, each decided, and no more restarts than the policy allows,
+/// even once the blocked requests outnumber the history's length limit.
+#[test]
+fn a_flood_of_flags_restarts_no_more_than_the_policy_allows() {
+    let mut f = Fixture::new("agent-flood");
+    f.set("WATCHDOG_RESTART_HISTORY_MAX", "5");
+    let _g = start_gunicorn(&f);
+    let mut a = Agent::start(&f);
+    let flag = std::path::PathBuf::from(&f.env["WATCHDOG_RESTART_FLAG"]);
+    let tmp = flag.with_extension("flag.tmp");
+    for i in 0..2000 {
+        std::fs::write(&tmp, format!(r#"{{"user": "flood-{i}"}}"#)).unwrap();
+        std::fs::rename(&tmp, &flag).unwrap();
+    }
+    // The last request written is the last decided: coalescing keeps the newest flag.
+    std::fs::write(&tmp, r#"{"user": "last"}"#).unwrap();
+    std::fs::rename(&tmp, &flag).unwrap();
+    while last_entry(&f)["requested_by"] != "last" {
+        a.await_msg("STATUS=");
+    }
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&f.env["WATCHDOG_STATE_FILE"]).unwrap()).unwrap();
+    let history = doc["history"].as_array().unwrap();
+    let executed: Vec<_> = history
+        .iter()
+        .filter(|e| e["decision"] == "executed")
+        .collect();
+    assert_eq!(executed.len(), 1, "{doc:#}");
+    assert!(
+        executed[0]["requested_by"]
+            .as_str()
+            .unwrap()
+            .starts_with("flood-")
+    );
+    assert!(history.len() <= 5 + 3, "{}", history.len());
+    let last = history.last().unwrap();
+    assert_eq!(
+        last["decision_reason"], "cooldown_override_required",
+        "{last:#}"
+    );
+}
+
 #[test]
 fn a_pid_file_naming_another_program_signals_nothing() {
     let f = Fixture::new("agent-wrong-pid");

@@ -61,6 +61,12 @@ fn base_entry(req: Option<&FlagRequest>, source: &str) -> Entry {
     }
 }
 
+/// Appends to the history under its length limit, keeping what the policy decides from.
+fn record(doc: &mut StateDoc, s: &Settings, e: Entry) {
+    let r = policy::retain(&s.policy, Utc::now().timestamp_millis());
+    doc.push(e, s.history_max, r);
+}
+
 /// Records a flag that failed intake.
 pub fn reject(doc: &mut StateDoc, s: &Settings, why: &Rejection, j: &mut dyn Journal) -> Outcome {
     let mut e = base_entry(None, "manual");
@@ -70,7 +76,7 @@ pub fn reject(doc: &mut StateDoc, s: &Settings, why: &Rejection, j: &mut dyn Jou
     e.decision_reason = Some(why.code().into());
     e.extra
         .insert("rejection".into(), Value::String(why.to_string()));
-    doc.push(e, s.history_max);
+    record(doc, s, e);
     j.save(doc);
     Outcome::Rejected(why.to_string())
 }
@@ -100,7 +106,7 @@ pub fn handle(
             }
             .into(),
         );
-        doc.push(e, s.history_max);
+        record(doc, s, e);
         j.save(doc);
         return Outcome::Blocked {
             reason: d.reason,
@@ -170,7 +176,7 @@ fn fail(
     e.success = Some(false);
     e.decision = Some("failed".into());
     e.extra.insert("failure".into(), Value::String(why.clone()));
-    doc.push(e, s.history_max);
+    record(doc, s, e);
     j.save(doc);
     Outcome::Failed(why)
 }
@@ -200,7 +206,7 @@ fn reload(
 
     // Intended before the signal: a crash from here on leaves an entry, never nothing.
     e.decision = Some("intended".into());
-    doc.push(e.clone(), s.history_max);
+    record(doc, s, e.clone());
     j.save(doc);
 
     let t0 = Instant::now();
@@ -285,7 +291,7 @@ fn reload(
     }
     // Replace the intended entry with the completed one.
     doc.history.pop();
-    doc.push(done, s.history_max);
+    record(doc, s, done);
     j.save(doc);
     Outcome::Executed {
         verified,

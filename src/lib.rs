@@ -16,6 +16,7 @@ pub mod flag;
 pub mod fsutil;
 pub mod gunicorn;
 pub mod health;
+pub mod intent;
 pub mod journal;
 pub mod netdiag;
 pub mod policy;

@@ -288,8 +288,7 @@ fn the_agent_as_a_notify_unit_reloads_the_app_on_a_flag() {
     let flag =
         l.sb.run_path(std::path::Path::new(&l.f.env["WATCHDOG_RESTART_FLAG"]));
     std::fs::write(&flag, "").unwrap();
-    // Intended, then executed: two writes.
-    await_replaced(&rx, &state);
+    // The intent goes to its own record; the state file is written once, with the outcome.
     await_replaced(&rx, &state);
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
     let e = doc["history"].as_array().unwrap().last().unwrap().clone();
@@ -447,7 +446,6 @@ fn a_frozen_agent_is_killed_and_restarted_by_systemd_with_its_history() {
         l.sb.run_path(std::path::Path::new(&l.f.env["WATCHDOG_RESTART_FLAG"]));
     std::fs::write(&flag, "").unwrap();
     let state = l.f.state_dir.join("restart_state.json");
-    await_replaced(&rx, &state);
     await_replaced(&rx, &state);
     let before = std::fs::read(&state).unwrap();
     let first = l.sb.prop(WATCHDOG_UNIT, "MainPID");

@@ -9,6 +9,8 @@
 pub mod restart;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sd_notify::NotifyState;
@@ -17,8 +19,12 @@ use tokio::sync::mpsc;
 
 use crate::config::{EnvFileArg, Layers, Settings};
 use crate::flag::Trust;
+use crate::intent::IntentLog;
 use crate::state::{self, Loaded, StateDoc};
 use restart::Outcome;
+
+/// Why an entry's outcome is unknown: the agent stopped between the signal and the record.
+const UNKNOWN_OUTCOME: &str = "agent_stopped_before_recording_the_outcome";
 
 /// journald MESSAGE_IDs of the agent's audit events.
 pub mod message_id {
@@ -53,15 +59,56 @@ pub enum AgentError {
     Runtime(std::io::Error),
 }
 
+/// The intent record, shared by the restart tasks (one runs at a time). `None` when it could
+/// not be opened: intents then go to the state file, slower but as durable.
+type Intents = Option<Arc<Mutex<IntentLog>>>;
+
 /// Saves the state durably as the executor goes, logging (not failing on) write errors.
 struct FileJournal {
     path: PathBuf,
+    intents: Intents,
+    /// An intent written and not yet flushed.
+    unsynced: bool,
 }
 
 impl restart::Journal for FileJournal {
     fn save(&mut self, doc: &StateDoc) {
-        if let Err(e) = state::save(&self.path, doc) {
-            tracing::error!(error = %e, "cannot save the restart history; will retry on the next change");
+        match state::save(&self.path, doc) {
+            Ok(()) => {
+                if let Some(log) = &self.intents {
+                    log.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot save the restart history; will retry on the next change")
+            }
+        }
+    }
+
+    fn intend(&mut self, doc: &StateDoc, intended: &state::Entry) {
+        if let Some(log) = &self.intents {
+            match log
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .record(intended)
+            {
+                Ok(true) => {
+                    self.unsynced = true;
+                    return;
+                }
+                Ok(false) => {}
+                Err(e) => tracing::error!(error = %e, "cannot write the intent record"),
+            }
+        }
+        self.save(doc);
+    }
+
+    fn signalled(&mut self) {
+        if std::mem::take(&mut self.unsynced)
+            && let Some(log) = &self.intents
+            && let Err(e) = log.lock().unwrap_or_else(|e| e.into_inner()).sync()
+        {
+            tracing::error!(error = %e, "cannot flush the intent record");
         }
     }
 }
@@ -117,8 +164,21 @@ fn lock(state_path: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, AgentErro
     })
 }
 
-/// Loads the history; an `intended` last entry is a crash between signal and record.
-fn load_state(path: &Path) -> Result<StateDoc, AgentError> {
+/// Opens the intent record; without it intents are saved with the state file.
+fn open_intents(state_path: &Path) -> Intents {
+    match IntentLog::open(state_path) {
+        Ok(l) => Some(Arc::new(Mutex::new(l))),
+        Err(e) => {
+            tracing::warn!(error = %e, "no intent record; restarts are recorded through the state file");
+            None
+        }
+    }
+}
+
+/// Loads the history; an `intended` last entry, or an intent the history does not hold, is a
+/// crash between signal and record: its outcome is unknown.
+fn load_state(s: &Settings, intents: &Intents) -> Result<StateDoc, AgentError> {
+    let path = &s.state_file.value;
     let mut doc = match state::load(path)? {
         Loaded::Fresh(d) | Loaded::Ok(d) => d,
         Loaded::SetAside { doc, kept_as, why } => {
@@ -135,17 +195,37 @@ fn load_state(path: &Path) -> Result<StateDoc, AgentError> {
         && last.decision.as_deref() == Some("intended")
     {
         last.decision = Some("unknown".into());
-        last.decision_reason = Some("agent_stopped_before_recording_the_outcome".into());
+        last.decision_reason = Some(UNKNOWN_OUTCOME.into());
         doc.last_restart = Some(last.clone());
         state::save(path, &doc)?;
+    }
+    if let Some(log) = intents {
+        let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(mut e) = log.pending()
+            && !doc.history.iter().any(|h| h.id.is_some() && h.id == e.id)
+        {
+            e.decision = Some("unknown".into());
+            e.decision_reason = Some(UNKNOWN_OUTCOME.into());
+            let now = chrono::Utc::now().timestamp_millis();
+            doc.push(e, s.history_max, crate::policy::retain(&s.policy, now));
+            state::save(path, &doc)?;
+        }
+        log.clear();
     }
     Ok(doc)
 }
 
 /// Claims the flag (if any) and handles it. Blocking.
-fn take_flag(mut doc: StateDoc, s: &Settings, trust: &Trust) -> (StateDoc, Option<Outcome>) {
+fn take_flag(
+    mut doc: StateDoc,
+    s: &Settings,
+    trust: &Trust,
+    intents: Intents,
+) -> (StateDoc, Option<Outcome>) {
     let mut j = FileJournal {
         path: s.state_file.value.clone(),
+        intents,
+        unsynced: false,
     };
     let claimed = match crate::flag::claim(&s.restart_flag.value, trust) {
         Ok(Some(c)) => c,
@@ -214,7 +294,8 @@ pub fn run(env_files: Vec<EnvFileArg>, settings: Settings) -> Result<u8, AgentEr
         .map_err(AgentError::Runtime)?;
     // Startup I/O happens before the event loop starts, not on it.
     let _lock = lock(&settings.state_file.value)?;
-    let doc = load_state(&settings.state_file.value)?;
+    let intents = open_intents(&settings.state_file.value);
+    let doc = load_state(&settings, &intents)?;
     let stale = crate::flag::requeue_stale_claims(&settings.restart_flag.value);
     if stale > 0 {
         tracing::warn!(
@@ -222,9 +303,8 @@ pub fn run(env_files: Vec<EnvFileArg>, settings: Settings) -> Result<u8, AgentEr
         );
     }
     let trust = Trust::resolve(settings.admin_group.as_deref());
-    let code = rt.block_on(event_loop(env_files, settings, doc, trust))?;
-    // A restart still running finishes its own record; do not wait for it longer than this.
-    rt.shutdown_timeout(Duration::from_millis(500));
+    let code = rt.block_on(event_loop(env_files, settings, doc, trust, intents))?;
+    rt.shutdown_timeout(Duration::from_millis(100));
     Ok(code)
 }
 
@@ -252,14 +332,110 @@ fn reloaded(env_files: &[EnvFileArg], current: &Settings) -> Result<Settings, St
     Ok(new)
 }
 
+/// Work for the restart executor.
+enum Work {
+    /// The flag's directory changed. At most one is queued: later changes coalesce into it.
+    Flag,
+    /// The configuration a SIGHUP read.
+    Settings(Box<(Settings, Trust)>),
+}
+
+/// The executor's report of a handled request.
+struct Done {
+    doc: StateDoc,
+    outcome: Outcome,
+}
+
+/// The restart executor: one thread takes each flag, decides, signals, verifies, and alone
+/// writes the state. It is fed straight from the inotify thread, so a request reaches it in
+/// one wake-up, and its blocking work never touches the event loop, which keeps the watchdog
+/// fed and only reports.
+struct Executor {
+    doc: StateDoc,
+    s: Settings,
+    trust: Trust,
+    intents: Intents,
+    queued: Arc<AtomicBool>,
+    /// Since when (ms on the monotonic clock of `started`) a request has been in hand; 0 idle.
+    busy_since: Arc<AtomicU64>,
+    started: std::time::Instant,
+    done: mpsc::UnboundedSender<Done>,
+}
+
+impl Executor {
+    fn run(mut self, rx: std::sync::mpsc::Receiver<Work>) {
+        while let Ok(w) = rx.recv() {
+            match w {
+                Work::Settings(b) => (self.s, self.trust) = *b,
+                Work::Flag => {
+                    self.queued.store(false, Ordering::SeqCst);
+                    let t = self.started.elapsed().as_millis() as u64;
+                    self.busy_since.store(t.max(1), Ordering::SeqCst);
+                    self.take();
+                    self.busy_since.store(0, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+
+    fn take(&mut self) {
+        let doc = std::mem::take(&mut self.doc);
+        let (s, trust, intents) = (&self.s, &self.trust, self.intents.clone());
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            take_flag(doc, s, trust, intents)
+        })) {
+            Ok((doc, outcome)) => {
+                self.doc = doc;
+                if let Some(outcome) = outcome {
+                    let _ = self.done.send(Done {
+                        doc: self.doc.clone(),
+                        outcome,
+                    });
+                }
+            }
+            Err(_) => {
+                // It may have saved part of its work: the file is the truth.
+                tracing::error!("the restart task failed; reloading the history");
+                match load_state(&self.s, &self.intents) {
+                    Ok(d) => self.doc = d,
+                    Err(e) => tracing::error!(error = %e, "cannot reload the history"),
+                }
+            }
+        }
+    }
+}
+
 async fn event_loop(
     env_files: Vec<EnvFileArg>,
     mut s: Settings,
-    mut doc: StateDoc,
-    mut trust: Trust,
+    doc: StateDoc,
+    trust: Trust,
+    intents: Intents,
 ) -> Result<u8, AgentError> {
+    let (work, work_rx) = std::sync::mpsc::channel::<Work>();
+    let (done_tx, mut done) = mpsc::unbounded_channel::<Done>();
+    let queued = Arc::new(AtomicBool::new(false));
+    let busy_since = Arc::new(AtomicU64::new(0));
+    let started = std::time::Instant::now();
+    let status = status_line(&doc, &s);
+    // The history as of the executor's last report, for what the event loop shows.
+    let mut known = doc.clone();
+    let exec = Executor {
+        doc,
+        s: s.clone(),
+        trust,
+        intents,
+        queued: queued.clone(),
+        busy_since: busy_since.clone(),
+        started,
+        done: done_tx,
+    };
+    let executor = std::thread::Builder::new()
+        .name("warden-restart".into())
+        .spawn(move || exec.run(work_rx))
+        .map_err(AgentError::Runtime)?;
+
     // inotify on the directory: atomic renames and re-created files are seen.
-    let (tx, mut flags) = mpsc::channel::<()>(1);
     let flag_name = s.restart_flag.value.file_name().map(|n| n.to_os_string());
     let dir = s
         .restart_flag
@@ -267,20 +443,26 @@ async fn event_loop(
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("/"));
-    let watch_tx = tx.clone();
+    let (watch_work, watch_queued) = (work.clone(), queued.clone());
     let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         if let Ok(ev) = ev
             && !matches!(
                 ev.kind,
-                notify::EventKind::Access(_) | notify::EventKind::Remove(_)
+                notify::EventKind::Access(_)
+                    | notify::EventKind::Remove(_)
+                    // The flag renamed away: the agent's own claim, nothing new to take.
+                    | notify::EventKind::Modify(notify::event::ModifyKind::Name(
+                        notify::event::RenameMode::From
+                    ))
             )
             && ev
                 .paths
                 .iter()
                 .any(|p| p.file_name().map(|n| n.to_os_string()) == flag_name)
+            // A request already queued absorbs this one.
+            && !watch_queued.swap(true, Ordering::SeqCst)
         {
-            // Capacity one: a request already pending absorbs this one.
-            let _ = watch_tx.try_send(());
+            let _ = watch_work.send(Work::Flag);
         }
     })
     .map_err(|source| AgentError::Watch {
@@ -294,7 +476,9 @@ async fn event_loop(
         },
     )?;
     // A flag already there at start is processed.
-    let _ = tx.try_send(());
+    if !queued.swap(true, Ordering::SeqCst) {
+        let _ = work.send(Work::Flag);
+    }
 
     let mut term = signal(SignalKind::terminate()).map_err(AgentError::Runtime)?;
     let mut int = signal(SignalKind::interrupt()).map_err(AgentError::Runtime)?;
@@ -303,52 +487,32 @@ async fn event_loop(
     let mut ping = tokio::time::interval(ping_every.unwrap_or(Duration::from_secs(3600)));
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
-    let status = status_line(&doc, &s);
     notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
     tracing::info!(
         "warden run: watching {} ({status})",
         s.restart_flag.value.display()
     );
 
-    let mut job: Option<tokio::task::JoinHandle<(StateDoc, Option<Outcome>)>> = None;
-    let mut pending = false;
     loop {
         tokio::select! {
-            Some(()) = flags.recv() => {
-                if job.is_some() {
-                    pending = true;
-                } else {
-                    let (d, s2, t2) = (doc.clone(), s.clone(), trust.clone());
-                    job = Some(tokio::task::spawn_blocking(move || take_flag(d, &s2, &t2)));
-                }
-            }
-            r = async { job.as_mut().expect("guarded by the select condition").await }, if job.is_some() => {
-                job = None;
-                match r {
-                    Ok((d, outcome)) => {
-                        doc = d;
-                        // STATUS changes only when a request was handled.
-                        if let Some(o) = &outcome {
-                            audit(o);
-                            let status = status_line(&doc, &s);
-                            notify(&[NotifyState::Status(&status)]);
-                        }
-                    }
-                    Err(e) => {
-                        // The task may have saved part of its work: the file is the truth.
-                        tracing::error!(error = %e, "the restart task failed; reloading the history");
-                        let path = s.state_file.value.clone();
-                        if let Ok(Ok(d)) = tokio::task::spawn_blocking(move || load_state(&path)).await {
-                            doc = d;
-                        }
-                    }
-                }
-                if std::mem::take(&mut pending) {
-                    let _ = tx.try_send(());
-                }
+            Some(d) = done.recv() => {
+                audit(&d.outcome);
+                known = d.doc;
+                // STATUS changes only when a request was handled.
+                let status = status_line(&known, &s);
+                notify(&[NotifyState::Status(&status)]);
             }
             _ = ping.tick(), if ping_every.is_some() => {
-                notify(&[NotifyState::Watchdog]);
+                // A request in hand far beyond its own deadline means a hung executor: stop
+                // pinging, and systemd restarts the agent.
+                let since = busy_since.load(Ordering::SeqCst);
+                let now = started.elapsed().as_millis() as u64;
+                let limit = (s.reload_timeout_seconds + 30) * 1000;
+                if since == 0 || now.saturating_sub(since) < limit {
+                    notify(&[NotifyState::Watchdog]);
+                } else {
+                    tracing::error!("a restart has been in hand for {} s; no longer telling systemd all is well", (now - since) / 1000);
+                }
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
@@ -367,18 +531,29 @@ async fn event_loop(
                 .await;
                 match new {
                     Ok(Ok((n, t))) => {
-                        (s, trust) = (n, t);
+                        s = n.clone();
+                        let _ = work.send(Work::Settings(Box::new((n, t))));
                         tracing::info!("configuration reloaded");
                     }
                     Ok(Err(why)) => tracing::error!("configuration not reloaded: {why}"),
                     Err(e) => tracing::error!("configuration not reloaded: {e}"),
                 }
-                let status = status_line(&doc, &s);
+                let status = status_line(&known, &s);
                 notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
             }
         }
     }
     notify(&[NotifyState::Stopping]);
     tracing::info!("warden run: stopping");
+    // No new work; a restart in hand finishes its own record, given at most this long.
+    drop(watcher);
+    drop(work);
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        while done.recv().await.is_some() {}
+    })
+    .await;
+    if executor.is_finished() {
+        let _ = executor.join();
+    }
     Ok(0)
 }

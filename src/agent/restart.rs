@@ -37,6 +37,14 @@ pub enum Outcome {
 pub trait Journal {
     /// Stores the state durably; errors are reported, never fatal to the request.
     fn save(&mut self, doc: &StateDoc);
+    /// Records `intended` (already the newest entry of `doc`) before the signal. By default
+    /// the whole state is saved.
+    fn intend(&mut self, doc: &StateDoc, intended: &Entry) {
+        let _ = intended;
+        self.save(doc);
+    }
+    /// Right after the signal: makes the intent durable if [`Journal::intend`] did not.
+    fn signalled(&mut self) {}
 }
 
 fn base_entry(req: Option<&FlagRequest>, source: &str) -> Entry {
@@ -204,10 +212,11 @@ fn reload(
         .ok()
         .map(|b| b.port);
 
-    // Intended before the signal: a crash from here on leaves an entry, never nothing.
+    // Intended before the signal: a crash from here on leaves an entry, never nothing (see
+    // `crate::intent` for when it reaches the disk).
     e.decision = Some("intended".into());
     record(doc, s, e.clone());
-    j.save(doc);
+    j.intend(doc, &e);
 
     let t0 = Instant::now();
     let sent_at = Utc::now();
@@ -216,6 +225,7 @@ fn reload(
     let flag_to_signal_ms = written_at
         .and_then(|w| std::time::SystemTime::now().duration_since(w).ok())
         .map(|d| d.as_secs_f64() * 1e3);
+    j.signalled();
     if let Err(err) = signalled {
         doc.history.pop();
         return fail(doc, s, e, format!("signal_failed: {err}"), j);

@@ -1,0 +1,668 @@
+//! The restart path, side by side with its peers, against one real Gunicorn (master + 2
+//! workers) run as a unit of the project's systemd sandbox. Needs root.
+//!
+//!     cargo bench --bench reload
+//!
+//! What is timed (every timestamp is CLOCK_REALTIME; the master stamps its own SIGHUP and its
+//! workers' boots and exits through `benches/reload_hooks.py`):
+//! - flag written → SIGHUP entered the master, for warden (`warden run` as a `Type=notify` unit
+//!   with `WatchdogSec=1`), a systemd `.path` unit starting a oneshot `kill -HUP`, monit at a 1 s
+//!   cycle (`if exist then exec`), and the original Python watchdog at its default 5 s poll;
+//! - the full cycle, flag → every worker replaced, for warden and, interleaved with it, a plain
+//!   `kill -HUP` of the same master sent by this program (warden's added time);
+//! - idle: RSS and CPU time of warden, monit and the original over 60 s, side by side;
+//! - a storm: 10,000 flag writes as fast as possible against warden with its default policy.
+//!
+//! Environment: `WARDEN_BENCH_RUNS` (default 100) requests per peer; the original's 5 s poll
+//! makes its runs slow, so `WARDEN_BENCH_ORIGINAL_RUNS` (default 50) bounds them;
+//! `WARDEN_BENCH_PEER` names the original's `src/mes_dashboard/core` directory, with its
+//! `scripts/worker_watchdog.py` three levels up (skipped when unset); monit is skipped when not
+//! installed (`apt-get install monit`). `WARDEN_BENCH_ONLY=warden,path,monit,original,idle,storm`
+//! picks phases. Reports min / median / p90 / p99 / max. Nothing is asserted about time.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::*;
+
+const WORKERS: usize = 2;
+const HOOKS_UNIT: &str = "bench-hup.service";
+const PATH_UNIT: &str = "bench-hup.path";
+const MONIT_UNIT: &str = "bench-monit.service";
+const ORIGINAL_UNIT: &str = "bench-original.service";
+/// The policy for the latency phases: every request spaced past a 1 s cooldown is allowed, for
+/// warden and the original alike (the original's minimum cooldown is 1 s).
+const COOLDOWN: Duration = Duration::from_secs(1);
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
+}
+
+/// A small xorshift for jitter; reproducible from a seed printed in the report.
+struct Rng(u64);
+impl Rng {
+    fn below(&mut self, max: Duration) -> Duration {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        max.mul_f64((self.0 % 1_000_000) as f64 / 1e6)
+    }
+}
+
+/// The master's and workers' events, read incrementally.
+struct Events {
+    file: std::io::BufReader<std::fs::File>,
+    hups: Vec<i64>,
+    live: BTreeSet<i32>,
+    up: Vec<(i64, i32)>,
+    exit: Vec<(i64, i32)>,
+    partial: String,
+}
+
+impl Events {
+    fn open(p: &Path) -> Events {
+        Events {
+            file: std::io::BufReader::new(std::fs::File::open(p).unwrap()),
+            hups: vec![],
+            live: BTreeSet::new(),
+            up: vec![],
+            exit: vec![],
+            partial: String::new(),
+        }
+    }
+
+    fn poll(&mut self) {
+        loop {
+            let mut line = std::mem::take(&mut self.partial);
+            let n = self.file.read_line(&mut line).unwrap();
+            if n == 0 || !line.ends_with('\n') {
+                // At EOF: keep a half-written line; the next poll reads on from here.
+                self.partial = line;
+                return;
+            }
+            let mut it = line.split_whitespace();
+            let (Some(kind), Some(ns), Some(pid)) = (it.next(), it.next(), it.next()) else {
+                continue;
+            };
+            let (ns, pid): (i64, i32) = (ns.parse().unwrap(), pid.parse().unwrap());
+            match kind {
+                "hup" => self.hups.push(ns),
+                "up" => {
+                    self.live.insert(pid);
+                    self.up.push((ns, pid));
+                }
+                "exit" => {
+                    self.live.remove(&pid);
+                    self.exit.push((ns, pid));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Polls until `done` holds; the bench's own waiting does not enter any measured figure
+    /// (every figure is a pair of timestamps taken where the events happen).
+    fn until(&mut self, what: &str, mut done: impl FnMut(&Events) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            self.poll();
+            if done(self) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_micros(500));
+        }
+    }
+
+    /// The first SIGHUP the master entered at or after `t0`.
+    fn await_hup(&mut self, t0: i64) -> i64 {
+        self.until("the master's SIGHUP", |e| e.hups.iter().any(|&h| h >= t0));
+        *self.hups.iter().find(|&&h| h >= t0).unwrap()
+    }
+
+    /// When every worker of `old` had exited and `WORKERS` new ones had booted.
+    fn await_replaced(&mut self, old: &BTreeSet<i32>) -> i64 {
+        self.until("the workers' replacement", |e| {
+            e.live.len() == WORKERS && e.live.is_disjoint(old)
+        });
+        let last_exit = self
+            .exit
+            .iter()
+            .filter(|(_, p)| old.contains(p))
+            .map(|x| x.0);
+        let last_up = self
+            .up
+            .iter()
+            .filter(|(_, p)| self.live.contains(p))
+            .map(|x| x.0);
+        last_exit.chain(last_up).max().unwrap()
+    }
+}
+
+struct Bench {
+    sb: Sandbox,
+    f: Fixture,
+    ev: Events,
+    flag: PathBuf,
+    state: PathBuf,
+    rng: Rng,
+    seq: u64,
+}
+
+impl Bench {
+    fn setup() -> Bench {
+        let name = "bench-reload";
+        let rt = PathBuf::from(format!("/run/{name}"));
+        let mut f = Fixture::with_runtime_dir(name, Some(&rt));
+        for (k, v) in [
+            ("WORKER_RESTART_COOLDOWN", "1"),
+            ("WORKER_GUARDED_MODE_ENABLED", "false"),
+        ] {
+            f.set(k, v);
+        }
+        let events = f.dir.join("events/gunicorn.events");
+        std::fs::create_dir_all(events.parent().unwrap()).unwrap();
+        std::fs::write(&events, "").unwrap();
+        chown(events.parent().unwrap(), SERVICE_USER);
+        chown(&events, SERVICE_USER);
+        let hooks = repo().join("benches/reload_hooks.py");
+        f.edit_unit(APP_UNIT, |t| {
+            t.replace(
+                "[Service]\n",
+                &format!(
+                    "[Service]\nRuntimeDirectory={name}\nRuntimeDirectoryPreserve=yes\n\
+                     Environment=WARDEN_BENCH_EVENTS={}\n",
+                    events.display()
+                ),
+            )
+            .replace(
+                "--no-control-socket",
+                &format!("--no-control-socket -c {}", hooks.display()),
+            )
+        });
+        let sb = Sandbox::boot(name, &[&fixture_base()]);
+        let wd = f.watchdog_unit_text().replace(
+            "[Service]\n",
+            "[Service]\nWatchdogSec=1\nRestart=on-failure\nRestartSec=100ms\n",
+        );
+        f.write_unit(WATCHDOG_UNIT, &wd);
+        for u in [APP_UNIT, WATCHDOG_UNIT, WORKER_UNIT] {
+            sb.install_unit(u, &std::fs::read_to_string(f.units_dir.join(u)).unwrap());
+        }
+        // A systemd .path unit starting a oneshot kill -HUP: the lightest peer systemd offers.
+        let env = f.env_file.display().to_string();
+        sb.install_unit(
+            PATH_UNIT,
+            &format!(
+                "[Path]\nPathExists={}\nUnit={HOOKS_UNIT}\n",
+                f.env["WATCHDOG_RESTART_FLAG"]
+            ),
+        );
+        sb.install_unit(
+            HOOKS_UNIT,
+            &format!(
+                "[Unit]\nStartLimitIntervalSec=0\n[Service]\nType=oneshot\nUser={SERVICE_USER}\n\
+                 EnvironmentFile={env}\nExecStart=/bin/sh -c 'rm -f \"$WATCHDOG_RESTART_FLAG\"; \
+                 exec kill -HUP \"$(cat \"$WATCHDOG_PID_FILE\")\"'\n"
+            ),
+        );
+        sb.daemon_reload();
+        let o = sb.systemctl(&["start", APP_UNIT]);
+        assert!(o.status.success(), "{}\n{}", text(&o), sb.journal(APP_UNIT));
+        let mut ev = Events::open(&events);
+        ev.until("the first workers", |e| e.live.len() == WORKERS);
+        let seed = now_ns() as u64 | 1;
+        println!("jitter seed {seed}");
+        Bench {
+            flag: sb.run_path(Path::new(&f.env["WATCHDOG_RESTART_FLAG"])),
+            state: PathBuf::from(&f.env["WATCHDOG_STATE_FILE"]),
+            sb,
+            f,
+            ev,
+            rng: Rng(seed),
+            seq: 0,
+        }
+    }
+
+    fn start(&self, unit: &str) {
+        let o = self.sb.systemctl(&["start", unit]);
+        assert!(
+            o.status.success(),
+            "{unit}: {}\n{}",
+            text(&o),
+            self.sb.journal(unit)
+        );
+    }
+
+    fn stop(&self, unit: &str) {
+        let o = self.sb.systemctl(&["stop", unit]);
+        assert!(o.status.success(), "{unit}: {}", text(&o));
+    }
+
+    /// Writes a request as the MES admin API does (JSON to `<flag>.tmp`, then rename); returns
+    /// the time just before the rename made it visible, and the request's user name.
+    fn write_flag(&mut self) -> (i64, String) {
+        self.seq += 1;
+        let user = format!("bench-{}", self.seq);
+        let body = format!(
+            r#"{{"user": "{user}", "ip": "127.0.0.1", "timestamp": "{}", "source": "manual"}}"#,
+            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        );
+        let tmp = self.flag.with_extension("flag.tmp");
+        std::fs::write(&tmp, body).unwrap();
+        let t0 = now_ns();
+        std::fs::rename(&tmp, &self.flag).unwrap();
+        (t0, user)
+    }
+
+    /// warden records the request, then its outcome after verification; the next request
+    /// waits for that, so that no request is coalesced with a reload in progress.
+    fn await_warden_entry(&self, user: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(b) = std::fs::read(&self.state)
+                && let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&b)
+            {
+                let e = &doc["last_restart"];
+                if e["requested_by"] == user && e["completed_at"].is_string() {
+                    assert_eq!(e["decision"], "executed", "{e:#}");
+                    assert_eq!(e["verified"], true, "{e:#}");
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "warden never completed {user}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Waits out the cooldown since the last reload, plus a random share of `jitter` so that
+    /// a poller's phase is sampled evenly.
+    fn space(&mut self, jitter: Duration) {
+        std::thread::sleep(COOLDOWN + Duration::from_millis(100) + self.rng.below(jitter));
+    }
+
+    /// One request through a flag: (flag → SIGHUP, flag → all workers replaced) in ms.
+    fn flag_cycle(&mut self, warden: bool) -> (f64, f64) {
+        self.ev.poll();
+        let old = self.ev.live.clone();
+        let (t0, user) = self.write_flag();
+        let hup = self.ev.await_hup(t0);
+        let done = self.ev.await_replaced(&old);
+        if warden {
+            self.await_warden_entry(&user);
+        }
+        ((hup - t0) as f64 / 1e6, (done - t0) as f64 / 1e6)
+    }
+
+    /// One plain `kill -HUP` of the master from here: (kill → SIGHUP entered the master, the
+    /// measurement's own floor; kill → all workers replaced) in ms.
+    fn kill_cycle(&mut self, master: i32) -> (f64, f64) {
+        self.ev.poll();
+        let old = self.ev.live.clone();
+        let t0 = now_ns();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(master),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .unwrap();
+        let hup = self.ev.await_hup(t0);
+        let done = self.ev.await_replaced(&old);
+        ((hup - t0) as f64 / 1e6, (done - t0) as f64 / 1e6)
+    }
+
+    /// Host PIDs of a unit's processes (its cgroup, seen from the host).
+    fn host_pids(&self, unit: &str) -> Vec<i32> {
+        let cg = std::fs::read_to_string(self.sb.dir.join("cgroup")).unwrap();
+        let procs = Path::new(cg.trim()).join(format!("system.slice/{unit}/cgroup.procs"));
+        std::fs::read_to_string(&procs)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+
+    /// The host PID of the unit's main process (systemd reports it in the sandbox's namespace).
+    fn main_host_pid(&self, unit: &str) -> i32 {
+        let ns: i32 = self.sb.prop(unit, "MainPID").parse().unwrap();
+        self.host_pids(unit)
+            .into_iter()
+            .find(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/status"))
+                    .unwrap_or_default()
+                    .lines()
+                    .find_map(|l| l.strip_prefix("NSpid:"))
+                    .and_then(|l| l.split_whitespace().last().map(|x| x == ns.to_string()))
+                    .unwrap_or(false)
+            })
+            .unwrap_or_else(|| panic!("no host PID for {unit}'s main process {ns}"))
+    }
+}
+
+fn pct(v: &[f64], p: f64) -> f64 {
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn report(name: &str, v: &mut [f64]) {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!(
+        "{name:<52} {:>5} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+        v.len(),
+        v[0],
+        pct(v, 0.5),
+        pct(v, 0.9),
+        pct(v, 0.99),
+        v[v.len() - 1]
+    );
+}
+
+fn header(what: &str) {
+    println!("\n{what}");
+    println!(
+        "{:<52} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "(ms)", "n", "min", "median", "p90", "p99", "max"
+    );
+}
+
+/// CPU time of every thread of `pid`, in ns (schedstat: finer than the tick counts of stat).
+fn cpu_ns(pid: i32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.filter_map(|t| {
+                let s = std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok()?;
+                s.split_whitespace().next()?.parse::<u64>().ok()
+            })
+            .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn journal_count(b: &Bench, message_id: &str) -> usize {
+    b.sb.journal_query(&["-u", WATCHDOG_UNIT, &format!("MESSAGE_ID={message_id}")])
+        .lines()
+        .filter(|l| l.trim_start().starts_with("MESSAGE_ID="))
+        .count()
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    if !nix::unistd::geteuid().is_root() {
+        println!("reload benchmark skipped: booting the systemd sandbox needs root");
+        return;
+    }
+    let env_usize = |k: &str, d: usize| {
+        std::env::var(k)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(d)
+    };
+    let runs = env_usize("WARDEN_BENCH_RUNS", 100);
+    let original_runs = env_usize("WARDEN_BENCH_ORIGINAL_RUNS", 50);
+    let only = std::env::var("WARDEN_BENCH_ONLY").ok();
+    let phase = |p: &str| only.as_deref().is_none_or(|o| o.split(',').any(|x| x == p));
+
+    let mut b = Bench::setup();
+    println!(
+        "one gunicorn {} master, {WORKERS} workers, as a unit of the systemd sandbox; \
+         policy: cooldown 1 s, guarded mode off",
+        b.f.prefix.display()
+    );
+
+    // The original's files go into the fixture: the sandbox covers /var/tmp with a tmpfs.
+    let original = std::env::var("WARDEN_BENCH_PEER").ok().map(|core| {
+        let core = PathBuf::from(core);
+        let script = core.join("../../../scripts/worker_watchdog.py");
+        let dst = b.f.dir.join("original");
+        std::fs::create_dir_all(dst.join("core")).unwrap();
+        for m in [
+            "feature_flags",
+            "runtime_contract",
+            "watchdog_logging",
+            "worker_recovery_policy",
+        ] {
+            std::fs::copy(
+                core.join(format!("{m}.py")),
+                dst.join(format!("core/{m}.py")),
+            )
+            .unwrap();
+        }
+        std::fs::copy(&script, dst.join("worker_watchdog.py")).unwrap();
+        b.sb.install_unit(
+            ORIGINAL_UNIT,
+            &format!(
+                "[Service]\nUser={SERVICE_USER}\nEnvironmentFile={}\nEnvironment=PYTHONUNBUFFERED=1 \
+                 PYTHONDONTWRITEBYTECODE=1\nExecStart=/usr/bin/python3 {} {} {}\n",
+                b.f.env_file.display(),
+                repo().join("benches/peer_watchdog.py").display(),
+                dst.join("core").display(),
+                dst.join("worker_watchdog.py").display(),
+            ),
+        );
+        true
+    });
+    let monit = Path::new("/usr/bin/monit").exists().then(|| {
+        let d = b.f.dir.join("monit");
+        std::fs::create_dir_all(&d).unwrap();
+        let rc = d.join("monitrc");
+        std::fs::write(
+            &rc,
+            format!(
+                "set daemon 1\nset logfile {d}/monit.log\nset idfile {d}/monit.id\n\
+                 set statefile {d}/monit.state\nset pidfile {d}/monit.pid\n\
+                 check file restart_flag with path {flag}\n  \
+                 if exist then exec \"/bin/sh -c 'rm -f {flag}; kill -HUP $(cat {pid})'\"\n",
+                d = d.display(),
+                flag = b.f.env["WATCHDOG_RESTART_FLAG"],
+                pid = b.f.env["WATCHDOG_PID_FILE"],
+            ),
+        )
+        .unwrap();
+        chmod(&rc, 0o600);
+        chown(&d, SERVICE_USER);
+        chown(&rc, SERVICE_USER);
+        b.sb.install_unit(
+            MONIT_UNIT,
+            &format!(
+                "[Service]\nUser={SERVICE_USER}\nExecStart=/usr/bin/monit -I -c {}\n",
+                rc.display()
+            ),
+        );
+        true
+    });
+    b.sb.daemon_reload();
+    let master = b.main_host_pid(APP_UNIT);
+
+    // warden: flag → SIGHUP and the full cycle, interleaved with plain kill -HUP cycles.
+    if phase("warden") {
+        b.start(WATCHDOG_UNIT);
+        b.flag_cycle(true); // unmeasured: warms caches, proves the path works
+        let (mut lat, mut full, mut plain, mut floor) = (vec![], vec![], vec![], vec![]);
+        for _ in 0..runs {
+            b.space(Duration::from_millis(50));
+            let (l, c) = b.flag_cycle(true);
+            lat.push(l);
+            full.push(c);
+            // Spaced alike, so both reloads start from workers of the same age.
+            b.space(Duration::from_millis(50));
+            let (k, p) = b.kill_cycle(master);
+            floor.push(k);
+            plain.push(p);
+        }
+        b.stop(WATCHDOG_UNIT);
+        header("flag written → SIGHUP entered the master");
+        report("warden run (inotify, Type=notify unit)", &mut lat);
+        report("floor: kill(2) here → handler entered", &mut floor);
+        header("full cycle → every worker replaced (interleaved)");
+        report("flag → warden → workers replaced", &mut full);
+        report("plain kill -HUP → workers replaced", &mut plain);
+        println!(
+            "warden's added time, difference of medians: {:.2} ms",
+            pct(&full, 0.5) - pct(&plain, 0.5)
+        );
+    }
+
+    let peer_phase = |b: &mut Bench, name: &str, unit: &str, n: usize, jitter: Duration| {
+        b.start(unit);
+        b.flag_cycle(false);
+        let mut lat = vec![];
+        for _ in 0..n {
+            b.space(jitter);
+            lat.push(b.flag_cycle(false).0);
+        }
+        b.stop(unit);
+        header("flag written → SIGHUP entered the master");
+        report(name, &mut lat);
+    };
+    if phase("path") {
+        peer_phase(
+            &mut b,
+            "systemd .path unit → oneshot kill -HUP",
+            PATH_UNIT,
+            runs,
+            Duration::from_millis(50),
+        );
+    }
+    if phase("monit") {
+        match monit {
+            Some(_) => peer_phase(
+                &mut b,
+                "monit 5.33, 1 s cycle, if exist then exec",
+                MONIT_UNIT,
+                runs,
+                Duration::from_secs(1),
+            ),
+            None => println!("\nmonit skipped: /usr/bin/monit not installed"),
+        }
+    }
+    if phase("original") {
+        match original {
+            Some(_) => peer_phase(
+                &mut b,
+                "original worker_watchdog.py, 5 s poll",
+                ORIGINAL_UNIT,
+                original_runs,
+                Duration::from_secs(5),
+            ),
+            None => println!("\noriginal skipped: set WARDEN_BENCH_PEER"),
+        }
+    }
+
+    // Idle: every agent up at once, no requests, 60 s.
+    if phase("idle") {
+        let mut units = vec![("warden", WATCHDOG_UNIT)];
+        if monit.is_some() {
+            units.push(("monit", MONIT_UNIT));
+        }
+        if original.is_some() {
+            units.push(("original", ORIGINAL_UNIT));
+        }
+        for (_, u) in &units {
+            b.start(u);
+        }
+        std::thread::sleep(Duration::from_secs(5));
+        let pids: Vec<i32> = units.iter().map(|(_, u)| b.main_host_pid(u)).collect();
+        let cpu0: Vec<u64> = pids.iter().map(|&p| cpu_ns(p)).collect();
+        let t = Instant::now();
+        std::thread::sleep(Duration::from_secs(60));
+        let secs = t.elapsed().as_secs_f64();
+        println!("\nidle for {secs:.0} s");
+        println!(
+            "{:<20} {:>10} {:>14} {:>10}",
+            "agent", "RSS MiB", "CPU ms / 60 s", "CPU %"
+        );
+        for (i, (name, u)) in units.iter().enumerate() {
+            let cpu = (cpu_ns(pids[i]) - cpu0[i]) as f64 / 1e6;
+            println!(
+                "{name:<20} {:>10.2} {:>14.2} {:>10.4}",
+                rss_kib(pids[i]) as f64 / 1024.0,
+                cpu,
+                cpu / 10.0 / secs
+            );
+            b.stop(u);
+        }
+    }
+
+    // Storm: warden with the default policy and a fresh state file.
+    if phase("storm") {
+        for k in ["WORKER_RESTART_COOLDOWN", "WORKER_GUARDED_MODE_ENABLED"] {
+            b.f.unset(k);
+        }
+        let _ = std::fs::remove_file(&b.state);
+        b.start(WATCHDOG_UNIT);
+        let pid = b.main_host_pid(WATCHDOG_UNIT);
+        let ids = [
+            ("executed", warden::agent::message_id::RESTART_EXECUTED),
+            ("blocked", warden::agent::message_id::RESTART_BLOCKED),
+            ("failed", warden::agent::message_id::RESTART_FAILED),
+            ("rejected", warden::agent::message_id::FLAG_REJECTED),
+        ];
+        let before: Vec<usize> = ids.iter().map(|(_, id)| journal_count(&b, id)).collect();
+        b.ev.poll();
+        let hups0 = b.ev.hups.len();
+        let cpu0 = cpu_ns(pid);
+        let t = Instant::now();
+        for _ in 0..10_000 {
+            b.write_flag();
+        }
+        let wrote = t.elapsed();
+        // Settled: the last flag consumed and the state file unchanged for a second.
+        let mut last = (SystemTime::UNIX_EPOCH, Instant::now());
+        loop {
+            let m = std::fs::metadata(&b.state)
+                .and_then(|m| m.modified())
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            if m != last.0 {
+                last = (m, Instant::now());
+            }
+            if !b.flag.exists() && last.1.elapsed() > Duration::from_secs(1) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let busy = t.elapsed() - Duration::from_secs(1);
+        let cpu = (cpu_ns(pid) - cpu0) as f64 / 1e6;
+        b.ev.poll();
+        println!(
+            "\nstorm: 10,000 flag writes (JSON, temp file + rename) in {:.0} ms, default policy",
+            wrote.as_secs_f64() * 1e3
+        );
+        println!(
+            "agent CPU {cpu:.0} ms over {:.0} ms until settled ({:.0}% of one core); \
+             still active: {}, restarts by systemd: {}, same PID: {}",
+            busy.as_secs_f64() * 1e3,
+            cpu / busy.as_secs_f64() / 10.0,
+            b.sb.prop(WATCHDOG_UNIT, "ActiveState"),
+            b.sb.prop(WATCHDOG_UNIT, "NRestarts"),
+            b.main_host_pid(WATCHDOG_UNIT) == pid,
+        );
+        let decided: Vec<String> = ids
+            .iter()
+            .zip(&before)
+            .map(|((n, id), b0)| format!("{n} {}", journal_count(&b, id) - b0))
+            .collect();
+        println!(
+            "requests decided (coalesced): {}; SIGHUPs the master received: {}",
+            decided.join(", "),
+            b.ev.hups.len() - hups0
+        );
+        b.stop(WATCHDOG_UNIT);
+    }
+}

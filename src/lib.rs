@@ -1,8 +1,8 @@
 //! warden: a systemd-native watchdog and runtime-contract agent for Gunicorn services.
 //!
-//! Layout: pure parsing and policy logic (`envfile`, `unitfile`, `unit`, `config`, `diag`) is
-//! kept apart from I/O (`conda` reads prefixes, `systemd` speaks D-Bus, `contract` runs the
-//! rules, `cli` is the edge).
+//! Layout: pure parsing and policy logic (`envfile`, `unitfile`, `unit`, `config`, `diag`,
+//! `policy`, `status`) is kept apart from I/O (`conda` reads prefixes, `systemd` speaks D-Bus,
+//! `contract` runs the rules, `cli` is the edge).
 
 pub mod account;
 pub mod agent;
@@ -21,6 +21,7 @@ pub mod journal;
 pub mod netdiag;
 pub mod policy;
 pub mod state;
+pub mod status;
 pub mod systemd;
 pub mod unit;
 pub mod unitfile;

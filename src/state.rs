@@ -5,6 +5,9 @@
 //! dropped as the original drops them, and its naive local timestamps are read as local time
 //! and written back as UTC RFC 3339 (the original mixed the two, inflating churn counts by the
 //! zone offset). A file that does not parse is set aside, never deleted. Saves are durable.
+//!
+//! Warden adds a `kill_switch` object (absent until first flipped, so the original's files load
+//! and round-trip unchanged).
 
 use std::path::{Path, PathBuf};
 
@@ -86,8 +89,86 @@ pub struct StateDoc {
     pub history: Vec<Entry>,
     #[serde(default)]
     pub history_limit: Option<usize>,
+    /// The operator's kill switch; `None` until it is first flipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kill_switch: Option<KillSwitch>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+/// The kill switch as stored: whether it is engaged, and who flipped it last, when and why.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KillSwitch {
+    pub engaged: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_by: Option<String>,
+    /// UTC RFC 3339, as [`format_time`] writes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_at: Option<String>,
+}
+
+/// The longest kill-switch reason kept, in characters (an audit note, not a document).
+pub const MAX_REASON_CHARS: usize = 1024;
+/// The longest `changed_by` kept, in characters (an account name, maybe with a host).
+pub const MAX_CHANGED_BY_CHARS: usize = 256;
+
+/// Why a kill-switch flip was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FlipError {
+    #[error("engaging the kill switch needs a reason; it is kept for the audit trail")]
+    ReasonRequired,
+    #[error("the {field} is {len} characters long; at most {max} are kept")]
+    TooLong {
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
+    #[error("the {field} contains a control character; write it on one line of plain text")]
+    ControlCharacter { field: &'static str },
+}
+
+/// A trimmed, bounded, single-line text; empty is `None`.
+fn audit_text(
+    field: &'static str,
+    s: Option<&str>,
+    max: usize,
+) -> Result<Option<String>, FlipError> {
+    let Some(s) = s.map(str::trim).filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    // Control characters would forge lines in the journal and escape sequences on terminals.
+    if s.chars().any(char::is_control) {
+        return Err(FlipError::ControlCharacter { field });
+    }
+    let len = s.chars().count();
+    if len > max {
+        return Err(FlipError::TooLong { field, len, max });
+    }
+    Ok(Some(s.to_string()))
+}
+
+impl KillSwitch {
+    /// Validates a flip and returns the switch to store. Engaging needs a reason; a reason given
+    /// when disengaging is kept too. Texts are trimmed; an empty one counts as none.
+    pub fn flip(
+        engaged: bool,
+        reason: Option<&str>,
+        changed_by: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<KillSwitch, FlipError> {
+        let reason = audit_text("reason", reason, MAX_REASON_CHARS)?;
+        if engaged && reason.is_none() {
+            return Err(FlipError::ReasonRequired);
+        }
+        Ok(KillSwitch {
+            engaged,
+            reason,
+            changed_by: audit_text("changed_by", changed_by, MAX_CHANGED_BY_CHARS)?,
+            changed_at: Some(format_time(at)),
+        })
+    }
 }
 
 impl StateDoc {
@@ -213,6 +294,22 @@ fn lenient_entry(v: Value) -> Option<Entry> {
     )
 }
 
+/// A kill switch from JSON. A boolean `engaged` is honoured even when the other fields are of
+/// the wrong type (those read as absent): the operator's intent outweighs its annotations.
+/// Without one the value is handed back, to be kept verbatim; it reads as not engaged.
+fn lenient_kill_switch(v: Value) -> Result<KillSwitch, Value> {
+    let Some(&Value::Bool(engaged)) = v.get("engaged") else {
+        return Err(v);
+    };
+    let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+    Ok(KillSwitch {
+        engaged,
+        reason: text("reason"),
+        changed_by: text("changed_by"),
+        changed_at: text("changed_at"),
+    })
+}
+
 /// Parses the text of a state file (lenient where the original was: non-object history items
 /// are dropped, a non-list history is empty).
 pub fn parse(bytes: &[u8]) -> Result<StateDoc, String> {
@@ -234,11 +331,20 @@ pub fn parse(bytes: &[u8]) -> Result<StateDoc, String> {
         .remove("history_limit")
         .and_then(|v| v.as_u64())
         .and_then(|v| usize::try_from(v).ok());
+    let kill_switch = match obj.remove("kill_switch").map(lenient_kill_switch) {
+        Some(Ok(k)) => Some(k),
+        Some(Err(v)) => {
+            obj.insert("kill_switch".into(), v);
+            None
+        }
+        None => None,
+    };
     Ok(StateDoc {
         schema_version,
         last_restart,
         history,
         history_limit,
+        kill_switch,
         extra: obj,
     })
 }
@@ -280,6 +386,10 @@ fn set_aside(path: &Path, why: String) -> Result<Loaded, StateError> {
 pub fn save(path: &Path, doc: &StateDoc) -> Result<(), StateError> {
     let mut doc = doc.clone();
     doc.schema_version = SCHEMA_VERSION;
+    // A typed switch supersedes one of another shape kept from the file: one key, not two.
+    if doc.kill_switch.is_some() {
+        doc.extra.remove("kill_switch");
+    }
     let mut bytes = serde_json::to_vec_pretty(&doc).expect("a state document always serializes");
     bytes.push(b'\n');
     crate::fsutil::write_atomic(path, &bytes, 0o640).map_err(|source| StateError::Write {
@@ -428,6 +538,108 @@ mod tests {
         assert!(e.cooldown && !e.allowed, "{e:?}");
     }
 
+    fn at() -> DateTime<Utc> {
+        parse_time("2026-02-10T08:00:00Z").unwrap()
+    }
+
+    #[test]
+    fn kill_switch_flips_are_validated() {
+        let k = KillSwitch::flip(true, Some("  bad release 4.2  "), Some("alice"), at()).unwrap();
+        assert_eq!(
+            k,
+            KillSwitch {
+                engaged: true,
+                reason: Some("bad release 4.2".into()),
+                changed_by: Some("alice".into()),
+                changed_at: Some("2026-02-10T08:00:00.000Z".into()),
+            }
+        );
+        assert_eq!(
+            KillSwitch::flip(true, None, Some("alice"), at()),
+            Err(FlipError::ReasonRequired)
+        );
+        assert_eq!(
+            KillSwitch::flip(true, Some(" \t "), None, at()),
+            Err(FlipError::ReasonRequired)
+        );
+        assert_eq!(
+            KillSwitch::flip(true, Some("line one\nforged line"), None, at()),
+            Err(FlipError::ControlCharacter { field: "reason" })
+        );
+        assert_eq!(
+            KillSwitch::flip(true, Some("x\u{1b}[2J"), None, at()),
+            Err(FlipError::ControlCharacter { field: "reason" })
+        );
+        assert_eq!(
+            KillSwitch::flip(false, None, Some("b\rob"), at()),
+            Err(FlipError::ControlCharacter {
+                field: "changed_by"
+            })
+        );
+        let long = "é".repeat(MAX_REASON_CHARS + 1);
+        assert_eq!(
+            KillSwitch::flip(true, Some(&long), None, at()),
+            Err(FlipError::TooLong {
+                field: "reason",
+                len: MAX_REASON_CHARS + 1,
+                max: MAX_REASON_CHARS
+            })
+        );
+        // Characters are counted, not bytes.
+        assert!(KillSwitch::flip(true, Some(&long[2..]), None, at()).is_ok());
+        // Disengaging needs no reason; an empty one is none.
+        let off = KillSwitch::flip(false, Some(""), None, at()).unwrap();
+        assert_eq!(
+            (off.engaged, off.reason, off.changed_by),
+            (false, None, None)
+        );
+    }
+
+    #[test]
+    fn kill_switch_round_trips_beside_the_originals_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.json");
+        let mut d = parse(ORIGINAL.as_bytes()).unwrap();
+        assert_eq!(d.kill_switch, None);
+        // Never flipped: the file gains no key.
+        save(&p, &d).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(!text.contains("kill_switch"));
+        d.kill_switch = Some(KillSwitch::flip(true, Some("rollback"), Some("ops"), at()).unwrap());
+        save(&p, &d).unwrap();
+        let back = load(&p).unwrap().doc();
+        assert_eq!(back.kill_switch, d.kill_switch);
+        assert!(!back.extra.contains_key("kill_switch"));
+        assert_eq!(back.extra["dashboard_note"], "kept");
+        assert_eq!(back.history, d.history);
+    }
+
+    #[test]
+    fn kill_switch_of_another_shape() {
+        // A boolean `engaged` is honoured; annotations of the wrong type read as absent.
+        let d = parse(br#"{"kill_switch": {"engaged": true, "reason": 5, "changed_by": "ops"}}"#)
+            .unwrap();
+        let k = d.kill_switch.unwrap();
+        assert!(k.engaged);
+        assert_eq!((k.reason, k.changed_by.as_deref()), (None, Some("ops")));
+        assert!(d.extra.is_empty());
+        // Anything else is kept verbatim, reads as not engaged, and a flip replaces it.
+        let mut d = parse(br#"{"kill_switch": "on"}"#).unwrap();
+        assert_eq!(d.kill_switch, None);
+        assert_eq!(d.extra["kill_switch"], "on");
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.json");
+        save(&p, &d).unwrap();
+        assert_eq!(load(&p).unwrap().doc().extra["kill_switch"], "on");
+        d.kill_switch = Some(KillSwitch::flip(false, None, None, at()).unwrap());
+        save(&p, &d).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert_eq!(text.matches("kill_switch").count(), 1);
+        let back = load(&p).unwrap().doc();
+        assert_eq!(back.kill_switch, d.kill_switch);
+        assert!(!back.extra.contains_key("kill_switch"));
+    }
+
     proptest! {
         /// The history's length limit never changes a decision: the truncated history gives
         /// the state, cooldown and block the whole history would, and counts at least as many
@@ -462,6 +674,18 @@ mod tests {
                     );
                     prop_assert!(cut.attempts_in_window <= full.attempts_in_window);
                     prop_assert!(cut.attempts_in_window as usize >= (full.attempts_in_window as usize).min(keep));
+                }
+            }
+        }
+
+        #[test]
+        fn kill_switch_flips_never_panic(engaged in any::<bool>(), reason in proptest::option::of(any::<String>()),
+                                         by in proptest::option::of(any::<String>())) {
+            if let Ok(k) = KillSwitch::flip(engaged, reason.as_deref(), by.as_deref(), at()) {
+                prop_assert!(!engaged || k.reason.is_some());
+                for t in [&k.reason, &k.changed_by].into_iter().flatten() {
+                    prop_assert!(!t.is_empty() && !t.chars().any(char::is_control));
+                    prop_assert!(t.chars().count() <= MAX_REASON_CHARS);
                 }
             }
         }

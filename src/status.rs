@@ -1,0 +1,1033 @@
+//! The status document: what the MES dashboard's `GET /admin/api/worker/status` serves as its
+//! `data` object, built from warden's settings, state file and observations, plus warden's own
+//! sections (`kill_switch`, `agent`, `gunicorn`, `source`). Pure: the caller gathers the inputs.
+//!
+//! Key for key as the original's route (`admin_routes.api_worker_status`): `thresholds`,
+//! `alerts`, `restart_churn`, `policy_state` and `recovery_recommendation` nest under
+//! `resilience` there too; nothing of them is at the top level. (Its system-status route has a
+//! different `runtime_resilience` object; that is not this document.) The values follow
+//! warden's semantics, not the original's defects:
+//! - the policy numbers are [`policy::evaluate`]'s: only executed restarts count toward the
+//!   window and the cooldown, so `restart_churn` counts what the policy counts and
+//!   `cooldown` runs from the last executed restart, not the last request;
+//! - timestamps are UTC RFC 3339 (the original's naive local ones are converted; one that does
+//!   not parse is shown as stored);
+//! - `thresholds.restart_churn_*` are the policy's own threshold and window (warden reads one
+//!   set of variables for both); the pool and degraded-state thresholds are the app's, which
+//!   warden does not read: the original's defaults are shown.
+//!
+//! The original's top-level `worker_pid` and `worker_start_time` describe the Flask worker that
+//! answers the request; only the app knows them, so they are not here.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::config::Settings;
+use crate::policy::{self, Evaluation};
+use crate::state::{self, Entry, StateDoc};
+
+/// How many history entries the document carries, the newest: as many as the original shows.
+pub const HISTORY_SHOWN: usize = 20;
+
+/// Where the document's facts came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    /// The running agent.
+    Agent,
+    /// The state file, read while no agent answered.
+    StateFile,
+}
+
+/// The runtime contract's validation, as the document carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Validation {
+    pub valid: bool,
+    pub errors: Vec<String>,
+}
+
+/// Whether the contract's files exist.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FilesPresent {
+    pub flag: bool,
+    pub pid: bool,
+    pub state: bool,
+}
+
+/// The agent that answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentInfo<'a> {
+    pub pid: u32,
+    pub version: &'a str,
+    pub started_at: DateTime<Utc>,
+    /// systemd's `WATCHDOG_USEC`, when the agent runs under a watchdog.
+    pub watchdog_usec: Option<u64>,
+}
+
+/// The Gunicorn master and its workers as observed, and the bind it serves (also the
+/// document's `gunicorn` section).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Gunicorn {
+    pub master_pid: Option<u32>,
+    pub workers: Vec<u32>,
+    pub bind: String,
+}
+
+/// Everything the document is built from.
+#[derive(Debug, Clone)]
+pub struct Inputs<'a> {
+    pub settings: &'a Settings,
+    pub state: &'a StateDoc,
+    pub now: DateTime<Utc>,
+    pub validation: Validation,
+    pub files: FilesPresent,
+    /// `None` when no agent answered (the document then comes from the state file).
+    pub agent: Option<AgentInfo<'a>>,
+    pub gunicorn: Gunicorn,
+    pub source: Source,
+}
+
+/// The status document. Field order is the serialized order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatusDoc {
+    pub runtime_contract: RuntimeContract,
+    pub cooldown: Cooldown,
+    pub resilience: Resilience,
+    /// The newest [`HISTORY_SHOWN`] entries, oldest first, as stored (timestamps in UTC).
+    pub restart_history: Vec<Entry>,
+    pub last_restart: LastRestart,
+    pub kill_switch: KillSwitchStatus,
+    /// `null` when no agent answered.
+    pub agent: Option<Agent>,
+    pub gunicorn: Gunicorn,
+    pub source: Source,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RuntimeContract {
+    pub version: String,
+    pub validation: Validation,
+    pub single_port_bind: String,
+    pub watchdog: WatchdogPaths,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WatchdogPaths {
+    pub runtime_dir: String,
+    pub flag_path: String,
+    pub flag_exists: bool,
+    pub pid_path: String,
+    pub pid_exists: bool,
+    pub state_path: String,
+    pub state_exists: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Cooldown {
+    pub active: bool,
+    pub remaining_seconds: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Resilience {
+    pub thresholds: Thresholds,
+    pub alerts: Alerts,
+    pub restart_churn: RestartChurn,
+    pub policy_state: Evaluation,
+    pub recovery_recommendation: Recommendation,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Thresholds {
+    pub degraded_alert_seconds: u64,
+    pub pool_saturation_warning: f64,
+    pub pool_saturation_critical: f64,
+    pub restart_churn_window_seconds: u64,
+    pub restart_churn_threshold: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Alerts {
+    pub restart_churn_exceeded: bool,
+    pub restart_blocked: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RestartChurn {
+    pub window_seconds: u64,
+    pub threshold: u32,
+    pub count: u32,
+    pub exceeded: bool,
+    /// The newest executed restart's completion.
+    pub last_completed_at: Option<String>,
+}
+
+/// What the operator should do, in the original's machine-readable words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Recommendation {
+    pub action: &'static str,
+    pub reason: &'static str,
+}
+
+/// The last request's summary, as the original's route shapes it (every key, `null` if unknown).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LastRestart {
+    pub requested_by: Option<String>,
+    pub requested_at: Option<String>,
+    pub requested_ip: Option<String>,
+    pub completed_at: Option<String>,
+    pub success: Option<bool>,
+}
+
+/// The kill switch with every key present (`engaged: false` if never flipped).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct KillSwitchStatus {
+    pub engaged: bool,
+    pub reason: Option<String>,
+    pub changed_by: Option<String>,
+    pub changed_at: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Agent {
+    pub pid: u32,
+    pub version: String,
+    pub started_at: String,
+    pub watchdog_usec: Option<u64>,
+}
+
+/// The original's defaults for the app's own thresholds (`RESILIENCE_DEGRADED_ALERT_SECONDS`,
+/// `RESILIENCE_POOL_SATURATION_WARNING`, `RESILIENCE_POOL_SATURATION_CRITICAL`).
+const DEGRADED_ALERT_SECONDS: u64 = 300;
+const POOL_SATURATION_WARNING: f64 = 0.9;
+const POOL_SATURATION_CRITICAL: f64 = 1.0;
+
+/// A stored timestamp in UTC RFC 3339; one that does not parse is passed through.
+fn utc(t: Option<&str>) -> Option<String> {
+    t.map(|s| {
+        state::parse_time(s)
+            .map(state::format_time)
+            .unwrap_or_else(|| s.to_string())
+    })
+}
+
+fn utc_entry(e: &Entry) -> Entry {
+    Entry {
+        requested_at: utc(e.requested_at.as_deref()),
+        completed_at: utc(e.completed_at.as_deref()),
+        ..e.clone()
+    }
+}
+
+/// The original's `build_recovery_recommendation` as its status route calls it: advice only
+/// when the policy blocks (in cooldown alone it says "healthy").
+fn recommendation(e: &Evaluation, churn_exceeded: bool) -> Recommendation {
+    let (action, reason) = if !e.blocked {
+        ("none", "healthy")
+    } else if churn_exceeded {
+        ("throttle_and_investigate_queries", "restart_churn_exceeded")
+    } else if e.cooldown {
+        ("wait_for_restart_cooldown", "restart_cooldown_active")
+    } else {
+        // Blocked by the retry budget alone. The original names this "db_pool_saturated" (the
+        // condition it feeds its advisor to reach this branch); warden names the actual cause.
+        ("observe_and_retry", "retry_budget_exhausted")
+    };
+    Recommendation { action, reason }
+}
+
+/// Builds the document.
+pub fn document(i: &Inputs) -> StatusDoc {
+    let s = i.settings;
+    let cfg = &s.policy;
+    let eval = policy::evaluate(&i.state.executed(), i.now.timestamp_millis(), cfg);
+    let last_completed = i
+        .state
+        .history
+        .iter()
+        .filter(|e| e.executed())
+        .filter_map(|e| e.completed_at.as_deref().and_then(state::parse_time))
+        .max();
+    let churn = RestartChurn {
+        window_seconds: cfg.window_seconds,
+        threshold: cfg.churn_threshold,
+        count: eval.attempts_in_window,
+        exceeded: eval.attempts_in_window >= cfg.churn_threshold,
+        last_completed_at: last_completed.map(state::format_time),
+    };
+    let path = |p: &std::path::Path| p.display().to_string();
+    let last = i.state.last_restart.as_ref();
+    let skip = i.state.history.len().saturating_sub(HISTORY_SHOWN);
+    StatusDoc {
+        runtime_contract: RuntimeContract {
+            version: s.contract_version.value.clone(),
+            validation: i.validation.clone(),
+            single_port_bind: s.bind.value.clone(),
+            watchdog: WatchdogPaths {
+                runtime_dir: path(&s.runtime_dir.value),
+                flag_path: path(&s.restart_flag.value),
+                flag_exists: i.files.flag,
+                pid_path: path(&s.pid_file.value),
+                pid_exists: i.files.pid,
+                state_path: path(&s.state_file.value),
+                state_exists: i.files.state,
+            },
+        },
+        cooldown: Cooldown {
+            active: eval.cooldown,
+            remaining_seconds: eval.cooldown_remaining_seconds,
+        },
+        resilience: Resilience {
+            thresholds: Thresholds {
+                degraded_alert_seconds: DEGRADED_ALERT_SECONDS,
+                pool_saturation_warning: POOL_SATURATION_WARNING,
+                pool_saturation_critical: POOL_SATURATION_CRITICAL,
+                restart_churn_window_seconds: cfg.window_seconds,
+                restart_churn_threshold: cfg.churn_threshold,
+            },
+            alerts: Alerts {
+                restart_churn_exceeded: churn.exceeded,
+                restart_blocked: eval.blocked,
+            },
+            recovery_recommendation: recommendation(&eval, churn.exceeded),
+            restart_churn: churn,
+            policy_state: eval,
+        },
+        restart_history: i.state.history[skip..].iter().map(utc_entry).collect(),
+        last_restart: LastRestart {
+            requested_by: last.and_then(|l| l.requested_by.clone()),
+            requested_at: utc(last.and_then(|l| l.requested_at.as_deref())),
+            requested_ip: last.and_then(|l| l.requested_ip.clone()),
+            completed_at: utc(last.and_then(|l| l.completed_at.as_deref())),
+            success: last.and_then(|l| l.success),
+        },
+        kill_switch: i
+            .state
+            .kill_switch
+            .as_ref()
+            .map(|k| KillSwitchStatus {
+                engaged: k.engaged,
+                reason: k.reason.clone(),
+                changed_by: k.changed_by.clone(),
+                changed_at: utc(k.changed_at.as_deref()),
+            })
+            .unwrap_or_default(),
+        agent: i.agent.as_ref().map(|a| Agent {
+            pid: a.pid,
+            version: a.version.to_string(),
+            started_at: state::format_time(a.started_at),
+            watchdog_usec: a.watchdog_usec,
+        }),
+        gunicorn: i.gunicorn.clone(),
+        source: i.source,
+    }
+}
+
+/// Text from the state file, safe to print: control characters (terminal escapes, forged
+/// lines) are shown escaped.
+fn clean(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// A few lines for people (`warden status` without `--json`).
+pub fn summary(d: &StatusDoc) -> String {
+    let p = &d.resilience.policy_state;
+    let mut out = Vec::new();
+    let mut line = format!(
+        "policy: {}, {}/{} restarts in the last {} s",
+        p.state.as_str(),
+        p.attempts_in_window,
+        p.retry_budget.min(p.churn_threshold),
+        p.window_seconds
+    );
+    if d.cooldown.active {
+        line += &format!(", cooldown {} s left", d.cooldown.remaining_seconds);
+    }
+    out.push(line);
+    let r = &d.resilience.recovery_recommendation;
+    if r.action != "none" {
+        out.push(format!("recommendation: {} ({})", r.action, r.reason));
+    }
+    let k = &d.kill_switch;
+    out.push(if k.engaged {
+        format!(
+            "kill switch: ENGAGED by {} at {}: {}",
+            clean(k.changed_by.as_deref().unwrap_or("unknown")),
+            clean(k.changed_at.as_deref().unwrap_or("an unknown time")),
+            clean(k.reason.as_deref().unwrap_or("no reason recorded"))
+        )
+    } else {
+        "kill switch: off".to_string()
+    });
+    // The newest history entry carries the decision; the original's last_restart does not.
+    out.push(match d.restart_history.last() {
+        Some(e) => format!(
+            "last request: {}{} at {}",
+            clean(e.decision.as_deref().unwrap_or("undecided")),
+            e.decision_reason
+                .as_deref()
+                .map(|r| format!(" ({})", clean(r)))
+                .unwrap_or_default(),
+            clean(
+                e.completed_at
+                    .as_deref()
+                    .or(e.requested_at.as_deref())
+                    .unwrap_or("an unknown time")
+            )
+        ),
+        // A file whose history was not a list may still name its last request.
+        None => match (d.last_restart.completed_at.as_deref())
+            .or(d.last_restart.requested_at.as_deref())
+        {
+            Some(t) => format!("last request: at {} (no decision recorded)", clean(t)),
+            None => "last request: none recorded".to_string(),
+        },
+    });
+    let g = &d.gunicorn;
+    out.push(format!(
+        "gunicorn: {}, {} worker(s), bind {}",
+        g.master_pid
+            .map_or("no master found".to_string(), |m| format!("master {m}")),
+        g.workers.len(),
+        clean(&g.bind)
+    ));
+    let v = &d.runtime_contract.validation;
+    if !v.valid {
+        out.push(format!(
+            "contract {}: INVALID: {}{}",
+            clean(&d.runtime_contract.version),
+            clean(v.errors.first().map_or("no error given", String::as_str)),
+            match v.errors.len() {
+                0 | 1 => String::new(),
+                n => format!(" (and {} more)", n - 1),
+            }
+        ));
+    }
+    out.push(match (&d.source, &d.agent) {
+        (Source::Agent, Some(a)) => format!(
+            "source: agent (pid {}, warden {}, since {})",
+            a.pid,
+            clean(&a.version),
+            a.started_at
+        ),
+        (Source::Agent, None) => "source: agent".to_string(),
+        (Source::StateFile, _) => "source: state file (no agent answered)".to_string(),
+    });
+    out.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Layers, PolicyConfig};
+    use crate::policy::State;
+    use crate::state::KillSwitch;
+    use proptest::prelude::*;
+    use serde_json::Value;
+    use std::collections::BTreeSet;
+
+    fn settings() -> Settings {
+        let l =
+            Layers::load_from([("WARDEN_PROJECT_ROOT".into(), "/srv/app".into())], &[]).unwrap();
+        Settings::resolve(&l).0
+    }
+
+    fn t(s: &str) -> DateTime<Utc> {
+        state::parse_time(s).unwrap()
+    }
+
+    fn inputs<'a>(s: &'a Settings, d: &'a StateDoc, now: &str) -> Inputs<'a> {
+        Inputs {
+            settings: s,
+            state: d,
+            now: t(now),
+            validation: Validation {
+                valid: true,
+                errors: vec![],
+            },
+            files: FilesPresent {
+                flag: false,
+                pid: true,
+                state: true,
+            },
+            agent: Some(AgentInfo {
+                pid: 4242,
+                version: "0.1.0",
+                started_at: t("2026-02-10T07:00:00Z"),
+                watchdog_usec: Some(30_000_000),
+            }),
+            gunicorn: Gunicorn {
+                master_pid: Some(100),
+                workers: vec![101, 102, 103, 104],
+                bind: "0.0.0.0:8080".into(),
+            },
+            source: Source::Agent,
+        }
+    }
+
+    fn executed(at: &str) -> Entry {
+        Entry {
+            requested_at: Some(at.into()),
+            completed_at: Some(at.into()),
+            success: Some(true),
+            decision: Some("executed".into()),
+            decision_reason: Some("policy_allows_manual_restart".into()),
+            ..Entry::default()
+        }
+    }
+
+    fn doc_with(history: Vec<Entry>) -> StateDoc {
+        let mut d = StateDoc::default();
+        for e in history {
+            d.push(e, 50);
+        }
+        d
+    }
+
+    /// Every key of the document: the original's (as `api_worker_status` builds them) and
+    /// warden's own. `restart_history` is a list of stored entries.
+    const KEY_PATHS: &[&str] = &[
+        "runtime_contract",
+        "runtime_contract.version",
+        "runtime_contract.validation",
+        "runtime_contract.validation.valid",
+        "runtime_contract.validation.errors",
+        "runtime_contract.single_port_bind",
+        "runtime_contract.watchdog",
+        "runtime_contract.watchdog.runtime_dir",
+        "runtime_contract.watchdog.flag_path",
+        "runtime_contract.watchdog.flag_exists",
+        "runtime_contract.watchdog.pid_path",
+        "runtime_contract.watchdog.pid_exists",
+        "runtime_contract.watchdog.state_path",
+        "runtime_contract.watchdog.state_exists",
+        "cooldown",
+        "cooldown.active",
+        "cooldown.remaining_seconds",
+        "resilience",
+        "resilience.thresholds",
+        "resilience.thresholds.degraded_alert_seconds",
+        "resilience.thresholds.pool_saturation_warning",
+        "resilience.thresholds.pool_saturation_critical",
+        "resilience.thresholds.restart_churn_window_seconds",
+        "resilience.thresholds.restart_churn_threshold",
+        "resilience.alerts",
+        "resilience.alerts.restart_churn_exceeded",
+        "resilience.alerts.restart_blocked",
+        "resilience.restart_churn",
+        "resilience.restart_churn.window_seconds",
+        "resilience.restart_churn.threshold",
+        "resilience.restart_churn.count",
+        "resilience.restart_churn.exceeded",
+        "resilience.restart_churn.last_completed_at",
+        "resilience.policy_state",
+        "resilience.policy_state.state",
+        "resilience.policy_state.allowed",
+        "resilience.policy_state.cooldown",
+        "resilience.policy_state.blocked",
+        "resilience.policy_state.cooldown_remaining_seconds",
+        "resilience.policy_state.attempts_in_window",
+        "resilience.policy_state.retry_budget",
+        "resilience.policy_state.churn_threshold",
+        "resilience.policy_state.window_seconds",
+        "resilience.recovery_recommendation",
+        "resilience.recovery_recommendation.action",
+        "resilience.recovery_recommendation.reason",
+        "restart_history",
+        "last_restart",
+        "last_restart.requested_by",
+        "last_restart.requested_at",
+        "last_restart.requested_ip",
+        "last_restart.completed_at",
+        "last_restart.success",
+        "kill_switch",
+        "kill_switch.engaged",
+        "kill_switch.reason",
+        "kill_switch.changed_by",
+        "kill_switch.changed_at",
+        "agent",
+        "agent.pid",
+        "agent.version",
+        "agent.started_at",
+        "agent.watchdog_usec",
+        "gunicorn",
+        "gunicorn.master_pid",
+        "gunicorn.workers",
+        "gunicorn.bind",
+        "source",
+    ];
+
+    /// The dotted paths of every object key, not descending into lists.
+    fn key_paths(v: &Value, prefix: &str, out: &mut BTreeSet<String>) {
+        if let Value::Object(m) = v {
+            for (k, child) in m {
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                key_paths(child, &p, out);
+                out.insert(p);
+            }
+        }
+    }
+
+    /// A file in the original's format (naive local and offset times, its decisions, an entry
+    /// of the wrong shape, a blocked request).
+    const ORIGINAL: &str = r#"{
+      "last_restart": {"requested_by": "admin", "requested_at": "2026-02-10T08:00:00.123456",
+        "requested_ip": "10.0.0.5", "completed_at": "2026-02-10T08:00:01.5", "success": true,
+        "source": "manual", "decision": "executed", "decision_reason": "signal_sighup",
+        "manual_override": false, "policy_state": {"state": "allowed", "guarded_mode": false}},
+      "history": [
+        {"requested_by": "admin", "requested_at": "2026-02-10T07:50:00+00:00",
+         "completed_at": "2026-02-10T07:50:01", "success": true, "source": "auto",
+         "decision": "allowed"},
+        {"requested_by": "bob", "requested_at": "2026-02-10T07:55:00Z", "success": false,
+         "source": "manual", "decision": "blocked",
+         "decision_reason": "cooldown_override_required"},
+        "garbage",
+        {"requested_by": 42, "success": "yes"},
+        {"requested_by": "admin", "requested_at": "2026-02-10T08:00:00.123456",
+         "requested_ip": "10.0.0.5", "completed_at": "2026-02-10T08:00:01.5", "success": true,
+         "source": "manual", "decision": "executed", "decision_reason": "signal_sighup",
+         "manual_override": false, "policy_state": {"state": "allowed"}}
+      ],
+      "history_limit": 50
+    }"#;
+
+    #[test]
+    fn a_document_from_the_originals_file_has_every_key() {
+        let s = settings();
+        let d = state::parse(ORIGINAL.as_bytes()).unwrap();
+        let doc = document(&inputs(&s, &d, "2026-02-10T08:05:00Z"));
+        let v = serde_json::to_value(&doc).unwrap();
+        let mut got = BTreeSet::new();
+        key_paths(&v, "", &mut got);
+        let want: BTreeSet<String> = KEY_PATHS.iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            got,
+            want,
+            "missing: {:?}; extra: {:?}",
+            want.difference(&got),
+            got.difference(&want)
+        );
+        assert_eq!(v["source"], "agent");
+        assert_eq!(v["runtime_contract"]["version"], "2026.02-p2");
+        assert_eq!(
+            v["runtime_contract"]["watchdog"]["flag_path"],
+            "/srv/app/tmp/mes_dashboard_restart.flag"
+        );
+        assert_eq!(
+            v["resilience"]["thresholds"]["pool_saturation_warning"],
+            0.9
+        );
+        // Entries as stored, their times in UTC; the wrong-shaped one kept verbatim.
+        let h = v["restart_history"].as_array().unwrap();
+        assert_eq!(h.len(), 4);
+        assert_eq!(h[0]["requested_at"], "2026-02-10T07:50:00.000Z");
+        assert_eq!(h[1]["decision_reason"], "cooldown_override_required");
+        assert_eq!(h[2]["requested_by"], 42);
+        assert_eq!(h[3]["policy_state"]["state"], "allowed");
+        for e in h.iter().chain([&v["last_restart"]]) {
+            for k in ["requested_at", "completed_at"] {
+                if let Some(t) = e[k].as_str() {
+                    assert!(t.ends_with('Z') && t.len() == 24, "{k} {t}");
+                }
+            }
+        }
+        assert_eq!(v["last_restart"]["requested_ip"], "10.0.0.5");
+        assert_eq!(v["last_restart"]["success"], true);
+        assert_eq!(v["kill_switch"]["engaged"], false);
+        assert_eq!(v["agent"]["started_at"], "2026-02-10T07:00:00.000Z");
+        // Two restarts were executed; the blocked request does not count (the original counted it).
+        let e = policy::evaluate(
+            &d.executed(),
+            t("2026-02-10T08:05:00Z").timestamp_millis(),
+            &s.policy,
+        );
+        assert_eq!(doc.resilience.policy_state, e);
+        assert_eq!(doc.resilience.restart_churn.count, e.attempts_in_window);
+    }
+
+    #[test]
+    fn the_original_keys_come_with_null_when_nothing_is_known() {
+        let s = settings();
+        let d = StateDoc::default();
+        let mut i = inputs(&s, &d, "2026-02-10T08:05:00Z");
+        i.agent = None;
+        i.source = Source::StateFile;
+        i.gunicorn = Gunicorn::default();
+        let doc = document(&i);
+        let v = serde_json::to_value(&doc).unwrap();
+        assert_eq!(v["last_restart"]["requested_by"], Value::Null);
+        assert!(
+            v["last_restart"]
+                .as_object()
+                .unwrap()
+                .contains_key("success")
+        );
+        assert_eq!(v["restart_history"], serde_json::json!([]));
+        assert_eq!(
+            v["resilience"]["restart_churn"]["last_completed_at"],
+            Value::Null
+        );
+        assert_eq!(v["agent"], Value::Null);
+        assert_eq!(v["source"], "state-file");
+        assert_eq!(v["resilience"]["policy_state"]["state"], "allowed");
+        assert_eq!(
+            v["resilience"]["recovery_recommendation"],
+            serde_json::json!({"action": "none", "reason": "healthy"})
+        );
+        let text = summary(&doc);
+        assert!(text.contains("last request: none recorded"), "{text}");
+        let d = state::parse(
+            br#"{"history": 3, "last_restart": {"requested_at": "2026-02-10T08:00:00Z"}}"#,
+        )
+        .unwrap();
+        i.state = &d;
+        assert!(
+            summary(&document(&i))
+                .contains("last request: at 2026-02-10T08:00:00.000Z (no decision recorded)")
+        );
+        assert!(text.contains("no master found, 0 worker(s)"), "{text}");
+        assert!(text.contains("source: state file"), "{text}");
+    }
+
+    #[test]
+    fn cooldown_is_active_with_the_time_left() {
+        let s = settings();
+        let d = doc_with(vec![executed("2026-02-10T08:00:00Z")]);
+        let doc = document(&inputs(&s, &d, "2026-02-10T08:00:20Z"));
+        assert_eq!(
+            doc.cooldown,
+            Cooldown {
+                active: true,
+                remaining_seconds: 40
+            }
+        );
+        let p = &doc.resilience.policy_state;
+        assert_eq!(
+            (p.state, p.allowed, p.cooldown),
+            (State::Cooldown, false, true)
+        );
+        assert_eq!(p.cooldown_remaining_seconds, 40);
+        // In cooldown alone the original advises nothing.
+        assert_eq!(doc.resilience.recovery_recommendation.action, "none");
+        assert_eq!(
+            doc.resilience.restart_churn.last_completed_at.as_deref(),
+            Some("2026-02-10T08:00:00.000Z")
+        );
+        assert!(
+            summary(&doc)
+                .contains("policy: cooldown, 1/3 restarts in the last 600 s, cooldown 40 s left")
+        );
+        // A minute later it is over.
+        let doc = document(&inputs(&s, &d, "2026-02-10T08:01:00Z"));
+        assert_eq!(
+            doc.cooldown,
+            Cooldown {
+                active: false,
+                remaining_seconds: 0
+            }
+        );
+        assert_eq!(doc.resilience.policy_state.state, State::Allowed);
+    }
+
+    #[test]
+    fn only_executed_restarts_start_a_cooldown() {
+        let s = settings();
+        let mut blocked = executed("2026-02-10T08:00:00Z");
+        blocked.decision = Some("blocked".into());
+        blocked.decision_reason = Some("cooldown_override_required".into());
+        blocked.success = Some(false);
+        let d = doc_with(vec![blocked]);
+        let doc = document(&inputs(&s, &d, "2026-02-10T08:00:10Z"));
+        assert!(!doc.cooldown.active);
+        assert_eq!(doc.resilience.restart_churn.count, 0);
+        assert_eq!(doc.resilience.restart_churn.last_completed_at, None);
+        // The last request is shown all the same.
+        assert_eq!(
+            doc.last_restart.requested_at.as_deref(),
+            Some("2026-02-10T08:00:00.000Z")
+        );
+        assert!(summary(&doc).contains(
+            "last request: blocked (cooldown_override_required) at 2026-02-10T08:00:00.000Z"
+        ));
+    }
+
+    #[test]
+    fn blocked_raises_the_alert_and_a_recommendation() {
+        let s = settings();
+        let d = doc_with(
+            ["07:58:00", "08:00:00", "08:02:00"]
+                .iter()
+                .map(|h| executed(&format!("2026-02-10T{h}Z")))
+                .collect(),
+        );
+        let doc = document(&inputs(&s, &d, "2026-02-10T08:05:00Z"));
+        let r = &doc.resilience;
+        assert!(r.policy_state.blocked && !r.policy_state.allowed);
+        assert_eq!(r.policy_state.state, State::Blocked);
+        assert_eq!(
+            r.alerts,
+            Alerts {
+                restart_churn_exceeded: true,
+                restart_blocked: true
+            }
+        );
+        assert_eq!(
+            (
+                r.restart_churn.count,
+                r.restart_churn.threshold,
+                r.restart_churn.exceeded
+            ),
+            (3, 3, true)
+        );
+        assert_eq!(
+            r.recovery_recommendation,
+            Recommendation {
+                action: "throttle_and_investigate_queries",
+                reason: "restart_churn_exceeded"
+            }
+        );
+        let text = summary(&doc);
+        assert!(text.contains("policy: blocked, 3/3"), "{text}");
+        assert!(
+            text.contains("recommendation: throttle_and_investigate_queries"),
+            "{text}"
+        );
+
+        // Blocked by the retry budget below the churn threshold.
+        let mut s2 = settings();
+        s2.policy = PolicyConfig {
+            retry_budget: 2,
+            churn_threshold: 5,
+            ..PolicyConfig::default()
+        };
+        let doc = document(&inputs(&s2, &d, "2026-02-10T08:05:00Z"));
+        let r = &doc.resilience;
+        assert!(r.alerts.restart_blocked && !r.alerts.restart_churn_exceeded);
+        assert_eq!(r.recovery_recommendation.reason, "retry_budget_exhausted");
+        assert_eq!(r.thresholds.restart_churn_threshold, 5);
+        // And within the cooldown too.
+        let doc = document(&inputs(&s2, &d, "2026-02-10T08:02:30Z"));
+        assert_eq!(
+            doc.resilience.recovery_recommendation.action,
+            "wait_for_restart_cooldown"
+        );
+
+        // Guarded mode off: never blocked, no advice, though churn is over its threshold.
+        s2.policy.guarded_mode = false;
+        let doc = document(&inputs(&s2, &d, "2026-02-10T08:05:00Z"));
+        assert!(!doc.resilience.alerts.restart_blocked);
+        assert_eq!(doc.resilience.recovery_recommendation.action, "none");
+    }
+
+    #[test]
+    fn history_shows_the_newest_entries() {
+        let s = settings();
+        let d = doc_with(
+            (0..30)
+                .map(|i| Entry {
+                    id: Some(i.to_string()),
+                    ..Entry::default()
+                })
+                .collect(),
+        );
+        let doc = document(&inputs(&s, &d, "2026-02-10T08:05:00Z"));
+        assert_eq!(doc.restart_history.len(), HISTORY_SHOWN);
+        assert_eq!(doc.restart_history[0].id.as_deref(), Some("10"));
+        assert_eq!(doc.restart_history[19].id.as_deref(), Some("29"));
+    }
+
+    #[test]
+    fn kill_switch_round_trip() {
+        let s = settings();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.json");
+        let mut d = state::parse(ORIGINAL.as_bytes()).unwrap();
+        d.kill_switch = Some(
+            KillSwitch::flip(
+                true,
+                Some("release 4.2 leaks"),
+                Some("ops"),
+                t("2026-02-10T08:01:00Z"),
+            )
+            .unwrap(),
+        );
+        state::save(&p, &d).unwrap();
+        let back = state::load(&p).unwrap().doc();
+        let doc = document(&inputs(&s, &back, "2026-02-10T08:05:00Z"));
+        assert_eq!(
+            doc.kill_switch,
+            KillSwitchStatus {
+                engaged: true,
+                reason: Some("release 4.2 leaks".into()),
+                changed_by: Some("ops".into()),
+                changed_at: Some("2026-02-10T08:01:00.000Z".into()),
+            }
+        );
+        let text = summary(&doc);
+        assert!(
+            text.contains(
+                "kill switch: ENGAGED by ops at 2026-02-10T08:01:00.000Z: release 4.2 leaks"
+            ),
+            "{text}"
+        );
+        // Disengaged, the last flip is still shown.
+        let mut d = back;
+        d.kill_switch =
+            Some(KillSwitch::flip(false, None, Some("ops"), t("2026-02-10T09:00:00Z")).unwrap());
+        state::save(&p, &d).unwrap();
+        let doc = document(&inputs(
+            &s,
+            &state::load(&p).unwrap().doc(),
+            "2026-02-10T09:05:00Z",
+        ));
+        assert!(!doc.kill_switch.engaged);
+        assert_eq!(
+            doc.kill_switch.changed_at.as_deref(),
+            Some("2026-02-10T09:00:00.000Z")
+        );
+        assert!(summary(&doc).contains("kill switch: off"));
+    }
+
+    #[test]
+    fn the_summary_escapes_what_the_file_says() {
+        let s = settings();
+        let mut d = doc_with(vec![Entry {
+            decision: Some("executed\u{1b}[2J".into()),
+            ..executed("2026-02-10T08:00:00Z")
+        }]);
+        // Written by another tool, not through `KillSwitch::flip`.
+        d.kill_switch = Some(KillSwitch {
+            engaged: true,
+            reason: Some("a\nforged line".into()),
+            ..KillSwitch::default()
+        });
+        let mut i = inputs(&s, &d, "2026-02-10T09:00:00Z");
+        i.validation = Validation {
+            valid: false,
+            errors: vec!["WATCHDOG_STATE_FILE is not absolute".into(), "x".into()],
+        };
+        let text = summary(&document(&i));
+        assert!(!text.contains('\u{1b}'));
+        assert!(text.contains("a\\nforged line"), "{text}");
+        assert!(
+            text.contains("INVALID: WATCHDOG_STATE_FILE is not absolute (and 1 more)"),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), 6, "{text}");
+    }
+
+    fn time_text() -> impl Strategy<Value = Option<String>> {
+        let base = 1_770_710_400i64; // 2026-02-10T08:00:00Z
+        proptest::option::of(prop_oneof![
+            (-4000i64..4000).prop_map(move |d| {
+                state::format_time(DateTime::from_timestamp(base + d, 0).unwrap())
+            }),
+            (-4000i64..4000).prop_map(move |d| {
+                DateTime::from_timestamp(base + d, 0)
+                    .unwrap()
+                    .naive_utc()
+                    .format("%Y-%m-%dT%H:%M:%S%.6f")
+                    .to_string()
+            }),
+            "\\PC{0,12}",
+        ])
+    }
+
+    fn entry() -> impl Strategy<Value = Entry> {
+        let decisions = prop_oneof![
+            Just(None),
+            proptest::sample::select(vec![
+                "executed",
+                "blocked",
+                "failed",
+                "rejected",
+                "intended",
+                "unknown",
+                "allowed",
+                "manual_override",
+            ])
+            .prop_map(|d| Some(d.to_string())),
+        ];
+        (
+            decisions,
+            proptest::option::of(any::<bool>()),
+            time_text(),
+            time_text(),
+            ".{0,6}",
+        )
+            .prop_map(
+                |(decision, success, requested_at, completed_at, by)| Entry {
+                    decision,
+                    success,
+                    requested_at,
+                    completed_at,
+                    requested_by: Some(by),
+                    ..Entry::default()
+                },
+            )
+    }
+
+    fn policy_config() -> impl Strategy<Value = PolicyConfig> {
+        (1u64..120, 1u32..6, 1u32..6, 30u64..900, any::<bool>()).prop_map(|(c, b, t, w, g)| {
+            PolicyConfig {
+                cooldown_seconds: c,
+                retry_budget: b,
+                churn_threshold: t,
+                window_seconds: w,
+                guarded_mode: g,
+            }
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn the_document_agrees_with_the_policy(
+            history in proptest::collection::vec(entry(), 0..40),
+            cfg in policy_config(),
+            now_offset in -1000i64..5000,
+            reason in proptest::option::of(any::<String>()),
+            engaged in any::<bool>(),
+        ) {
+            let mut s = settings();
+            s.policy = cfg;
+            let mut d = StateDoc::default();
+            for e in history {
+                d.push(e, 50);
+            }
+            d.kill_switch = Some(KillSwitch { engaged, reason, ..KillSwitch::default() });
+            let now = DateTime::from_timestamp(1_770_710_400 + now_offset, 0).unwrap();
+            let mut i = inputs(&s, &d, "2026-02-10T08:00:00Z");
+            i.now = now;
+            let doc = document(&i);
+            let e = policy::evaluate(&d.executed(), now.timestamp_millis(), &s.policy);
+            let r = &doc.resilience;
+            prop_assert_eq!(&r.policy_state, &e);
+            prop_assert_eq!(doc.cooldown, Cooldown { active: e.cooldown, remaining_seconds: e.cooldown_remaining_seconds });
+            prop_assert_eq!(r.alerts.restart_blocked, e.blocked);
+            prop_assert_eq!(r.restart_churn.count, e.attempts_in_window);
+            prop_assert_eq!(r.alerts.restart_churn_exceeded, e.attempts_in_window >= s.policy.churn_threshold);
+            prop_assert_eq!(r.recovery_recommendation.action == "none", !e.blocked);
+            prop_assert!(doc.restart_history.len() <= HISTORY_SHOWN);
+            let v = serde_json::to_value(&doc).unwrap();
+            for p in KEY_PATHS {
+                let ptr = format!("/{}", p.replace('.', "/"));
+                prop_assert!(v.pointer(&ptr).is_some(), "{} missing", p);
+            }
+            let text = summary(&doc);
+            prop_assert!(!text.chars().any(|c| c.is_control() && c != '\n'));
+        }
+    }
+}

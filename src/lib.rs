@@ -17,6 +17,7 @@ pub mod fsutil;
 pub mod gunicorn;
 pub mod health;
 pub mod journal;
+pub mod metrics;
 pub mod netdiag;
 pub mod policy;
 pub mod state;

@@ -18,6 +18,7 @@ pub mod gunicorn;
 pub mod health;
 pub mod intent;
 pub mod journal;
+pub mod metrics;
 pub mod netdiag;
 pub mod policy;
 pub mod state;

@@ -11,11 +11,13 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod util;
 
 use std::process::Command;
 use std::time::Instant;
 
 use common::*;
+use util::{pct, report};
 
 type Maker<'a> = Box<dyn Fn() -> Command + 'a>;
 
@@ -43,22 +45,6 @@ fn sample(runs: usize, cmds: &[(&str, Maker<'_>)]) -> Vec<Vec<f64>> {
     v
 }
 
-fn pct(v: &[f64], p: f64) -> f64 {
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
-
-fn report(name: &str, v: &[f64]) {
-    println!(
-        "{name:<44} {:>5} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
-        v.len(),
-        v[0],
-        pct(v, 0.5),
-        pct(v, 0.9),
-        pct(v, 0.99),
-        v[v.len() - 1]
-    );
-}
-
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -73,7 +59,7 @@ fn main() {
         "warden check on the bundled example contract (3 units, conda-like prefix), {runs} runs each"
     );
     println!(
-        "{:<44} {:>5} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "{:<52} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "command (ms)", "runs", "min", "median", "p90", "p99", "max"
     );
 
@@ -147,8 +133,8 @@ fn main() {
             }),
         ));
     }
-    let results = sample(runs, &cmds);
-    for ((name, _), v) in cmds.iter().zip(&results) {
+    let mut results = sample(runs, &cmds);
+    for ((name, _), v) in cmds.iter().zip(results.iter_mut()) {
         report(name, v);
     }
     if peer.is_some() {

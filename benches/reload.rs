@@ -24,6 +24,7 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod util;
 
 use std::collections::BTreeSet;
 use std::io::BufRead;
@@ -31,6 +32,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
+use util::*;
 
 const WORKERS: usize = 2;
 const HOOKS_UNIT: &str = "bench-hup.service";
@@ -338,79 +340,10 @@ impl Bench {
         ((hup - t0) as f64 / 1e6, (done - t0) as f64 / 1e6)
     }
 
-    /// Host PIDs of a unit's processes (its cgroup, seen from the host).
-    fn host_pids(&self, unit: &str) -> Vec<i32> {
-        let cg = std::fs::read_to_string(self.sb.dir.join("cgroup")).unwrap();
-        let procs = Path::new(cg.trim()).join(format!("system.slice/{unit}/cgroup.procs"));
-        std::fs::read_to_string(&procs)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect()
-    }
-
-    /// The host PID of the unit's main process (systemd reports it in the sandbox's namespace).
+    /// The host PID of the unit's main process.
     fn main_host_pid(&self, unit: &str) -> i32 {
-        let ns: i32 = self.sb.prop(unit, "MainPID").parse().unwrap();
-        self.host_pids(unit)
-            .into_iter()
-            .find(|p| {
-                std::fs::read_to_string(format!("/proc/{p}/status"))
-                    .unwrap_or_default()
-                    .lines()
-                    .find_map(|l| l.strip_prefix("NSpid:"))
-                    .and_then(|l| l.split_whitespace().last().map(|x| x == ns.to_string()))
-                    .unwrap_or(false)
-            })
-            .unwrap_or_else(|| panic!("no host PID for {unit}'s main process {ns}"))
+        main_host_pid(&self.sb, unit)
     }
-}
-
-fn pct(v: &[f64], p: f64) -> f64 {
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
-
-fn report(name: &str, v: &mut [f64]) {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    println!(
-        "{name:<52} {:>5} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
-        v.len(),
-        v[0],
-        pct(v, 0.5),
-        pct(v, 0.9),
-        pct(v, 0.99),
-        v[v.len() - 1]
-    );
-}
-
-fn header(what: &str) {
-    println!("\n{what}");
-    println!(
-        "{:<52} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "(ms)", "n", "min", "median", "p90", "p99", "max"
-    );
-}
-
-/// CPU time of every thread of `pid`, in ns (schedstat: finer than the tick counts of stat).
-fn cpu_ns(pid: i32) -> u64 {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|d| {
-            d.filter_map(|t| {
-                let s = std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok()?;
-                s.split_whitespace().next()?.parse::<u64>().ok()
-            })
-            .sum()
-        })
-        .unwrap_or(0)
-}
-
-fn rss_kib(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 fn journal_count(b: &Bench, message_id: &str) -> usize {
@@ -585,8 +518,9 @@ fn main() {
         }
     }
 
-    // Idle: every agent up at once, no requests, 60 s.
+    // Idle: every agent up at once, no requests, 60 s, no restart in the policy's window.
     if phase("idle") {
+        let _ = std::fs::remove_file(&b.state);
         let mut units = vec![("warden", WATCHDOG_UNIT)];
         if monit.is_some() {
             units.push(("monit", MONIT_UNIT));

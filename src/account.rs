@@ -115,6 +115,20 @@ pub fn lookup(name: &str) -> Option<Account> {
     })
 }
 
+/// The name of `uid`, from /etc/passwd, else NSS.
+pub fn user_name(uid: u32) -> Option<String> {
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|t| parse_passwd(&t, &uid.to_string()))
+        .map(|(n, _, _)| n)
+        .or_else(|| {
+            nix::unistd::User::from_uid(Uid::from_raw(uid))
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+        })
+}
+
 /// Resolves a group by name or gid.
 pub fn group_gid(name: &str) -> Option<Gid> {
     if let Some(g) = std::fs::read_to_string("/etc/group")

@@ -55,6 +55,74 @@ pub enum Command {
     /// Run the watchdog agent: restart flag -> churn policy -> verified Gunicorn reload
     #[command(after_help = RUN_EXIT_CODES_HELP)]
     Run(RunArgs),
+    /// Show the policy state, the kill-switch and the last restarts (from the agent over
+    /// D-Bus; from the state file when no agent answers)
+    #[command(after_help = crate::admin::EXIT_CODES_HELP)]
+    Status(StatusArgs),
+    /// Ask the agent for a graceful reload under the policy, and wait for the verified outcome
+    /// (with no agent on the bus, the request is queued as a flag)
+    #[command(after_help = crate::admin::EXIT_CODES_HELP)]
+    Restart(RestartArgs),
+    /// Show the kill-switch, or engage (on) or release (off) it: published for the app, then
+    /// one graceful reload that the policy does not block
+    #[command(name = "kill-switch", after_help = crate::admin::EXIT_CODES_HELP)]
+    KillSwitch(KillSwitchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AdminEnv {
+    /// Load variables from a file in systemd EnvironmentFile= syntax (for the state and flag
+    /// paths when no agent answers); repeatable. A leading '-' makes the file optional.
+    #[arg(long = "env-file", value_name = "PATH", allow_hyphen_values = true)]
+    pub env_files: Vec<EnvFileArg>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub env: AdminEnv,
+    /// Print the status document (the MES dashboard's worker-status `data`, plus warden's own)
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestartArgs {
+    #[command(flatten)]
+    pub env: AdminEnv,
+    /// Why (recorded in the history and the journal)
+    #[arg(long, value_name = "TEXT")]
+    pub reason: String,
+    /// Override the cooldown or guarded mode (needs --acknowledge; audited with --reason)
+    #[arg(long = "override", requires = "acknowledge")]
+    pub manual_override: bool,
+    /// Acknowledge that the override bypasses the churn policy
+    #[arg(long, requires = "manual_override")]
+    pub acknowledge: bool,
+    /// Return once the agent accepted the request, without waiting for the verified outcome
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Debug, Args)]
+pub struct KillSwitchArgs {
+    #[command(flatten)]
+    pub env: AdminEnv,
+    /// on: engage (needs --reason); off: release. Without it, show the switch.
+    #[arg(value_enum)]
+    pub state: Option<OnOff>,
+    /// Why (required to engage; recorded with who and when)
+    #[arg(long, value_name = "TEXT", default_value = "")]
+    pub reason: String,
+    /// Return once the switch is recorded and published, without waiting for the reload
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 const RUN_EXIT_CODES_HELP: &str = "\
@@ -161,6 +229,20 @@ pub fn main() -> ExitCode {
         Command::Check(a) => check(a),
         Command::Contract(a) => contract_cmd(a),
         Command::Run(a) => run_cmd(a),
+        Command::Status(a) => Ok(speak(crate::admin::status(&a.env.env_files, a.json))),
+        Command::Restart(a) => Ok(speak(crate::admin::restart(
+            &a.env.env_files,
+            &a.reason,
+            a.manual_override,
+            a.acknowledge,
+            !a.no_wait,
+        ))),
+        Command::KillSwitch(a) => Ok(speak(crate::admin::kill_switch(
+            &a.env.env_files,
+            a.state.map(|s| s == OnOff::On),
+            &a.reason,
+            !a.no_wait,
+        ))),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -172,6 +254,16 @@ pub fn main() -> ExitCode {
             })
         }
     }
+}
+
+/// Prints an admin command's answer: on stdout when it succeeded, else on stderr.
+fn speak(s: crate::admin::Said) -> u8 {
+    if s.code == crate::admin::code::OK {
+        println!("{}", s.out);
+    } else {
+        eprintln!("warden: {}", s.out);
+    }
+    s.code
 }
 
 /// Everything a check reads, gathered once.
@@ -607,5 +699,9 @@ fn run_cmd(a: RunArgs) -> Result<u8, CliError> {
         }
         tracing::warn!("startup check failed but RUNTIME_CONTRACT_ENFORCE=false: running anyway");
     }
-    Ok(crate::agent::run(a.env_files, settings)?)
+    let validation = crate::status::Validation {
+        valid: errors.is_empty(),
+        errors: errors.iter().map(|f| f.headline()).collect(),
+    };
+    Ok(crate::agent::run(a.env_files, settings, validation)?)
 }

@@ -64,6 +64,10 @@ pub const ALL_VARS: &[&str] = &[
     "WARDEN_HEALTH_URL",
     "WARDEN_ADMIN_GROUP",
     "WARDEN_RELOAD_TIMEOUT",
+    "WARDEN_STATUS_FILE",
+    "WARDEN_KILL_SWITCH_FILE",
+    "WARDEN_METRICS_SOCKET",
+    "WARDEN_METRICS_TEXTFILE",
 ];
 
 /// Where a value came from.
@@ -244,6 +248,10 @@ struct RawEnv {
     warden_health_url: Option<String>,
     warden_admin_group: Option<String>,
     warden_reload_timeout: Option<String>,
+    warden_status_file: Option<String>,
+    warden_kill_switch_file: Option<String>,
+    warden_metrics_socket: Option<String>,
+    warden_metrics_textfile: Option<String>,
 }
 
 /// An invalid configuration value.
@@ -315,6 +323,14 @@ pub struct Settings {
     pub admin_group: Option<String>,
     /// How long a reload may take to be verified.
     pub reload_timeout_seconds: u64,
+    /// Where the agent publishes the status document on every change (`WARDEN_STATUS_FILE`).
+    pub status_file: Option<PathBuf>,
+    /// Where the agent publishes the kill-switch for the app (`WARDEN_KILL_SWITCH_FILE`).
+    pub kill_switch_file: Option<PathBuf>,
+    /// Unix socket serving the Prometheus metrics (`WARDEN_METRICS_SOCKET`).
+    pub metrics_socket: Option<PathBuf>,
+    /// node_exporter textfile (`WARDEN_METRICS_TEXTFILE`, ending in `.prom`).
+    pub metrics_textfile: Option<PathBuf>,
 }
 
 fn parse_bool(s: &str) -> Option<bool> {
@@ -629,6 +645,22 @@ impl Settings {
                 .filter(|v| !v.is_empty())
                 .map(|v| Sourced::new(absolutize(v), src(var)))
         };
+        let plain_path =
+            |var: &str, raw: &Option<String>| opt_path(var, raw).map(|p: Sourced<PathBuf>| p.value);
+        let status_file = plain_path("WARDEN_STATUS_FILE", &raw.warden_status_file);
+        let kill_switch_file = plain_path("WARDEN_KILL_SWITCH_FILE", &raw.warden_kill_switch_file);
+        let metrics_socket = plain_path("WARDEN_METRICS_SOCKET", &raw.warden_metrics_socket);
+        let metrics_textfile = plain_path("WARDEN_METRICS_TEXTFILE", &raw.warden_metrics_textfile);
+        if let Some(p) = &metrics_textfile
+            && p.extension().is_none_or(|e| e != "prom")
+        {
+            invalid(
+                "WARDEN_METRICS_TEXTFILE",
+                &p.display().to_string(),
+                "node_exporter's textfile collector reads only files ending in .prom",
+                "name a file ending in .prom in the collector's directory",
+            );
+        }
         let conda_bin = opt_path("CONDA_BIN", &raw.conda_bin);
         let conda_prefix = opt_path("CONDA_PREFIX", &raw.conda_prefix);
         let python_prefix = opt_path("WARDEN_PYTHON_PREFIX", &raw.warden_python_prefix);
@@ -680,6 +712,10 @@ impl Settings {
             health_url,
             admin_group,
             reload_timeout_seconds: reload_timeout,
+            status_file,
+            kill_switch_file,
+            metrics_socket,
+            metrics_textfile,
         };
         (settings, errors.into_inner())
     }

@@ -31,6 +31,8 @@ pub struct FlagRequest {
     pub override_acknowledged: bool,
     pub override_reason: Option<String>,
     pub runtime_contract_version: Option<String>,
+    /// Why it was asked (the D-Bus API's reason; not part of the admin API's flag).
+    pub reason: Option<String>,
 }
 
 impl FlagRequest {
@@ -148,6 +150,7 @@ pub fn parse(bytes: &[u8]) -> Result<FlagRequest, Rejection> {
         override_acknowledged: flag_bool(&obj, "override_acknowledged")?,
         override_reason: text(&obj, "override_reason")?,
         runtime_contract_version: text(&obj, "runtime_contract_version")?,
+        reason: None,
     })
 }
 

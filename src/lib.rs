@@ -5,11 +5,13 @@
 //! `contract` runs the rules, `cli` is the edge).
 
 pub mod account;
+pub mod admin;
 pub mod agent;
 pub mod cli;
 pub mod conda;
 pub mod config;
 pub mod contract;
+pub mod dbus;
 pub mod diag;
 pub mod envfile;
 pub mod flag;

@@ -6,7 +6,7 @@
 //! elsewhere, never counted), times are UTC milliseconds, and an override needs an
 //! acknowledgement and a reason.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::PolicyConfig;
 
@@ -57,7 +57,7 @@ pub struct Executed {
     pub at_ms: i64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
     Allowed,
@@ -76,7 +76,7 @@ impl State {
 }
 
 /// The policy state, field for field as the MES status document's `policy_state`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Evaluation {
     pub state: State,
     pub allowed: bool,

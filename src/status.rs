@@ -20,7 +20,7 @@
 //! answers the request; only the app knows them, so they are not here.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::Settings;
 use crate::policy::{self, Evaluation};
@@ -30,7 +30,7 @@ use crate::state::{self, Entry, StateDoc};
 pub const HISTORY_SHOWN: usize = 20;
 
 /// Where the document's facts came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Source {
     /// The running agent.
@@ -40,7 +40,7 @@ pub enum Source {
 }
 
 /// The runtime contract's validation, as the document carries it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Validation {
     pub valid: bool,
     pub errors: Vec<String>,
@@ -66,7 +66,7 @@ pub struct AgentInfo<'a> {
 
 /// The Gunicorn master and its workers as observed, and the bind it serves (also the
 /// document's `gunicorn` section).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Gunicorn {
     pub master_pid: Option<u32>,
     pub workers: Vec<u32>,
@@ -88,7 +88,7 @@ pub struct Inputs<'a> {
 }
 
 /// The status document. Field order is the serialized order.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusDoc {
     pub runtime_contract: RuntimeContract,
     pub cooldown: Cooldown,
@@ -103,7 +103,7 @@ pub struct StatusDoc {
     pub source: Source,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuntimeContract {
     pub version: String,
     pub validation: Validation,
@@ -111,7 +111,7 @@ pub struct RuntimeContract {
     pub watchdog: WatchdogPaths,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WatchdogPaths {
     pub runtime_dir: String,
     pub flag_path: String,
@@ -122,13 +122,13 @@ pub struct WatchdogPaths {
     pub state_exists: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cooldown {
     pub active: bool,
     pub remaining_seconds: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Resilience {
     pub thresholds: Thresholds,
     pub alerts: Alerts,
@@ -137,7 +137,7 @@ pub struct Resilience {
     pub recovery_recommendation: Recommendation,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Thresholds {
     pub degraded_alert_seconds: u64,
     pub pool_saturation_warning: f64,
@@ -146,13 +146,13 @@ pub struct Thresholds {
     pub restart_churn_threshold: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Alerts {
     pub restart_churn_exceeded: bool,
     pub restart_blocked: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestartChurn {
     pub window_seconds: u64,
     pub threshold: u32,
@@ -163,14 +163,14 @@ pub struct RestartChurn {
 }
 
 /// What the operator should do, in the original's machine-readable words.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recommendation {
-    pub action: &'static str,
-    pub reason: &'static str,
+    pub action: String,
+    pub reason: String,
 }
 
 /// The last request's summary, as the original's route shapes it (every key, `null` if unknown).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LastRestart {
     pub requested_by: Option<String>,
     pub requested_at: Option<String>,
@@ -180,7 +180,7 @@ pub struct LastRestart {
 }
 
 /// The kill switch with every key present (`engaged: false` if never flipped).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KillSwitchStatus {
     pub engaged: bool,
     pub reason: Option<String>,
@@ -188,7 +188,7 @@ pub struct KillSwitchStatus {
     pub changed_at: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Agent {
     pub pid: u32,
     pub version: String,
@@ -233,7 +233,10 @@ fn recommendation(e: &Evaluation, churn_exceeded: bool) -> Recommendation {
         // condition it feeds its advisor to reach this branch); warden names the actual cause.
         ("observe_and_retry", "retry_budget_exhausted")
     };
-    Recommendation { action, reason }
+    Recommendation {
+        action: action.into(),
+        reason: reason.into(),
+    }
 }
 
 /// Builds the document.
@@ -337,6 +340,42 @@ fn clean(s: &str) -> String {
         .collect()
 }
 
+/// The dotted paths of every object key of `v`, not descending into lists: what
+/// [`KEY_PATHS`] lists for a status document.
+pub fn key_paths(v: &serde_json::Value) -> std::collections::BTreeSet<String> {
+    fn walk(v: &serde_json::Value, prefix: &str, out: &mut std::collections::BTreeSet<String>) {
+        if let serde_json::Value::Object(m) = v {
+            for (k, child) in m {
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                walk(child, &p, out);
+                out.insert(p);
+            }
+        }
+    }
+    let mut out = std::collections::BTreeSet::new();
+    walk(v, "", &mut out);
+    out
+}
+
+/// Reads a document back from its JSON (the CLI's copy of the agent's `Status()`). The history
+/// is read as the state file's is, leniently: an entry another writer shaped differently is
+/// kept as it is, not refused.
+pub fn from_json(mut v: serde_json::Value) -> Result<StatusDoc, String> {
+    let history = v
+        .get_mut("restart_history")
+        .map(serde_json::Value::take)
+        .unwrap_or_default();
+    v["restart_history"] = serde_json::Value::Array(vec![]);
+    let mut d: StatusDoc = serde_json::from_value(v).map_err(|e| e.to_string())?;
+    let wrapped = serde_json::json!({ "history": history }).to_string();
+    d.restart_history = crate::state::parse(wrapped.as_bytes())?.history;
+    Ok(d)
+}
+
 /// A few lines for people (`warden status` without `--json`).
 pub fn summary(d: &StatusDoc) -> String {
     let p = &d.resilience.policy_state;
@@ -424,6 +463,79 @@ pub fn summary(d: &StatusDoc) -> String {
     out.join("\n")
 }
 
+/// Every key of the document: the original's (as `api_worker_status` builds them) and
+/// warden's own. `restart_history` is a list of stored entries.
+pub const KEY_PATHS: &[&str] = &[
+    "runtime_contract",
+    "runtime_contract.version",
+    "runtime_contract.validation",
+    "runtime_contract.validation.valid",
+    "runtime_contract.validation.errors",
+    "runtime_contract.single_port_bind",
+    "runtime_contract.watchdog",
+    "runtime_contract.watchdog.runtime_dir",
+    "runtime_contract.watchdog.flag_path",
+    "runtime_contract.watchdog.flag_exists",
+    "runtime_contract.watchdog.pid_path",
+    "runtime_contract.watchdog.pid_exists",
+    "runtime_contract.watchdog.state_path",
+    "runtime_contract.watchdog.state_exists",
+    "cooldown",
+    "cooldown.active",
+    "cooldown.remaining_seconds",
+    "resilience",
+    "resilience.thresholds",
+    "resilience.thresholds.degraded_alert_seconds",
+    "resilience.thresholds.pool_saturation_warning",
+    "resilience.thresholds.pool_saturation_critical",
+    "resilience.thresholds.restart_churn_window_seconds",
+    "resilience.thresholds.restart_churn_threshold",
+    "resilience.alerts",
+    "resilience.alerts.restart_churn_exceeded",
+    "resilience.alerts.restart_blocked",
+    "resilience.restart_churn",
+    "resilience.restart_churn.window_seconds",
+    "resilience.restart_churn.threshold",
+    "resilience.restart_churn.count",
+    "resilience.restart_churn.exceeded",
+    "resilience.restart_churn.last_completed_at",
+    "resilience.policy_state",
+    "resilience.policy_state.state",
+    "resilience.policy_state.allowed",
+    "resilience.policy_state.cooldown",
+    "resilience.policy_state.blocked",
+    "resilience.policy_state.cooldown_remaining_seconds",
+    "resilience.policy_state.attempts_in_window",
+    "resilience.policy_state.retry_budget",
+    "resilience.policy_state.churn_threshold",
+    "resilience.policy_state.window_seconds",
+    "resilience.recovery_recommendation",
+    "resilience.recovery_recommendation.action",
+    "resilience.recovery_recommendation.reason",
+    "restart_history",
+    "last_restart",
+    "last_restart.requested_by",
+    "last_restart.requested_at",
+    "last_restart.requested_ip",
+    "last_restart.completed_at",
+    "last_restart.success",
+    "kill_switch",
+    "kill_switch.engaged",
+    "kill_switch.reason",
+    "kill_switch.changed_by",
+    "kill_switch.changed_at",
+    "agent",
+    "agent.pid",
+    "agent.version",
+    "agent.started_at",
+    "agent.watchdog_usec",
+    "gunicorn",
+    "gunicorn.master_pid",
+    "gunicorn.workers",
+    "gunicorn.bind",
+    "source",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -487,97 +599,9 @@ mod tests {
     fn doc_with(history: Vec<Entry>) -> StateDoc {
         let mut d = StateDoc::default();
         for e in history {
-            d.push(e, 50);
+            d.push(e, 50, crate::policy::retain(&Default::default(), 0));
         }
         d
-    }
-
-    /// Every key of the document: the original's (as `api_worker_status` builds them) and
-    /// warden's own. `restart_history` is a list of stored entries.
-    const KEY_PATHS: &[&str] = &[
-        "runtime_contract",
-        "runtime_contract.version",
-        "runtime_contract.validation",
-        "runtime_contract.validation.valid",
-        "runtime_contract.validation.errors",
-        "runtime_contract.single_port_bind",
-        "runtime_contract.watchdog",
-        "runtime_contract.watchdog.runtime_dir",
-        "runtime_contract.watchdog.flag_path",
-        "runtime_contract.watchdog.flag_exists",
-        "runtime_contract.watchdog.pid_path",
-        "runtime_contract.watchdog.pid_exists",
-        "runtime_contract.watchdog.state_path",
-        "runtime_contract.watchdog.state_exists",
-        "cooldown",
-        "cooldown.active",
-        "cooldown.remaining_seconds",
-        "resilience",
-        "resilience.thresholds",
-        "resilience.thresholds.degraded_alert_seconds",
-        "resilience.thresholds.pool_saturation_warning",
-        "resilience.thresholds.pool_saturation_critical",
-        "resilience.thresholds.restart_churn_window_seconds",
-        "resilience.thresholds.restart_churn_threshold",
-        "resilience.alerts",
-        "resilience.alerts.restart_churn_exceeded",
-        "resilience.alerts.restart_blocked",
-        "resilience.restart_churn",
-        "resilience.restart_churn.window_seconds",
-        "resilience.restart_churn.threshold",
-        "resilience.restart_churn.count",
-        "resilience.restart_churn.exceeded",
-        "resilience.restart_churn.last_completed_at",
-        "resilience.policy_state",
-        "resilience.policy_state.state",
-        "resilience.policy_state.allowed",
-        "resilience.policy_state.cooldown",
-        "resilience.policy_state.blocked",
-        "resilience.policy_state.cooldown_remaining_seconds",
-        "resilience.policy_state.attempts_in_window",
-        "resilience.policy_state.retry_budget",
-        "resilience.policy_state.churn_threshold",
-        "resilience.policy_state.window_seconds",
-        "resilience.recovery_recommendation",
-        "resilience.recovery_recommendation.action",
-        "resilience.recovery_recommendation.reason",
-        "restart_history",
-        "last_restart",
-        "last_restart.requested_by",
-        "last_restart.requested_at",
-        "last_restart.requested_ip",
-        "last_restart.completed_at",
-        "last_restart.success",
-        "kill_switch",
-        "kill_switch.engaged",
-        "kill_switch.reason",
-        "kill_switch.changed_by",
-        "kill_switch.changed_at",
-        "agent",
-        "agent.pid",
-        "agent.version",
-        "agent.started_at",
-        "agent.watchdog_usec",
-        "gunicorn",
-        "gunicorn.master_pid",
-        "gunicorn.workers",
-        "gunicorn.bind",
-        "source",
-    ];
-
-    /// The dotted paths of every object key, not descending into lists.
-    fn key_paths(v: &Value, prefix: &str, out: &mut BTreeSet<String>) {
-        if let Value::Object(m) = v {
-            for (k, child) in m {
-                let p = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                key_paths(child, &p, out);
-                out.insert(p);
-            }
-        }
     }
 
     /// A file in the original's format (naive local and offset times, its decisions, an entry
@@ -610,8 +634,9 @@ mod tests {
         let d = state::parse(ORIGINAL.as_bytes()).unwrap();
         let doc = document(&inputs(&s, &d, "2026-02-10T08:05:00Z"));
         let v = serde_json::to_value(&doc).unwrap();
-        let mut got = BTreeSet::new();
-        key_paths(&v, "", &mut got);
+        // The CLI reads the agent's JSON back into the document for its summary.
+        assert_eq!(from_json(v.clone()).unwrap(), doc);
+        let got = key_paths(&v);
         let want: BTreeSet<String> = KEY_PATHS.iter().map(|p| p.to_string()).collect();
         assert_eq!(
             got,
@@ -795,8 +820,8 @@ mod tests {
         assert_eq!(
             r.recovery_recommendation,
             Recommendation {
-                action: "throttle_and_investigate_queries",
-                reason: "restart_churn_exceeded"
+                action: "throttle_and_investigate_queries".into(),
+                reason: "restart_churn_exceeded".into()
             }
         );
         let text = summary(&doc);
@@ -1005,7 +1030,7 @@ mod tests {
             s.policy = cfg;
             let mut d = StateDoc::default();
             for e in history {
-                d.push(e, 50);
+                d.push(e, 50, crate::policy::retain(&Default::default(), 0));
             }
             d.kill_switch = Some(KillSwitch { engaged, reason, ..KillSwitch::default() });
             let now = DateTime::from_timestamp(1_770_710_400 + now_offset, 0).unwrap();

@@ -6,6 +6,7 @@
 //! more request, taken when the running one is done. The state file is locked: one agent per
 //! state file.
 
+pub mod report;
 pub mod restart;
 
 use std::path::{Path, PathBuf};
@@ -15,13 +16,16 @@ use std::time::Duration;
 
 use sd_notify::NotifyState;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{EnvFileArg, Layers, Settings};
+use crate::dbus::{AgentIface, Ask, Authz, Caller, RestartReply};
 use crate::flag::Trust;
 use crate::intent::IntentLog;
+use crate::metrics::Metrics;
 use crate::state::{self, Loaded, StateDoc};
-use restart::Outcome;
+use crate::status::Validation;
+use restart::{Journal as _, Outcome};
 
 /// Why an entry's outcome is unknown: the agent stopped between the signal and the record.
 const UNKNOWN_OUTCOME: &str = "agent_stopped_before_recording_the_outcome";
@@ -33,6 +37,7 @@ pub mod message_id {
     pub const RESTART_FAILED: &str = "9dd5de8e4a5d488d96fbe3f28cd96ab6";
     pub const FLAG_REJECTED: &str = "d142efce7a98493bb359b661407ae898";
     pub const STATE_SET_ASIDE: &str = "124e9b634a2349cd81e7106027bb1915";
+    pub const KILL_SWITCH: &str = "8f3e2d1c0b9a48f7a6e5d4c3b2a19087";
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -236,7 +241,15 @@ fn take_flag(
         }
     };
     let outcome = match &claimed.result {
-        Ok(req) => restart::handle(&mut doc, s, req, claimed.written_at, &mut j),
+        Ok(req) => restart::handle(
+            &mut doc,
+            s,
+            req,
+            &req.policy_request(),
+            claimed.written_at,
+            &mut j,
+            &mut |_, _| {},
+        ),
         Err(why) => restart::reject(&mut doc, s, why, &mut j),
     };
     if let Err(e) = claimed.finish() {
@@ -287,7 +300,11 @@ fn audit(o: &Outcome) {
 }
 
 /// Runs the agent until SIGTERM/SIGINT. Returns the exit code.
-pub fn run(env_files: Vec<EnvFileArg>, settings: Settings) -> Result<u8, AgentError> {
+pub fn run(
+    env_files: Vec<EnvFileArg>,
+    settings: Settings,
+    validation: Validation,
+) -> Result<u8, AgentError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -303,7 +320,9 @@ pub fn run(env_files: Vec<EnvFileArg>, settings: Settings) -> Result<u8, AgentEr
         );
     }
     let trust = Trust::resolve(settings.admin_group.as_deref());
-    let code = rt.block_on(event_loop(env_files, settings, doc, trust, intents))?;
+    let code = rt.block_on(event_loop(
+        env_files, settings, doc, trust, intents, validation,
+    ))?;
     rt.shutdown_timeout(Duration::from_millis(100));
     Ok(code)
 }
@@ -338,23 +357,27 @@ enum Work {
     Flag,
     /// The configuration a SIGHUP read.
     Settings(Box<(Settings, Trust)>),
+    /// `RequestRestart` or `SetKillSwitch` over D-Bus (`Status` is the event loop's).
+    Api(Ask),
 }
 
-/// The executor's report of a handled request.
+/// The executor's report after each change of the state.
 struct Done {
     doc: StateDoc,
-    outcome: Outcome,
+    /// `None` for a change that is not a request (a kill-switch flip with nothing to reload).
+    outcome: Option<Outcome>,
 }
 
-/// The restart executor: one thread takes each flag, decides, signals, verifies, and alone
-/// writes the state. It is fed straight from the inotify thread, so a request reaches it in
-/// one wake-up, and its blocking work never touches the event loop, which keeps the watchdog
-/// fed and only reports.
+/// The restart executor: one thread takes each request (flag or D-Bus), decides, signals,
+/// verifies, and alone writes the state. Flags reach it straight from the inotify thread, in
+/// one wake-up; its blocking work never touches the event loop, which keeps the watchdog fed
+/// and only reports.
 struct Executor {
     doc: StateDoc,
     s: Settings,
     trust: Trust,
     intents: Intents,
+    metrics: Arc<Metrics>,
     queued: Arc<AtomicBool>,
     /// Since when (ms on the monotonic clock of `started`) a request has been in hand; 0 idle.
     busy_since: Arc<AtomicU64>,
@@ -362,69 +385,340 @@ struct Executor {
     done: mpsc::UnboundedSender<Done>,
 }
 
+fn verdict_str(v: crate::policy::Verdict) -> &'static str {
+    use crate::policy::Verdict;
+    match v {
+        Verdict::Allowed => "allowed",
+        Verdict::ManualOverride => "manual_override",
+        Verdict::Blocked => "blocked",
+        Verdict::Refused => "rejected",
+    }
+}
+
 impl Executor {
     fn run(mut self, rx: std::sync::mpsc::Receiver<Work>) {
         while let Ok(w) = rx.recv() {
-            match w {
-                Work::Settings(b) => (self.s, self.trust) = *b,
-                Work::Flag => {
-                    self.queued.store(false, Ordering::SeqCst);
-                    let t = self.started.elapsed().as_millis() as u64;
-                    self.busy_since.store(t.max(1), Ordering::SeqCst);
-                    self.take();
-                    self.busy_since.store(0, Ordering::SeqCst);
-                }
+            if let Work::Settings(b) = w {
+                (self.s, self.trust) = *b;
+                continue;
             }
+            if matches!(w, Work::Flag) {
+                self.queued.store(false, Ordering::SeqCst);
+            }
+            let t = self.started.elapsed().as_millis() as u64;
+            self.busy_since.store(t.max(1), Ordering::SeqCst);
+            self.guarded(w);
+            self.busy_since.store(0, Ordering::SeqCst);
         }
     }
 
-    fn take(&mut self) {
-        let doc = std::mem::take(&mut self.doc);
-        let (s, trust, intents) = (&self.s, &self.trust, self.intents.clone());
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            take_flag(doc, s, trust, intents)
-        })) {
-            Ok((doc, outcome)) => {
-                self.doc = doc;
-                if let Some(outcome) = outcome {
-                    let _ = self.done.send(Done {
-                        doc: self.doc.clone(),
-                        outcome,
-                    });
-                }
-            }
+    /// Runs one piece of work; a panic in it costs that request, never the agent.
+    fn guarded(&mut self, w: Work) {
+        let before = self.doc.clone();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.work(w)));
+        let outcome = match r {
+            Ok(o) => o,
             Err(_) => {
                 // It may have saved part of its work: the file is the truth.
                 tracing::error!("the restart task failed; reloading the history");
-                match load_state(&self.s, &self.intents) {
-                    Ok(d) => self.doc = d,
-                    Err(e) => tracing::error!(error = %e, "cannot reload the history"),
-                }
+                self.doc = load_state(&self.s, &self.intents).unwrap_or(before);
+                return;
+            }
+        };
+        if let Some(o) = &outcome {
+            self.count(o);
+        }
+        // Nothing to report when nothing changed (an inotify event with no flag to take).
+        if outcome.is_none() && self.doc == before {
+            return;
+        }
+        let _ = self.done.send(Done {
+            doc: self.doc.clone(),
+            outcome,
+        });
+    }
+
+    fn journal(&self) -> FileJournal {
+        FileJournal {
+            path: self.s.state_file.value.clone(),
+            intents: self.intents.clone(),
+            unsynced: false,
+        }
+    }
+
+    fn work(&mut self, w: Work) -> Option<Outcome> {
+        match w {
+            Work::Settings(_) => None,
+            Work::Flag => {
+                let doc = std::mem::take(&mut self.doc);
+                let (doc, outcome) = take_flag(doc, &self.s, &self.trust, self.intents.clone());
+                self.doc = doc;
+                outcome
+            }
+            Work::Api(Ask::Status(reply)) => {
+                // Answered by the event loop; never sent here.
+                drop(reply);
+                None
+            }
+            Work::Api(Ask::Restart {
+                caller,
+                reason,
+                manual_override,
+                acknowledged,
+                reply,
+            }) => {
+                let req = crate::flag::FlagRequest {
+                    user: Some(caller.name),
+                    source: "manual".into(),
+                    manual_override,
+                    override_acknowledged: acknowledged,
+                    override_reason: manual_override.then(|| reason.clone()),
+                    reason: (!reason.is_empty()).then_some(reason),
+                    ..Default::default()
+                };
+                let mut reply = Some(reply);
+                let mut decided = |d: &crate::policy::Decision, id: &str| {
+                    if let Some(r) = reply.take() {
+                        let _ = r.send(RestartReply {
+                            decision: verdict_str(d.decision).into(),
+                            reason: d.reason.into(),
+                            requires_acknowledgement: d.requires_acknowledgement,
+                            id: id.into(),
+                        });
+                    }
+                };
+                let mut j = self.journal();
+                Some(restart::handle(
+                    &mut self.doc,
+                    &self.s,
+                    &req,
+                    &req.policy_request(),
+                    None,
+                    &mut j,
+                    &mut decided,
+                ))
+            }
+            Work::Api(Ask::KillSwitch {
+                caller,
+                engaged,
+                reason,
+                reply,
+            }) => self.kill_switch(caller, engaged, reason, reply),
+        }
+    }
+
+    /// Flips the kill-switch: recorded, published for the app, then (when it changed) one
+    /// graceful reload that no policy blocks, so every worker reads the new value.
+    fn kill_switch(
+        &mut self,
+        caller: Caller,
+        engaged: bool,
+        reason: String,
+        reply: oneshot::Sender<Result<String, String>>,
+    ) -> Option<Outcome> {
+        let flipped_at = chrono::Utc::now();
+        let t0 = std::time::Instant::now();
+        let reason = (!reason.is_empty()).then_some(reason);
+        let ks = match state::KillSwitch::flip(
+            engaged,
+            reason.as_deref(),
+            Some(&caller.name),
+            flipped_at,
+        ) {
+            Ok(k) => k,
+            Err(e) => {
+                let _ = reply.send(Err(e.to_string()));
+                return None;
+            }
+        };
+        let was = self.doc.kill_switch.as_ref().is_some_and(|k| k.engaged);
+        let previous = self.doc.kill_switch.replace(ks.clone());
+        if let Err(e) = state::save(&self.s.state_file.value, &self.doc) {
+            self.doc.kill_switch = previous;
+            let _ = reply.send(Err(format!("the kill-switch was not recorded: {e}")));
+            return None;
+        }
+        if let Some(p) = &self.s.kill_switch_file
+            && let Err(e) = report::publish_kill_switch(p, &ks)
+        {
+            let _ = reply.send(Err(format!(
+                "recorded, but not published to {}: {e}",
+                p.display()
+            )));
+            return None;
+        }
+        tracing::warn!(
+            message_id = message_id::KILL_SWITCH,
+            engaged,
+            changed_by = %caller.name,
+            "kill-switch {} by {}: {}",
+            if engaged { "engaged" } else { "released" },
+            caller.name,
+            ks.reason.as_deref().unwrap_or("(no reason)")
+        );
+        if was == engaged {
+            let _ = reply.send(Ok(String::new()));
+            return None;
+        }
+        let req = crate::flag::FlagRequest {
+            user: Some(caller.name),
+            source: "kill_switch".into(),
+            reason: ks.reason.clone(),
+            ..Default::default()
+        };
+        let ask = crate::policy::Request {
+            source: crate::policy::RequestSource::KillSwitch,
+            manual_override: false,
+            override_acknowledged: false,
+            override_reason: None,
+        };
+        let mut reply = Some(reply);
+        let mut decided = |_: &crate::policy::Decision, id: &str| {
+            if let Some(r) = reply.take() {
+                let _ = r.send(Ok(id.to_string()));
+            }
+        };
+        let mut j = self.journal();
+        let outcome = restart::handle(
+            &mut self.doc,
+            &self.s,
+            &req,
+            &ask,
+            None,
+            &mut j,
+            &mut decided,
+        );
+        // The runbook's rollback time: from the flip to the last worker replaced.
+        if let Some(e) = self.doc.history.last_mut()
+            && let Some(t) = e.extra.get_mut("timings").and_then(|t| t.as_object_mut())
+        {
+            let signal_at = t
+                .get("signal_sent_at")
+                .and_then(|v| v.as_str())
+                .and_then(state::parse_time);
+            let replaced = t.get("workers_replaced_ms").and_then(|v| v.as_f64());
+            if let (Some(at), Some(r)) = (signal_at, replaced) {
+                let before = (at - flipped_at).num_microseconds().unwrap_or(0) as f64 / 1e3;
+                t.insert("rollback_ms".into(), serde_json::json!(before.max(0.0) + r));
+            } else {
+                t.insert(
+                    "rollback_ms".into(),
+                    serde_json::json!(t0.elapsed().as_secs_f64() * 1e3),
+                );
+            }
+            self.doc.last_restart = Some(e.clone());
+            j.save(&self.doc);
+        }
+        Some(outcome)
+    }
+
+    /// The metrics of a handled request.
+    fn count(&self, o: &Outcome) {
+        use crate::metrics::Decision as D;
+        let last = self.doc.history.last();
+        let source = match last.and_then(|e| e.source.as_deref()) {
+            Some("auto") => crate::policy::RequestSource::Auto,
+            Some("kill_switch") => crate::policy::RequestSource::KillSwitch,
+            _ => crate::policy::RequestSource::Manual,
+        };
+        let d = match o {
+            Outcome::Executed { .. } => D::Executed,
+            Outcome::Failed(_) => D::Failed,
+            Outcome::Blocked { .. } => D::Blocked,
+            Outcome::Rejected(_) => D::Rejected,
+        };
+        self.metrics.record_restart(d, source);
+        if let Outcome::Executed { .. } = o
+            && let Some(t) = last.and_then(|e| e.extra.get("timings"))
+        {
+            let ms = |k: &str| t.get(k).and_then(|v| v.as_f64());
+            if let Some(v) = ms("flag_to_signal_ms") {
+                self.metrics
+                    .observe_flag_to_signal(Duration::from_secs_f64(v.max(0.0) / 1e3));
+            }
+            if let Some(v) = ms("workers_replaced_ms") {
+                self.metrics
+                    .observe_reload(Duration::from_secs_f64(v.max(0.0) / 1e3));
             }
         }
     }
 }
 
+/// What the event loop keeps to answer for the agent.
+struct Shown {
+    s: Settings,
+    known: StateDoc,
+    validation: Validation,
+    meta: report::Meta,
+    metrics: Arc<Metrics>,
+}
+
+impl Shown {
+    /// Builds the status document and publishes it (and the metrics' textfile) where
+    /// configured, off the event loop.
+    async fn document(&self) -> Option<String> {
+        let (s, doc, v, m, metrics) = (
+            self.s.clone(),
+            self.known.clone(),
+            self.validation.clone(),
+            self.meta.clone(),
+            self.metrics.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let d = report::document(&s, &doc, &v, Some(&m));
+            if let Some(p) = &s.status_file
+                && let Err(e) = report::publish_status(p, &d)
+            {
+                tracing::warn!(error = %e, path = %p.display(), "cannot publish the status file");
+            }
+            report::gauges(&metrics, &s, &doc);
+            if let Some(p) = &s.metrics_textfile
+                && let Err(e) = crate::metrics::write_textfile(p, &metrics)
+            {
+                tracing::warn!(error = %e, "cannot write the metrics textfile");
+            }
+            serde_json::to_string(&d).ok()
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+}
+
 async fn event_loop(
     env_files: Vec<EnvFileArg>,
-    mut s: Settings,
+    s: Settings,
     doc: StateDoc,
     trust: Trust,
     intents: Intents,
+    validation: Validation,
 ) -> Result<u8, AgentError> {
     let (work, work_rx) = std::sync::mpsc::channel::<Work>();
     let (done_tx, mut done) = mpsc::unbounded_channel::<Done>();
     let queued = Arc::new(AtomicBool::new(false));
     let busy_since = Arc::new(AtomicU64::new(0));
     let started = std::time::Instant::now();
+    let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION")));
+    metrics.set_contract_valid(validation.valid);
     let status = status_line(&doc, &s);
-    // The history as of the executor's last report, for what the event loop shows.
-    let mut known = doc.clone();
+    let ping_every = sd_notify::watchdog_enabled().map(|d| d / 2);
+    let mut shown = Shown {
+        s: s.clone(),
+        known: doc.clone(),
+        validation,
+        meta: report::Meta {
+            pid: std::process::id(),
+            started_at: chrono::Utc::now(),
+            watchdog_usec: ping_every.map(|d| (d * 2).as_micros() as u64),
+        },
+        metrics: metrics.clone(),
+    };
     let exec = Executor {
         doc,
         s: s.clone(),
         trust,
         intents,
+        metrics: metrics.clone(),
         queued: queued.clone(),
         busy_since: busy_since.clone(),
         started,
@@ -480,12 +774,57 @@ async fn event_loop(
         let _ = work.send(Work::Flag);
     }
 
+    // The kill-switch as recorded, for the app (a tmpfs under /run starts empty at boot).
+    if let Some(p) = s.kill_switch_file.clone() {
+        let k = shown.known.kill_switch.clone().unwrap_or_default();
+        let r = tokio::task::spawn_blocking(move || report::publish_kill_switch(&p, &k)).await;
+        if let Ok(Err(e)) = r {
+            tracing::error!(error = %e, "cannot publish the kill-switch file");
+        }
+    }
+    if let Some(p) = s.metrics_socket.clone() {
+        match bind_metrics(&p) {
+            Ok(l) => {
+                tokio::spawn(crate::metrics::serve_unix(l, metrics.clone()));
+            }
+            Err(e) => tracing::error!(error = %e, path = %p.display(), "metrics not served"),
+        }
+    }
+
+    // D-Bus: the API is a convenience on top of the flag; the agent runs without a bus.
+    let (ask_tx, mut asks) = mpsc::channel::<Ask>(64);
+    let authz = Arc::new(std::sync::RwLock::new(Authz::resolve(
+        s.admin_group.as_deref(),
+    )));
+    let bus = match crate::dbus::serve(AgentIface::new(ask_tx, authz.clone())).await {
+        Ok(c) => c
+            .object_server()
+            .interface::<_, AgentIface>(crate::dbus::OBJECT_PATH)
+            .await
+            .ok()
+            .map(|i| (c, i)),
+        Err(e) => {
+            tracing::warn!(error = %e, "no D-Bus API (warden status|restart|kill-switch will fall back to files)");
+            None
+        }
+    };
+    let refresh = |shown: &Shown| report::snapshot(&shown.s, &shown.known, shown.validation.valid);
+    if let Some((_, iface)) = &bus {
+        let _ = crate::dbus::publish(iface, refresh(&shown)).await;
+    }
+    shown.document().await;
+
     let mut term = signal(SignalKind::terminate()).map_err(AgentError::Runtime)?;
     let mut int = signal(SignalKind::interrupt()).map_err(AgentError::Runtime)?;
     let mut hup = signal(SignalKind::hangup()).map_err(AgentError::Runtime)?;
-    let ping_every = sd_notify::watchdog_enabled().map(|d| d / 2);
     let mut ping = tokio::time::interval(ping_every.unwrap_or(Duration::from_secs(3600)));
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The cooldown counts down and restarts leave the window on their own: properties and
+    // gauges follow each second while that happens, and rarely otherwise (an idle agent wakes
+    // for its watchdog pings and little else).
+    let tick = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(tick);
+    let mut textfile_due = tokio::time::Instant::now();
 
     notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
     tracing::info!(
@@ -496,20 +835,67 @@ async fn event_loop(
     loop {
         tokio::select! {
             Some(d) = done.recv() => {
-                audit(&d.outcome);
-                known = d.doc;
-                // STATUS changes only when a request was handled.
-                let status = status_line(&known, &s);
+                if let Some(o) = &d.outcome {
+                    audit(o);
+                }
+                shown.known = d.doc;
+                // Gauges, properties, then the signal: whoever hears the outcome reads the
+                // state it left.
+                report::gauges(&metrics, &shown.s, &shown.known);
+                tick.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(1));
+                // STATUS changes only when the state did.
+                let status = status_line(&shown.known, &shown.s);
                 notify(&[NotifyState::Status(&status)]);
+                if let Some((c, iface)) = &bus {
+                    let _ = crate::dbus::publish(iface, refresh(&shown)).await;
+                    if let (Some(o), Some(id)) = (&d.outcome, shown.known.last_restart.as_ref().and_then(|l| l.id.clone())) {
+                        let (name, verified, detail) = outcome_parts(o);
+                        let e = zbus::object_server::SignalEmitter::new(c, crate::dbus::OBJECT_PATH);
+                        if let Ok(e) = e {
+                            let _ = AgentIface::restart_completed(&e, &id, name, verified, &detail).await;
+                        }
+                    }
+                }
+                shown.document().await;
+            }
+            Some(a) = asks.recv() => match a {
+                Ask::Status(reply) => {
+                    let d = shown.document().await.unwrap_or_else(|| "{}".into());
+                    let _ = reply.send(d);
+                }
+                Ask::Restart { ref caller, ref reason, .. } => {
+                    tracing::info!(user = %caller.name, "restart requested over D-Bus: {reason}");
+                    let _ = work.send(Work::Api(a));
+                }
+                kill @ Ask::KillSwitch { .. } => {
+                    let _ = work.send(Work::Api(kill));
+                }
+            },
+            _ = &mut tick => {
+                let snap = refresh(&shown);
+                let moving = snap.cooldown_remaining > 0 || snap.attempts_in_window > 0;
+                if let Some((_, iface)) = &bus {
+                    let _ = crate::dbus::publish(iface, snap).await;
+                }
+                report::gauges(&metrics, &shown.s, &shown.known);
+                // The textfile also follows the clock (node_exporter flags a stale file).
+                let now = tokio::time::Instant::now();
+                if shown.s.metrics_textfile.is_some() && now >= textfile_due {
+                    textfile_due = now + Duration::from_secs(15);
+                    shown.document().await;
+                }
+                let every = if moving { 1 } else if shown.s.metrics_textfile.is_some() { 15 } else { 60 };
+                tick.as_mut().reset(now + Duration::from_secs(every));
             }
             _ = ping.tick(), if ping_every.is_some() => {
                 // A request in hand far beyond its own deadline means a hung executor: stop
                 // pinging, and systemd restarts the agent.
                 let since = busy_since.load(Ordering::SeqCst);
                 let now = started.elapsed().as_millis() as u64;
-                let limit = (s.reload_timeout_seconds + 30) * 1000;
+                let limit = (shown.s.reload_timeout_seconds + 30) * 1000;
                 if since == 0 || now.saturating_sub(since) < limit {
                     notify(&[NotifyState::Watchdog]);
+                    metrics.watchdog_ping();
                 } else {
                     tracing::error!("a restart has been in hand for {} s; no longer telling systemd all is well", (now - since) / 1000);
                 }
@@ -521,24 +907,26 @@ async fn event_loop(
                 let mut states = vec![NotifyState::Reloading];
                 states.extend(mono);
                 notify(&states);
-                let (files, current) = (env_files.clone(), s.clone());
+                let (files, current) = (env_files.clone(), shown.s.clone());
                 let new = tokio::task::spawn_blocking(move || {
                     reloaded(&files, &current).map(|n| {
                         let t = Trust::resolve(n.admin_group.as_deref());
-                        (n, t)
+                        let a = Authz::resolve(n.admin_group.as_deref());
+                        (n, t, a)
                     })
                 })
                 .await;
                 match new {
-                    Ok(Ok((n, t))) => {
-                        s = n.clone();
+                    Ok(Ok((n, t, a))) => {
+                        shown.s = n.clone();
+                        *authz.write().unwrap_or_else(|e| e.into_inner()) = a;
                         let _ = work.send(Work::Settings(Box::new((n, t))));
                         tracing::info!("configuration reloaded");
                     }
                     Ok(Err(why)) => tracing::error!("configuration not reloaded: {why}"),
                     Err(e) => tracing::error!("configuration not reloaded: {e}"),
                 }
-                let status = status_line(&known, &s);
+                let status = status_line(&shown.known, &shown.s);
                 notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
             }
         }
@@ -548,6 +936,7 @@ async fn event_loop(
     // No new work; a restart in hand finishes its own record, given at most this long.
     drop(watcher);
     drop(work);
+    drop(bus);
     let _ = tokio::time::timeout(Duration::from_millis(500), async {
         while done.recv().await.is_some() {}
     })
@@ -556,4 +945,30 @@ async fn event_loop(
         let _ = executor.join();
     }
     Ok(0)
+}
+
+/// The outcome as `RestartCompleted` reports it: (name, verified, detail).
+fn outcome_parts(o: &Outcome) -> (&'static str, bool, String) {
+    match o {
+        Outcome::Executed { verified, detail } => ("executed", *verified, detail.clone()),
+        Outcome::Failed(why) => ("failed", false, why.clone()),
+        Outcome::Blocked { reason, .. } => ("blocked", false, (*reason).to_string()),
+        Outcome::Rejected(why) => ("rejected", false, why.clone()),
+    }
+}
+
+/// Binds the metrics socket, replacing a stale socket (never another kind of file).
+fn bind_metrics(p: &Path) -> std::io::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::FileTypeExt;
+    if let Ok(m) = p.symlink_metadata() {
+        if m.file_type().is_socket() {
+            std::fs::remove_file(p)?;
+        } else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "exists and is not a socket",
+            ));
+        }
+    }
+    tokio::net::UnixListener::bind(p)
 }

@@ -47,12 +47,16 @@ pub trait Journal {
     fn signalled(&mut self) {}
 }
 
+/// Makes ids unique within a process even for requests in the same millisecond.
+static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 fn base_entry(req: Option<&FlagRequest>, source: &str) -> Entry {
     Entry {
         id: Some(format!(
-            "{}-{}",
+            "{}-{}-{}",
             Utc::now().timestamp_millis(),
-            std::process::id()
+            std::process::id(),
+            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         )),
         requested_by: req.and_then(|r| r.user.clone()),
         requested_at: Some(
@@ -65,6 +69,14 @@ fn base_entry(req: Option<&FlagRequest>, source: &str) -> Entry {
         source: Some(source.to_string()),
         manual_override: req.map(|r| r.manual_override),
         override_reason: req.and_then(|r| r.override_reason.clone()),
+        extra: req
+            .and_then(|r| r.reason.clone())
+            .map(|r| {
+                [("reason".to_string(), Value::String(r))]
+                    .into_iter()
+                    .collect()
+            })
+            .unwrap_or_default(),
         ..Entry::default()
     }
 }
@@ -89,20 +101,26 @@ pub fn reject(doc: &mut StateDoc, s: &Settings, why: &Rejection, j: &mut dyn Jou
     Outcome::Rejected(why.to_string())
 }
 
-/// Decides and, when allowed, performs a restart.
+/// Decides and, when allowed, performs a restart. `req` is what the history records of the
+/// request; `ask` is what the policy decides (a flag can only ask as `manual` or `auto`; the
+/// kill-switch's rollback asks as itself). `decided` hears the decision and the entry's id
+/// before anything is signalled.
 pub fn handle(
     doc: &mut StateDoc,
     s: &Settings,
     req: &FlagRequest,
+    ask: &policy::Request,
     written_at: Option<std::time::SystemTime>,
     j: &mut dyn Journal,
+    decided: &mut dyn FnMut(&policy::Decision, &str),
 ) -> Outcome {
     let now = Utc::now();
     let eval = policy::evaluate(&doc.executed(), now.timestamp_millis(), &s.policy);
-    let d = policy::decide(&req.policy_request(), &eval);
+    let d = policy::decide(ask, &eval);
     let mut e = base_entry(Some(req), &req.source);
     e.policy_state = serde_json::to_value(&eval).ok();
     e.decision_reason = Some(d.reason.into());
+    decided(&d, e.id.as_deref().unwrap_or_default());
     if !d.allowed {
         e.completed_at = Some(format_time(Utc::now()));
         e.success = Some(false);

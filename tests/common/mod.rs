@@ -338,6 +338,10 @@ impl Sandbox {
             .arg("up")
             .env("SYSBOX_DIR", &dir)
             .env("SYSBOX_BINDS", &binds)
+            .env(
+                "SYSBOX_DBUS_POLICY",
+                repo().join("systemd/io.warden.Agent.conf"),
+            )
             .output()
             .unwrap();
         assert!(out.status.success(), "sandbox boot failed: {}", text(&out));
@@ -383,6 +387,19 @@ impl Sandbox {
         let mut a = vec!["systemctl", "--no-pager"];
         a.extend_from_slice(args);
         self.run(&a)
+    }
+
+    /// Installs the fixture's three units, reloads, and starts `start` in order (each must
+    /// succeed; the journal of a failing one is in the message).
+    pub fn install_and_start(&self, f: &Fixture, start: &[&str]) {
+        for u in [APP_UNIT, WATCHDOG_UNIT, WORKER_UNIT] {
+            self.install_unit(u, &std::fs::read_to_string(f.units_dir.join(u)).unwrap());
+        }
+        self.daemon_reload();
+        for u in start {
+            let o = self.systemctl(&["start", u]);
+            assert!(o.status.success(), "{u}: {}\n{}", text(&o), self.journal(u));
+        }
     }
 
     pub fn daemon_reload(&self) {

@@ -11,6 +11,8 @@
 # Environment:
 #   SYSBOX_DIR    state directory, one per sandbox (default /tmp/warden-sysbox)
 #   SYSBOX_BINDS  space-separated host directories that stay writable inside (same path)
+#   SYSBOX_DBUS_POLICY  space-separated D-Bus policy files installed for the sandbox's system
+#                 bus (beside the host's /etc/dbus-1/system.d, which stays untouched)
 #
 # Inside: / is the host's root read-only; /tmp is the host's /tmp (read-write, same paths);
 # /run is $SYSBOX_DIR/run (visible from the host: bus socket, units, runtime dirs);
@@ -100,6 +102,7 @@ stage2() {
     mkdir -p "$t" 2>/dev/null || true
     mount --move "$dir/stage/$i" "$t"; i=$((i + 1))
   done
+  [ -d "$dir/dbus.d" ] && mount --bind "$dir/dbus.d" /etc/dbus-1/system.d
   mount -o remount,bind,ro /
   # Kernel-wide knobs stay read-only: systemd would otherwise tune them for the whole host.
   mount --bind /proc/sys /proc/sys; mount -o remount,bind,ro /proc/sys
@@ -128,6 +131,12 @@ up() {
   cg="$(cgroup_root)/warden-sysbox-$(basename "$DIR")"; self=$(readlink -f "$0")
   rm -rf "$DIR"; mkdir -p "$DIR/run" "$DIR/units" "$DIR/dev"
   link_units
+  if [ -n "${SYSBOX_DBUS_POLICY:-}" ] && [ -d /etc/dbus-1/system.d ]; then
+    mkdir -p "$DIR/dbus.d"
+    cp -a /etc/dbus-1/system.d/. "$DIR/dbus.d/"
+    # shellcheck disable=SC2086
+    cp $SYSBOX_DBUS_POLICY "$DIR/dbus.d/"
+  fi
   mkdir -p "$cg"; echo "$cg" > "$DIR/cgroup"
   cat > "$DIR/launch" <<EOF
 #!/bin/sh

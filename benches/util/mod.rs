@@ -1,0 +1,85 @@
+//! Benchmark support: percentiles, the report table, and what /proc tells about a process of
+//! a unit in the project's systemd sandbox (seen from the host).
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use crate::common::Sandbox;
+
+/// The `p` quantile of sorted samples (nearest rank).
+pub fn pct(v: &[f64], p: f64) -> f64 {
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+/// The column titles for [`report`] rows, under a heading.
+pub fn header(what: &str) {
+    println!("\n{what}");
+    println!(
+        "{:<52} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "(ms)", "n", "min", "median", "p90", "p99", "max"
+    );
+}
+
+/// Sorts the samples and prints min / median / p90 / p99 / max.
+pub fn report(name: &str, v: &mut [f64]) {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!(
+        "{name:<52} {:>6} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
+        v.len(),
+        v[0],
+        pct(v, 0.5),
+        pct(v, 0.9),
+        pct(v, 0.99),
+        v[v.len() - 1]
+    );
+}
+
+/// CPU time of every thread of `pid`, in ns (schedstat: finer than the tick counts of stat).
+pub fn cpu_ns(pid: i32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.filter_map(|t| {
+                let s = std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok()?;
+                s.split_whitespace().next()?.parse::<u64>().ok()
+            })
+            .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Resident memory of `pid`, in KiB.
+pub fn rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Host PIDs of a unit's processes (its cgroup, seen from the host).
+pub fn host_pids(sb: &Sandbox, unit: &str) -> Vec<i32> {
+    let cg = std::fs::read_to_string(sb.dir.join("cgroup")).unwrap();
+    let procs = Path::new(cg.trim()).join(format!("system.slice/{unit}/cgroup.procs"));
+    std::fs::read_to_string(&procs)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// The host PID of the unit's main process (systemd reports it in the sandbox's namespace).
+pub fn main_host_pid(sb: &Sandbox, unit: &str) -> i32 {
+    let ns = sb.prop(unit, "MainPID");
+    host_pids(sb, unit)
+        .into_iter()
+        .find(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/status"))
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| l.strip_prefix("NSpid:"))
+                .and_then(|l| l.split_whitespace().last().map(|x| x == ns))
+                .unwrap_or(false)
+        })
+        .unwrap_or_else(|| panic!("no host PID for {unit}'s main process {ns}"))
+}

@@ -1,0 +1,325 @@
+//! The admin control surface against the agent and the app as units of a real systemd (the
+//! project's sandbox), over the sandbox's own system bus: D-Bus reads and their authorization,
+//! the status document, the kill-switch as the app sees it, PropertiesChanged, metrics, and
+//! every exit code of `warden status|restart|kill-switch` from a real scenario. Needs root.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+struct Live {
+    sb: Sandbox,
+    f: Fixture,
+    rt: PathBuf,
+}
+
+impl Live {
+    fn new(name: &str) -> Live {
+        let rt = PathBuf::from(format!("/run/{name}"));
+        let mut f = Fixture::with_runtime_dir(name, Some(&rt));
+        let sb = Sandbox::boot(name, &[&fixture_base()]);
+        for (k, v) in [
+            (
+                "WARDEN_KILL_SWITCH_FILE",
+                format!("{}/kill_switch.json", rt.display()),
+            ),
+            (
+                "WARDEN_STATUS_FILE",
+                format!("{}/status.json", rt.display()),
+            ),
+            (
+                "WARDEN_METRICS_SOCKET",
+                format!("{}/metrics.sock", rt.display()),
+            ),
+        ] {
+            f.set(k, &v);
+        }
+        f.edit_unit(APP_UNIT, |t| {
+            t.replace(
+                "[Service]\n",
+                &format!("[Service]\nRuntimeDirectory={name}\nRuntimeDirectoryPreserve=yes\n"),
+            )
+        });
+        let wd = f.watchdog_unit_text().replace(
+            "[Service]\n",
+            "[Service]\nWatchdogSec=5\nRestart=on-failure\nTimeoutStopSec=5\n",
+        );
+        f.write_unit(WATCHDOG_UNIT, &wd);
+        sb.install_and_start(&f, &[APP_UNIT, WATCHDOG_UNIT]);
+        Live { sb, f, rt }
+    }
+
+    /// `warden ARGS` on the host, as `user` (root when `None`), against the sandbox's bus.
+    fn warden_as(&self, user: Option<&str>, args: &[&str]) -> Output {
+        let mut c = match user {
+            Some(u) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", u, "--"]).arg(warden());
+                c
+            }
+            None => Command::new(warden()),
+        };
+        c.env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &self.sb.bus)
+            .args(args);
+        // The contract's env file is for root and the service user; another user asks the
+        // agent alone.
+        if user.is_none() {
+            c.args(["--env-file", self.f.env_file.to_str().unwrap()]);
+        }
+        c.output().unwrap()
+    }
+
+    fn warden(&self, args: &[&str]) -> Output {
+        self.warden_as(None, args)
+    }
+
+    fn host(&self, inside: &str) -> PathBuf {
+        self.sb.run_path(&self.rt.join(inside))
+    }
+
+    /// What the example app answers (a worker reports the kill-switch it read at start).
+    fn app(&self) -> serde_json::Value {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.f.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).unwrap();
+        let body = r.split("\r\n\r\n").nth(1).unwrap_or_default();
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {r}"))
+    }
+
+    fn metrics(&self) -> String {
+        let mut s = std::os::unix::net::UnixStream::connect(self.host("metrics.sock")).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).unwrap();
+        r
+    }
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(o)))
+}
+
+/// The value of an unlabelled sample in a Prometheus exposition.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// PropertiesChanged of the agent's object, as a subscriber on the bus sees them. Returns
+/// once the subscription is in place.
+fn subscribe(bus: &str) -> std::sync::mpsc::Receiver<(String, String)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    let bus = bus.to_string();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let conn = zbus::connection::Builder::address(bus.as_str())
+                .build()
+                .await
+                .unwrap();
+            let props = zbus::fdo::PropertiesProxy::builder(&conn)
+                .destination(warden::dbus::BUS_NAME)
+                .path(warden::dbus::OBJECT_PATH)
+                .build()
+                .await
+                .unwrap();
+            let mut changes = props.receive_properties_changed().await.unwrap();
+            ready_tx.send(()).unwrap();
+            loop {
+                let next = std::future::poll_fn(|cx| {
+                    futures_core::Stream::poll_next(std::pin::Pin::new(&mut changes), cx)
+                });
+                let Some(sig) = next.await else { return };
+                let Ok(a) = sig.args() else { continue };
+                for (k, v) in a.changed_properties() {
+                    if tx.send((k.to_string(), format!("{v:?}"))).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+    });
+    ready
+        .recv_timeout(Duration::from_secs(30))
+        .expect("subscribed to PropertiesChanged");
+    rx
+}
+
+fn await_change(rx: &std::sync::mpsc::Receiver<(String, String)>, prop: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (k, v) = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no PropertiesChanged {prop} = {want}"));
+        if k == prop && v.contains(want) {
+            return;
+        }
+    }
+}
+
+#[test]
+fn the_control_surface_end_to_end() {
+    let l = Live::new("live-control");
+    let changes = subscribe(&l.sb.bus);
+
+    // Status over D-Bus: the MES document's keys and warden's own, from the agent.
+    let o = l.warden(&["status", "--json"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    let doc = json(&o);
+    let got = warden::status::key_paths(&doc);
+    let want: BTreeSet<String> = warden::status::KEY_PATHS
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(got, want, "{doc:#}");
+    assert_eq!(doc["source"], "agent");
+    assert_eq!(doc["gunicorn"]["workers"].as_array().unwrap().len(), 2);
+    let published: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(l.host("status.json")).unwrap()).unwrap();
+    assert_eq!(published["source"], "agent");
+    let o = l.warden(&["status"]);
+    assert!(text(&o).contains("policy: allowed"), "{}", text(&o));
+    assert!(text(&o).contains("source: agent"), "{}", text(&o));
+
+    // An unprivileged user reads, and is refused (and audited) when changing anything.
+    let o = l.warden_as(Some("nobody"), &["status", "--json"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    let o = l.warden_as(Some("nobody"), &["restart", "--reason", "curious"]);
+    assert_eq!(code(&o), 6, "{}", text(&o));
+    let o = l.warden_as(Some("nobody"), &["kill-switch", "on", "--reason", "x"]);
+    assert_eq!(code(&o), 6, "{}", text(&o));
+    let audit = l.sb.journal_query(&[
+        "-u",
+        WATCHDOG_UNIT,
+        &format!("MESSAGE_ID={}", warden::dbus::ACCESS_DENIED_ID),
+    ]);
+    assert!(audit.contains("USER=nobody"), "{audit}");
+
+    // Exit 0: executed and verified; the subscriber sees the policy enter its cooldown.
+    let o = l.warden(&["restart", "--reason", "deploy 4.2"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert!(text(&o).contains("verified"), "{}", text(&o));
+    await_change(&changes, "PolicyState", "cooldown");
+    // Exit 3: cooldown, with the seconds left.
+    let o = l.warden(&["restart", "--reason", "again"]);
+    assert_eq!(code(&o), 3, "{}", text(&o));
+    assert!(text(&o).contains("Please wait"), "{}", text(&o));
+    // Exit 2: usage (no reason; override without acknowledgement).
+    assert_eq!(code(&l.warden(&["restart"])), 2);
+    assert_eq!(
+        code(&l.warden(&["restart", "--reason", "x", "--override"])),
+        2
+    );
+    // Two acknowledged overrides: three restarts in the window, guarded mode blocks.
+    for r in ["hotfix a", "hotfix b"] {
+        let o = l.warden(&["restart", "--reason", r, "--override", "--acknowledge"]);
+        assert_eq!(code(&o), 0, "{}", text(&o));
+    }
+    await_change(&changes, "PolicyState", "blocked");
+    let o = l.warden(&["restart", "--reason", "one more"]);
+    assert_eq!(code(&o), 4, "{}", text(&o));
+    assert!(
+        text(&o).contains("--override --acknowledge"),
+        "{}",
+        text(&o)
+    );
+    // Exit 5: the PID file names another program; nothing is signalled, the failure reported.
+    let pid_file = l.host("gunicorn.pid");
+    let real = std::fs::read(&pid_file).unwrap();
+    let other = l.sb.prop("dbus.service", "MainPID");
+    std::fs::write(&pid_file, format!("{other}\n")).unwrap();
+    let o = l.warden(&["restart", "--reason", "x", "--override", "--acknowledge"]);
+    std::fs::write(&pid_file, &real).unwrap();
+    assert_eq!(code(&o), 5, "{}", text(&o));
+    assert!(text(&o).contains("pid_not_gunicorn_master"), "{}", text(&o));
+
+    // Kill-switch on: published, one reload the policy does not block, workers see it.
+    assert_eq!(l.app()["kill_switch_engaged"], false);
+    assert_eq!(
+        code(&l.warden(&["kill-switch", "on"])),
+        2,
+        "a reason is required"
+    );
+    let o = l.warden(&["kill-switch", "on", "--reason", "bad release 4.2"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    let ks: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(l.host("kill_switch.json")).unwrap()).unwrap();
+    assert_eq!(ks["engaged"], true);
+    assert_eq!(ks["reason"], "bad release 4.2");
+    assert_eq!(ks["changed_by"], "root");
+    assert_eq!(l.app()["kill_switch_engaged"], true);
+    await_change(&changes, "KillSwitchEngaged", "true");
+    let doc = json(&l.warden(&["status", "--json"]));
+    assert_eq!(doc["kill_switch"]["engaged"], true);
+    let last = doc["restart_history"].as_array().unwrap().last().unwrap();
+    assert_eq!(last["source"], "kill_switch");
+    assert_eq!(last["decision"], "executed");
+    assert!(
+        last["timings"]["rollback_ms"].as_f64().unwrap() > 0.0,
+        "{last:#}"
+    );
+    assert_eq!(
+        sample(&l.metrics(), "warden_kill_switch_engaged"),
+        Some(1.0)
+    );
+    let o = l.warden(&["kill-switch"]);
+    assert!(text(&o).contains("engaged"), "{}", text(&o));
+    // Off: the same in reverse.
+    let o = l.warden(&["kill-switch", "off", "--reason", "fixed in 4.3"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert_eq!(l.app()["kill_switch_engaged"], false);
+    await_change(&changes, "KillSwitchEngaged", "false");
+    assert_eq!(
+        sample(&l.metrics(), "warden_kill_switch_engaged"),
+        Some(0.0)
+    );
+
+    // No agent: status from the state file, a restart queued as a flag, the switch refused.
+    let o = l.sb.systemctl(&["stop", WATCHDOG_UNIT]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = l.warden(&["status", "--json"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert_eq!(json(&o)["source"], "state-file");
+    assert_eq!(json(&o)["kill_switch"]["engaged"], false);
+    let o = l.warden(&["kill-switch", "on", "--reason", "x"]);
+    assert_eq!(code(&o), 7, "{}", text(&o));
+    // The flag is in the sandbox's /run: ask from inside.
+    let w = warden();
+    let env = l.f.env_file.display().to_string();
+    let o = l.sb.run(&[
+        "env",
+        "-i",
+        "PATH=/usr/bin:/bin",
+        w.to_str().unwrap(),
+        "restart",
+        "--reason",
+        "queued",
+        "--env-file",
+        &env,
+    ]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert!(text(&o).contains("queued"), "{}", text(&o));
+    let flag = l.host("mes_dashboard_restart.flag");
+    let queued: serde_json::Value = serde_json::from_slice(&std::fs::read(&flag).unwrap()).unwrap();
+    assert_eq!(queued["user"], "root");
+}

@@ -651,12 +651,35 @@ struct Shown {
     validation: Validation,
     meta: report::Meta,
     metrics: Arc<Metrics>,
+    /// The last document built for `Status()`, and when.
+    cache: Option<(std::time::Instant, String)>,
 }
 
+/// How long a built status document answers `Status()` calls: callers polling at any rate
+/// cost one build per this period, and a change of the state drops it at once.
+const STATUS_FRESH: Duration = Duration::from_millis(250);
+
 impl Shown {
-    /// Builds the status document and publishes it (and the metrics' textfile) where
-    /// configured, off the event loop.
-    async fn document(&self) -> Option<String> {
+    /// The status document as JSON: the cached one while fresh, else built off the event loop.
+    async fn status(&mut self) -> String {
+        if let Some((at, json)) = &self.cache
+            && at.elapsed() < STATUS_FRESH
+        {
+            return json.clone();
+        }
+        let json = self.build(false).await.unwrap_or_else(|| "{}".into());
+        self.cache = Some((std::time::Instant::now(), json.clone()));
+        json
+    }
+
+    /// After a change: drops the cached document and publishes the new one (and the metrics'
+    /// textfile) where configured, off the event loop.
+    async fn changed(&mut self) {
+        self.cache = None;
+        self.build(true).await;
+    }
+
+    async fn build(&self, publish: bool) -> Option<String> {
         let (s, doc, v, m, metrics) = (
             self.s.clone(),
             self.known.clone(),
@@ -666,16 +689,17 @@ impl Shown {
         );
         tokio::task::spawn_blocking(move || {
             let d = report::document(&s, &doc, &v, Some(&m));
-            if let Some(p) = &s.status_file
-                && let Err(e) = report::publish_status(p, &d)
-            {
-                tracing::warn!(error = %e, path = %p.display(), "cannot publish the status file");
-            }
-            report::gauges(&metrics, &s, &doc);
-            if let Some(p) = &s.metrics_textfile
-                && let Err(e) = crate::metrics::write_textfile(p, &metrics)
-            {
-                tracing::warn!(error = %e, "cannot write the metrics textfile");
+            if publish {
+                if let Some(p) = &s.status_file
+                    && let Err(e) = report::publish_status(p, &d)
+                {
+                    tracing::warn!(error = %e, path = %p.display(), "cannot publish the status file");
+                }
+                if let Some(p) = &s.metrics_textfile
+                    && let Err(e) = crate::metrics::write_textfile(p, &metrics)
+                {
+                    tracing::warn!(error = %e, "cannot write the metrics textfile");
+                }
             }
             serde_json::to_string(&d).ok()
         })
@@ -712,6 +736,7 @@ async fn event_loop(
             watchdog_usec: ping_every.map(|d| (d * 2).as_micros() as u64),
         },
         metrics: metrics.clone(),
+        cache: None,
     };
     let exec = Executor {
         doc,
@@ -812,7 +837,7 @@ async fn event_loop(
     if let Some((_, iface)) = &bus {
         let _ = crate::dbus::publish(iface, refresh(&shown)).await;
     }
-    shown.document().await;
+    shown.changed().await;
 
     let mut term = signal(SignalKind::terminate()).map_err(AgentError::Runtime)?;
     let mut int = signal(SignalKind::interrupt()).map_err(AgentError::Runtime)?;
@@ -856,12 +881,11 @@ async fn event_loop(
                         }
                     }
                 }
-                shown.document().await;
+                shown.changed().await;
             }
             Some(a) = asks.recv() => match a {
                 Ask::Status(reply) => {
-                    let d = shown.document().await.unwrap_or_else(|| "{}".into());
-                    let _ = reply.send(d);
+                    let _ = reply.send(shown.status().await);
                 }
                 Ask::Restart { ref caller, ref reason, .. } => {
                     tracing::info!(user = %caller.name, "restart requested over D-Bus: {reason}");
@@ -882,7 +906,7 @@ async fn event_loop(
                 let now = tokio::time::Instant::now();
                 if shown.s.metrics_textfile.is_some() && now >= textfile_due {
                     textfile_due = now + Duration::from_secs(15);
-                    shown.document().await;
+                    shown.changed().await;
                 }
                 let every = if moving { 1 } else if shown.s.metrics_textfile.is_some() { 15 } else { 60 };
                 tick.as_mut().reset(now + Duration::from_secs(every));

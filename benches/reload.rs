@@ -539,14 +539,17 @@ fn main() {
         let secs = t.elapsed().as_secs_f64();
         println!("\nidle for {secs:.0} s");
         println!(
-            "{:<20} {:>10} {:>14} {:>10}",
-            "agent", "RSS MiB", "CPU ms / 60 s", "CPU %"
+            "{:<12} {:>9} {:>9} {:>9} {:>14} {:>10}",
+            "agent", "RSS MiB", "anon", "file", "CPU ms / 60 s", "CPU %"
         );
         for (i, (name, u)) in units.iter().enumerate() {
             let cpu = (cpu_ns(pids[i]) - cpu0[i]) as f64 / 1e6;
+            let mib = |f| mem_kib(pids[i], f) as f64 / 1024.0;
             println!(
-                "{name:<20} {:>10.2} {:>14.2} {:>10.4}",
-                rss_kib(pids[i]) as f64 / 1024.0,
+                "{name:<12} {:>9.2} {:>9.2} {:>9.2} {:>14.2} {:>10.4}",
+                mib("VmRSS"),
+                mib("RssAnon"),
+                mib("RssFile"),
                 cpu,
                 cpu / 10.0 / secs
             );

@@ -47,12 +47,12 @@ pub fn cpu_ns(pid: i32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Resident memory of `pid`, in KiB.
-pub fn rss_kib(pid: i32) -> u64 {
+/// A `/proc/PID/status` memory field (`VmRSS`, `RssAnon`, `RssFile`), in KiB.
+pub fn mem_kib(pid: i32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
 }

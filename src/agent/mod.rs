@@ -374,6 +374,9 @@ struct Done {
 /// and only reports.
 struct Executor {
     doc: StateDoc,
+    /// The state as of the last completed work, for when a piece of work panics and the file
+    /// cannot be read back.
+    last_good: StateDoc,
     s: Settings,
     trust: Trust,
     intents: Intents,
@@ -414,14 +417,16 @@ impl Executor {
 
     /// Runs one piece of work; a panic in it costs that request, never the agent.
     fn guarded(&mut self, w: Work) {
-        let before = self.doc.clone();
+        // Nothing is cloned before the work: it sits between a flag and its signal.
+        let mark = self.mark();
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.work(w)));
         let outcome = match r {
             Ok(o) => o,
             Err(_) => {
                 // It may have saved part of its work: the file is the truth.
                 tracing::error!("the restart task failed; reloading the history");
-                self.doc = load_state(&self.s, &self.intents).unwrap_or(before);
+                self.doc =
+                    load_state(&self.s, &self.intents).unwrap_or_else(|_| self.last_good.clone());
                 return;
             }
         };
@@ -429,13 +434,24 @@ impl Executor {
             self.count(o);
         }
         // Nothing to report when nothing changed (an inotify event with no flag to take).
-        if outcome.is_none() && self.doc == before {
+        if outcome.is_none() && self.mark() == mark {
             return;
         }
+        self.last_good = self.doc.clone();
         let _ = self.done.send(Done {
-            doc: self.doc.clone(),
+            doc: self.last_good.clone(),
             outcome,
         });
+    }
+
+    /// What tells whether the state changed: every change appends an entry or flips the
+    /// kill-switch.
+    fn mark(&self) -> (usize, Option<String>, Option<state::KillSwitch>) {
+        (
+            self.doc.history.len(),
+            self.doc.last_restart.as_ref().and_then(|e| e.id.clone()),
+            self.doc.kill_switch.clone(),
+        )
     }
 
     fn journal(&self) -> FileJournal {
@@ -739,6 +755,7 @@ async fn event_loop(
         cache: None,
     };
     let exec = Executor {
+        last_good: doc.clone(),
         doc,
         s: s.clone(),
         trust,

@@ -42,12 +42,7 @@ fn main() {
         "WARDEN_KILL_SWITCH_FILE",
         &format!("{}/kill_switch.json", rt.display()),
     );
-    f.edit_unit(APP_UNIT, |t| {
-        t.replace(
-            "[Service]\n",
-            &format!("[Service]\nRuntimeDirectory={name}\nRuntimeDirectoryPreserve=yes\n"),
-        )
-    });
+    f.app_owns_runtime_dir(name);
     let sb = Sandbox::boot(name, &[&fixture_base()]);
     let wd = f
         .watchdog_unit_text()

@@ -23,12 +23,7 @@ fn live(name: &str) -> Live {
     let rt = PathBuf::from(format!("/run/{name}"));
     let f = Fixture::with_runtime_dir(name, Some(&rt));
     let sb = Sandbox::boot(name, &[&fixture_base()]);
-    f.edit_unit(APP_UNIT, |t| {
-        t.replace(
-            "[Service]\n",
-            &format!("[Service]\nRuntimeDirectory={name}\nRuntimeDirectoryPreserve=yes\n"),
-        )
-    });
+    f.app_owns_runtime_dir(name);
     for u in [APP_UNIT, WATCHDOG_UNIT, WORKER_UNIT] {
         let text = std::fs::read_to_string(f.units_dir.join(u)).unwrap();
         sb.install_unit(u, &text);

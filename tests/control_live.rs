@@ -40,12 +40,7 @@ impl Live {
         ] {
             f.set(k, &v);
         }
-        f.edit_unit(APP_UNIT, |t| {
-            t.replace(
-                "[Service]\n",
-                &format!("[Service]\nRuntimeDirectory={name}\nRuntimeDirectoryPreserve=yes\n"),
-            )
-        });
+        f.app_owns_runtime_dir(name);
         let wd = f.watchdog_unit_text().replace(
             "[Service]\n",
             "[Service]\nWatchdogSec=5\nRestart=on-failure\nTimeoutStopSec=5\n",

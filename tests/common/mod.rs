@@ -228,6 +228,16 @@ impl Fixture {
         std::fs::write(self.units_dir.join(name), text).unwrap();
     }
 
+    /// The app unit creates the runtime directory `/run/NAME` and keeps it when it stops.
+    pub fn app_owns_runtime_dir(&self, name: &str) {
+        self.edit_unit(APP_UNIT, |t| {
+            t.replace(
+                "[Service]\n",
+                &format!("[Service]\nRuntimeDirectory={name}\nRuntimeDirectoryPreserve=yes\n"),
+            )
+        });
+    }
+
     pub fn edit_unit(&self, name: &str, f: impl FnOnce(String) -> String) {
         let p = self.units_dir.join(name);
         let t = std::fs::read_to_string(&p).unwrap();

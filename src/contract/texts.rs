@@ -53,6 +53,8 @@ pub fn scan(text: &str) -> Vec<Mention> {
                         .find(|op| rest.starts_with(**op));
                     if let Some(op) = op
                         && let Some(v) = braced_tail(&rest[op.len()..])
+                        // `${VAR:-…}` in prose shows the syntax, not a value.
+                        && !placeholder(&clean(&v))
                     {
                         out.push(Mention {
                             var: var.to_string(),
@@ -276,6 +278,7 @@ MY_WATCHDOG_PID_FILE=/nope
 Set `WATCHDOG_STATE_FILE=/var/lib/mes-dashboard/restart_state.json`.
 WATCHDOG_RUNTIME_DIR=<runtime dir>
 : "${CONDA_ENV_NAME:=mes-dashboard}"
+shell defaults (`${WATCHDOG_PID_FILE:-…}`) are compared
 "#;
         let m = scan(t);
         let got: Vec<_> = m

@@ -118,6 +118,15 @@ fn the_hardened_agent_unit_reloads_the_app() {
             "ReadWritePaths=/run/mes-dashboard",
             &format!("ReadWritePaths={} {}", rt.display(), f.state_dir.display()),
         );
+    // PrivateTmp= gives the unit its own /tmp and /var/tmp; a fixture below either (a clone
+    // under /tmp puts them in /var/tmp) would vanish from its view. In production the state is
+    // in /var/lib and the runtime directory in /run.
+    let base = fixture_base();
+    let shipped = if base.starts_with("/tmp") || base.starts_with("/var/tmp") {
+        shipped.replace("PrivateTmp=yes\n", "")
+    } else {
+        shipped
+    };
     f.write_unit(WATCHDOG_UNIT, &shipped);
     sb.install_and_start(&f, &[APP_UNIT, WATCHDOG_UNIT]);
     assert_eq!(sb.prop(WATCHDOG_UNIT, "ActiveState"), "active");

@@ -32,6 +32,8 @@ warden=$repo/target/release/warden
 step "a conda-like prefix with gunicorn from PyPI"
 bash "$repo/tests/harness/make-prefix.sh" "$base/conda" mes-dashboard
 prefix=$base/conda/envs/mes-dashboard
+# A fresh history each run: the demo shows its own requests.
+rm -rf "$base/state"
 mkdir -p "$base/etc" "$base/state"
 chown www-data:www-data "$base/state"
 cat > "$base/etc/mes-dashboard.env" <<EOF

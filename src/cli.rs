@@ -259,7 +259,8 @@ pub fn main() -> ExitCode {
 /// Prints an admin command's answer: on stdout when it succeeded, else on stderr.
 fn speak(s: crate::admin::Said) -> u8 {
     if s.code == crate::admin::code::OK {
-        println!("{}", s.out);
+        // A reader that stops early (`warden status | grep -q …`) is not an error.
+        let _ = writeln!(std::io::stdout(), "{}", s.out);
     } else {
         eprintln!("warden: {}", s.out);
     }
@@ -462,7 +463,7 @@ struct CheckJson<'a> {
 
 fn check(a: CheckArgs) -> Result<u8, CliError> {
     if a.list_codes {
-        print!("{}", diag::code_table());
+        let _ = std::io::stdout().write_all(diag::code_table().as_bytes());
         return Ok(exit::OK);
     }
     let g = gather(&a.source)?;

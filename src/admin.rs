@@ -54,12 +54,24 @@ fn said(code: u8, out: impl Into<String>) -> Said {
 }
 
 fn settings(env_files: &[EnvFileArg]) -> Result<Settings, Said> {
-    let layers = Layers::load(env_files).map_err(|e| said(code::USAGE, e.to_string()))?;
+    load(env_files).map(|(_, s)| s)
+}
+
+fn load(env_files: &[EnvFileArg]) -> Result<(Layers, Settings), Said> {
+    let layers = Layers::load(env_files).map_err(|e| {
+        said(
+            code::USAGE,
+            format!("{e}\n  help: check the path, or prefix it with '-' to make the file optional"),
+        )
+    })?;
     let (s, invalid) = Settings::resolve(&layers);
     if let Some(i) = invalid.first() {
-        return Err(said(code::USAGE, i.to_string()));
+        return Err(said(
+            code::USAGE,
+            format!("{i} (from {})\n  help: {}", i.origin, i.help),
+        ));
     }
-    Ok(s)
+    Ok((layers, s))
 }
 
 /// The agent, if one owns the name on the system bus.
@@ -136,8 +148,8 @@ async fn outcome(
 
 /// `warden status`.
 pub fn status(env_files: &[EnvFileArg], json: bool) -> Said {
-    let s = match settings(env_files) {
-        Ok(s) => s,
+    let (layers, s) = match load(env_files) {
+        Ok(l) => l,
         Err(e) => return e,
     };
     let doc: Value = match runtime().block_on(async {
@@ -151,18 +163,32 @@ pub fn status(env_files: &[EnvFileArg], json: bool) -> Said {
             Err(e) => return said(code::FAILED, format!("the agent's status is not JSON: {e}")),
         },
         None => {
-            // No agent: the state file, read without changing it.
+            // No agent: the state file, read without changing it, and the rules the agent
+            // checks at its start for the contract's validity.
             let state = match crate::fsutil::read_untrusted(
                 &s.state_file.value,
                 crate::state::MAX_STATE_BYTES,
             ) {
-                Ok(u) => crate::state::parse(&u.bytes).unwrap_or_default(),
+                Ok(u) => match crate::state::parse(&u.bytes) {
+                    Ok(d) => d,
+                    Err(why) => {
+                        return said(
+                            code::NO_AGENT,
+                            format!(
+                                "no agent on the bus, and the state file {} does not parse: {why}; \
+                                 `warden run` sets it aside and starts a new history",
+                                s.state_file.value.display()
+                            ),
+                        );
+                    }
+                },
                 Err(crate::fsutil::ReadError::Missing(_)) => Default::default(),
-                Err(e) => return said(code::NO_AGENT, format!("no agent, and {e}")),
+                Err(e) => return said(code::NO_AGENT, format!("no agent on the bus, and {e}")),
             };
+            let errors = crate::cli::startup_errors(&layers, &s, &[]);
             let v = crate::status::Validation {
-                valid: true,
-                errors: vec![],
+                valid: errors.is_empty(),
+                errors: errors.iter().map(|f| f.headline()).collect(),
             };
             serde_json::to_value(crate::agent::report::document(&s, &state, &v, None))
                 .unwrap_or_default()

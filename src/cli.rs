@@ -668,25 +668,35 @@ const STARTUP_CODES: &[diag::Code] = &[
     diag::Code::BindInvalid,
 ];
 
-fn run_cmd(a: RunArgs) -> Result<u8, CliError> {
-    init_logging();
-    let layers = Layers::load(&a.env_files)?;
-    let (settings, invalid) = Settings::resolve(&layers);
+/// The errors among the rules `warden run` checks at its start (its own paths): what the
+/// agent refuses to start on, and what the status document reports as the contract's
+/// validity.
+pub(crate) fn startup_errors(
+    layers: &Layers,
+    settings: &Settings,
+    invalid: &[crate::config::InvalidValue],
+) -> Vec<diag::Finding> {
     let inputs = Inputs {
-        layers: &layers,
-        settings: &settings,
-        invalid: &invalid,
+        layers,
+        settings,
+        invalid,
         units: &[],
         scripts: &[],
         docs: &[],
         phase: Phase::Running,
     };
-    let report = contract::check(&inputs);
-    let errors: Vec<&diag::Finding> = report
+    contract::check(&inputs)
         .findings
-        .iter()
+        .into_iter()
         .filter(|f| STARTUP_CODES.contains(&f.code) && f.severity == Severity::Error)
-        .collect();
+        .collect()
+}
+
+fn run_cmd(a: RunArgs) -> Result<u8, CliError> {
+    init_logging();
+    let layers = Layers::load(&a.env_files)?;
+    let (settings, invalid) = Settings::resolve(&layers);
+    let errors = startup_errors(&layers, &settings, &invalid);
     for f in &errors {
         tracing::error!(code = f.code.as_str(), subject = %f.subject, help = %f.help, "{}", f.headline());
     }

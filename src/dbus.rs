@@ -48,7 +48,14 @@ pub struct Caller {
 
 /// What the D-Bus methods ask of the agent.
 pub enum Ask {
+    /// Answered by the event loop.
     Status(oneshot::Sender<String>),
+    /// Carried out by the restart executor, which alone changes the state.
+    Change(Change),
+}
+
+/// A mutating request, from a caller already authorized.
+pub enum Change {
     Restart {
         caller: Caller,
         reason: String,
@@ -210,13 +217,13 @@ impl AgentIface {
         let (tx, rx) = oneshot::channel();
         let r = self
             .ask(
-                Ask::Restart {
+                Ask::Change(Change::Restart {
                     caller,
                     reason,
                     manual_override,
                     acknowledged,
                     reply: tx,
-                },
+                }),
                 rx,
             )
             .await?;
@@ -236,12 +243,12 @@ impl AgentIface {
         check_reason(&reason)?;
         let (tx, rx) = oneshot::channel();
         self.ask(
-            Ask::KillSwitch {
+            Ask::Change(Change::KillSwitch {
                 caller,
                 engaged,
                 reason,
                 reply: tx,
-            },
+            }),
             rx,
         )
         .await?

@@ -192,6 +192,26 @@ pub fn decide(req: &Request, eval: &Evaluation) -> Decision {
     }
 }
 
+/// Random policy configurations, for the property tests here and in other modules.
+#[cfg(test)]
+pub(crate) mod strategy {
+    use proptest::prelude::*;
+
+    use crate::config::PolicyConfig;
+
+    pub fn config() -> impl Strategy<Value = PolicyConfig> {
+        (1u64..120, 1u32..6, 1u32..6, 30u64..900, any::<bool>()).prop_map(|(c, b, t, w, g)| {
+            PolicyConfig {
+                cooldown_seconds: c,
+                retry_budget: b,
+                churn_threshold: t,
+                window_seconds: w,
+                guarded_mode: g,
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,17 +358,7 @@ mod tests {
             })
     }
 
-    fn policy() -> impl Strategy<Value = PolicyConfig> {
-        (1u64..120, 1u32..6, 1u32..6, 30u64..900, any::<bool>()).prop_map(|(c, b, t, w, g)| {
-            PolicyConfig {
-                cooldown_seconds: c,
-                retry_budget: b,
-                churn_threshold: t,
-                window_seconds: w,
-                guarded_mode: g,
-            }
-        })
-    }
+    use super::strategy::config as policy;
 
     proptest! {
         /// Replays random request streams through the policy, executing what it allows.

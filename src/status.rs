@@ -1005,17 +1005,7 @@ mod tests {
             )
     }
 
-    fn policy_config() -> impl Strategy<Value = PolicyConfig> {
-        (1u64..120, 1u32..6, 1u32..6, 30u64..900, any::<bool>()).prop_map(|(c, b, t, w, g)| {
-            PolicyConfig {
-                cooldown_seconds: c,
-                retry_budget: b,
-                churn_threshold: t,
-                window_seconds: w,
-                guarded_mode: g,
-            }
-        })
-    }
+    use crate::policy::strategy::config as policy_config;
 
     proptest! {
         #[test]

@@ -226,30 +226,6 @@ fn units_read_over_dbus_from_the_host() {
     assert_eq!(u01["subject"], "mes-dashboard-missing.service");
 }
 
-/// Waits for `file` to be replaced (the agent's atomic state writes rename into place).
-fn await_replaced(
-    rx: &std::sync::mpsc::Receiver<notify::Result<notify::Event>>,
-    file: &std::path::Path,
-) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let ev = rx
-            .recv_timeout(left)
-            .expect("the state file was not written");
-        if let Ok(ev) = ev
-            && ev.paths.iter().any(|p| p == file)
-            // One rename is reported twice (its `To` half and `Both`): count the `To` half.
-            && ev.kind
-                == notify::EventKind::Modify(notify::event::ModifyKind::Name(
-                    notify::event::RenameMode::To,
-                ))
-        {
-            return;
-        }
-    }
-}
-
 #[test]
 fn the_agent_as_a_notify_unit_reloads_the_app_on_a_flag() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -277,9 +253,7 @@ fn the_agent_as_a_notify_unit_reloads_the_app_on_a_flag() {
 
     // The flag, written from the host into the sandbox's runtime directory.
     let state = l.f.state_dir.join("restart_state.json");
-    let (tx, rx) = std::sync::mpsc::channel();
-    let mut w = notify::recommended_watcher(tx).unwrap();
-    notify::Watcher::watch(&mut w, &l.f.state_dir, notify::RecursiveMode::NonRecursive).unwrap();
+    let (_w, rx) = watch_dir(&l.f.state_dir);
     let flag =
         l.sb.run_path(std::path::Path::new(&l.f.env["WATCHDOG_RESTART_FLAG"]));
     std::fs::write(&flag, "").unwrap();
@@ -346,18 +320,6 @@ fn start_agent(l: &Live) {
     }
 }
 
-fn state_watch(
-    l: &Live,
-) -> (
-    notify::RecommendedWatcher,
-    std::sync::mpsc::Receiver<notify::Result<notify::Event>>,
-) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let mut w = notify::recommended_watcher(tx).unwrap();
-    notify::Watcher::watch(&mut w, &l.f.state_dir, notify::RecursiveMode::NonRecursive).unwrap();
-    (w, rx)
-}
-
 fn last_entry(l: &Live) -> serde_json::Value {
     let doc: serde_json::Value =
         serde_json::from_slice(&std::fs::read(l.f.state_dir.join("restart_state.json")).unwrap())
@@ -412,7 +374,7 @@ fn a_gunicorn_of_another_unit_is_not_signalled() {
     // The contract's PID file now names the other unit's master.
     let pid_file = l.sb.run_path(&l.f.pid_file());
     std::fs::write(&pid_file, format!("{other_master}\n")).unwrap();
-    let (_w, rx) = state_watch(&l);
+    let (_w, rx) = watch_dir(&l.f.state_dir);
     let flag =
         l.sb.run_path(std::path::Path::new(&l.f.env["WATCHDOG_RESTART_FLAG"]));
     std::fs::write(&flag, "").unwrap();
@@ -436,7 +398,7 @@ fn a_frozen_agent_is_killed_and_restarted_by_systemd_with_its_history() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let l = live("live-frozen");
     start_agent(&l);
-    let (_w, rx) = state_watch(&l);
+    let (_w, rx) = watch_dir(&l.f.state_dir);
     let flag =
         l.sb.run_path(std::path::Path::new(&l.f.env["WATCHDOG_RESTART_FLAG"]));
     std::fs::write(&flag, "").unwrap();

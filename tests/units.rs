@@ -131,29 +131,18 @@ fn the_hardened_agent_unit_reloads_the_app() {
     sb.install_and_start(&f, &[APP_UNIT, WATCHDOG_UNIT]);
     assert_eq!(sb.prop(WATCHDOG_UNIT, "ActiveState"), "active");
     let state = f.state_dir.join("restart_state.json");
+    let (_w, rx) = watch_dir(&f.state_dir);
     let flag = sb.run_path(Path::new(&f.env["WATCHDOG_RESTART_FLAG"]));
     std::fs::write(&flag, "").unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        if let Ok(b) = std::fs::read(&state)
-            && let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&b)
-            && doc["history"].as_array().is_some_and(|h| !h.is_empty())
-        {
-            let e = doc["history"].as_array().unwrap().last().unwrap().clone();
-            assert_eq!(
-                e["decision"],
-                "executed",
-                "{e:#}\n{}",
-                sb.journal(WATCHDOG_UNIT)
-            );
-            assert_eq!(e["verified"], true, "{e:#}");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no restart recorded\n{}",
-            sb.journal(WATCHDOG_UNIT)
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    // The state file is written once per request, with its outcome.
+    await_replaced(&rx, &state);
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    let e = doc["history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        e["decision"],
+        "executed",
+        "{e:#}\n{}",
+        sb.journal(WATCHDOG_UNIT)
+    );
+    assert_eq!(e["verified"], true, "{e:#}");
 }

@@ -10,8 +10,8 @@ pub mod report;
 pub mod restart;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sd_notify::NotifyState;
@@ -19,13 +19,13 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{EnvFileArg, Layers, Settings};
-use crate::dbus::{AgentIface, Ask, Authz, Caller, RestartReply};
+use crate::dbus::{AgentIface, Ask, Authz, Caller, Change, RestartReply};
 use crate::flag::Trust;
 use crate::intent::IntentLog;
 use crate::metrics::Metrics;
 use crate::state::{self, Loaded, StateDoc};
 use crate::status::Validation;
-use restart::{Journal as _, Outcome};
+use restart::{Journal, Outcome};
 
 /// Why an entry's outcome is unknown: the agent stopped between the signal and the record.
 const UNKNOWN_OUTCOME: &str = "agent_stopped_before_recording_the_outcome";
@@ -62,60 +62,6 @@ pub enum AgentError {
     Config(#[from] crate::config::LoadError),
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
-}
-
-/// The intent record, shared by the restart tasks (one runs at a time). `None` when it could
-/// not be opened: intents then go to the state file, slower but as durable.
-type Intents = Option<Arc<Mutex<IntentLog>>>;
-
-/// Saves the state durably as the executor goes, logging (not failing on) write errors.
-struct FileJournal {
-    path: PathBuf,
-    intents: Intents,
-    /// An intent written and not yet flushed.
-    unsynced: bool,
-}
-
-impl restart::Journal for FileJournal {
-    fn save(&mut self, doc: &StateDoc) {
-        match state::save(&self.path, doc) {
-            Ok(()) => {
-                if let Some(log) = &self.intents {
-                    log.lock().unwrap_or_else(|e| e.into_inner()).clear();
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot save the restart history; will retry on the next change")
-            }
-        }
-    }
-
-    fn intend(&mut self, doc: &StateDoc, intended: &state::Entry) {
-        if let Some(log) = &self.intents {
-            match log
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .record(intended)
-            {
-                Ok(true) => {
-                    self.unsynced = true;
-                    return;
-                }
-                Ok(false) => {}
-                Err(e) => tracing::error!(error = %e, "cannot write the intent record"),
-            }
-        }
-        self.save(doc);
-    }
-
-    fn signalled(&mut self) {
-        if std::mem::take(&mut self.unsynced)
-            && let Some(log) = &self.intents
-            && let Err(e) = log.lock().unwrap_or_else(|e| e.into_inner()).sync()
-        {
-            tracing::error!(error = %e, "cannot flush the intent record");
-        }
-    }
 }
 
 fn notify(states: &[NotifyState]) {
@@ -170,9 +116,9 @@ fn lock(state_path: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, AgentErro
 }
 
 /// Opens the intent record; without it intents are saved with the state file.
-fn open_intents(state_path: &Path) -> Intents {
+fn open_intents(state_path: &Path) -> Option<IntentLog> {
     match IntentLog::open(state_path) {
-        Ok(l) => Some(Arc::new(Mutex::new(l))),
+        Ok(l) => Some(l),
         Err(e) => {
             tracing::warn!(error = %e, "no intent record; restarts are recorded through the state file");
             None
@@ -182,7 +128,7 @@ fn open_intents(state_path: &Path) -> Intents {
 
 /// Loads the history; an `intended` last entry, or an intent the history does not hold, is a
 /// crash between signal and record: its outcome is unknown.
-fn load_state(s: &Settings, intents: &Intents) -> Result<StateDoc, AgentError> {
+fn load_state(s: &Settings, intents: Option<&mut IntentLog>) -> Result<StateDoc, AgentError> {
     let path = &s.state_file.value;
     let mut doc = match state::load(path)? {
         Loaded::Fresh(d) | Loaded::Ok(d) => d,
@@ -205,7 +151,6 @@ fn load_state(s: &Settings, intents: &Intents) -> Result<StateDoc, AgentError> {
         state::save(path, &doc)?;
     }
     if let Some(log) = intents {
-        let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(mut e) = log.pending()
             && !doc.history.iter().any(|h| h.id.is_some() && h.id == e.id)
         {
@@ -222,40 +167,35 @@ fn load_state(s: &Settings, intents: &Intents) -> Result<StateDoc, AgentError> {
 
 /// Claims the flag (if any) and handles it. Blocking.
 fn take_flag(
-    mut doc: StateDoc,
+    doc: &mut StateDoc,
     s: &Settings,
     trust: &Trust,
-    intents: Intents,
-) -> (StateDoc, Option<Outcome>) {
-    let mut j = FileJournal {
-        path: s.state_file.value.clone(),
-        intents,
-        unsynced: false,
-    };
+    j: &mut Journal<'_>,
+) -> Option<Outcome> {
     let claimed = match crate::flag::claim(&s.restart_flag.value, trust) {
         Ok(Some(c)) => c,
-        Ok(None) => return (doc, None),
+        Ok(None) => return None,
         Err(e) => {
             tracing::error!(error = %e, flag = %s.restart_flag.value.display(), "cannot take the restart flag");
-            return (doc, None);
+            return None;
         }
     };
     let outcome = match &claimed.result {
         Ok(req) => restart::handle(
-            &mut doc,
+            doc,
             s,
             req,
             &req.policy_request(),
             claimed.written_at,
-            &mut j,
+            j,
             &mut |_, _| {},
         ),
-        Err(why) => restart::reject(&mut doc, s, why, &mut j),
+        Err(why) => restart::reject(doc, s, why, j),
     };
     if let Err(e) = claimed.finish() {
         tracing::error!(error = %e, "cannot remove the claimed flag");
     }
-    (doc, Some(outcome))
+    Some(outcome)
 }
 
 fn audit(o: &Outcome) {
@@ -311,8 +251,8 @@ pub fn run(
         .map_err(AgentError::Runtime)?;
     // Startup I/O happens before the event loop starts, not on it.
     let _lock = lock(&settings.state_file.value)?;
-    let intents = open_intents(&settings.state_file.value);
-    let doc = load_state(&settings, &intents)?;
+    let mut intents = open_intents(&settings.state_file.value);
+    let doc = load_state(&settings, intents.as_mut())?;
     let stale = crate::flag::requeue_stale_claims(&settings.restart_flag.value);
     if stale > 0 {
         tracing::warn!(
@@ -320,9 +260,21 @@ pub fn run(
         );
     }
     let trust = Trust::resolve(settings.admin_group.as_deref());
-    let code = rt.block_on(event_loop(
-        env_files, settings, doc, trust, intents, validation,
-    ))?;
+    let authz = Authz::resolve(settings.admin_group.as_deref());
+    let metrics_listener = settings.metrics_socket.as_deref().and_then(|p| {
+        bind_metrics(p)
+            .map_err(|e| tracing::error!(error = %e, path = %p.display(), "metrics not served"))
+            .ok()
+    });
+    let start = Start {
+        doc,
+        trust,
+        authz,
+        intents,
+        validation,
+        metrics_listener,
+    };
+    let code = rt.block_on(event_loop(env_files, settings, start))?;
     rt.shutdown_timeout(Duration::from_millis(100));
     Ok(code)
 }
@@ -357,8 +309,8 @@ enum Work {
     Flag,
     /// The configuration a SIGHUP read.
     Settings(Box<(Settings, Trust)>),
-    /// `RequestRestart` or `SetKillSwitch` over D-Bus (`Status` is the event loop's).
-    Api(Ask),
+    /// `RequestRestart` or `SetKillSwitch` over D-Bus.
+    Api(Change),
 }
 
 /// The executor's report after each change of the state.
@@ -379,7 +331,7 @@ struct Executor {
     last_good: StateDoc,
     s: Settings,
     trust: Trust,
-    intents: Intents,
+    intents: Option<IntentLog>,
     metrics: Arc<Metrics>,
     queued: Arc<AtomicBool>,
     /// Since when (ms on the monotonic clock of `started`) a request has been in hand; 0 idle.
@@ -425,8 +377,8 @@ impl Executor {
             Err(_) => {
                 // It may have saved part of its work: the file is the truth.
                 tracing::error!("the restart task failed; reloading the history");
-                self.doc =
-                    load_state(&self.s, &self.intents).unwrap_or_else(|_| self.last_good.clone());
+                self.doc = load_state(&self.s, self.intents.as_mut())
+                    .unwrap_or_else(|_| self.last_good.clone());
                 return;
             }
         };
@@ -454,29 +406,12 @@ impl Executor {
         )
     }
 
-    fn journal(&self) -> FileJournal {
-        FileJournal {
-            path: self.s.state_file.value.clone(),
-            intents: self.intents.clone(),
-            unsynced: false,
-        }
-    }
-
     fn work(&mut self, w: Work) -> Option<Outcome> {
+        let mut j = Journal::new(&self.s.state_file.value, self.intents.as_mut());
         match w {
             Work::Settings(_) => None,
-            Work::Flag => {
-                let doc = std::mem::take(&mut self.doc);
-                let (doc, outcome) = take_flag(doc, &self.s, &self.trust, self.intents.clone());
-                self.doc = doc;
-                outcome
-            }
-            Work::Api(Ask::Status(reply)) => {
-                // Answered by the event loop; never sent here.
-                drop(reply);
-                None
-            }
-            Work::Api(Ask::Restart {
+            Work::Flag => take_flag(&mut self.doc, &self.s, &self.trust, &mut j),
+            Work::Api(Change::Restart {
                 caller,
                 reason,
                 manual_override,
@@ -503,7 +438,6 @@ impl Executor {
                         });
                     }
                 };
-                let mut j = self.journal();
                 Some(restart::handle(
                     &mut self.doc,
                     &self.s,
@@ -514,120 +448,105 @@ impl Executor {
                     &mut decided,
                 ))
             }
-            Work::Api(Ask::KillSwitch {
+            Work::Api(Change::KillSwitch {
                 caller,
                 engaged,
                 reason,
                 reply,
-            }) => self.kill_switch(caller, engaged, reason, reply),
+            }) => kill_switch(
+                &mut self.doc,
+                &self.s,
+                &mut j,
+                caller,
+                engaged,
+                reason,
+                reply,
+            ),
         }
     }
+}
 
-    /// Flips the kill-switch: recorded, published for the app, then (when it changed) one
-    /// graceful reload that no policy blocks, so every worker reads the new value.
-    fn kill_switch(
-        &mut self,
-        caller: Caller,
-        engaged: bool,
-        reason: String,
-        reply: oneshot::Sender<Result<String, String>>,
-    ) -> Option<Outcome> {
-        let flipped_at = chrono::Utc::now();
-        let t0 = std::time::Instant::now();
-        let reason = (!reason.is_empty()).then_some(reason);
-        let ks = match state::KillSwitch::flip(
-            engaged,
-            reason.as_deref(),
-            Some(&caller.name),
-            flipped_at,
-        ) {
+/// Flips the kill-switch: recorded, published for the app, then (when it changed) one graceful
+/// reload that no policy blocks, so every worker reads the new value.
+fn kill_switch(
+    doc: &mut StateDoc,
+    s: &Settings,
+    j: &mut Journal<'_>,
+    caller: Caller,
+    engaged: bool,
+    reason: String,
+    reply: oneshot::Sender<Result<String, String>>,
+) -> Option<Outcome> {
+    let flipped_at = chrono::Utc::now();
+    let reason = (!reason.is_empty()).then_some(reason);
+    let ks =
+        match state::KillSwitch::flip(engaged, reason.as_deref(), Some(&caller.name), flipped_at) {
             Ok(k) => k,
             Err(e) => {
                 let _ = reply.send(Err(e.to_string()));
                 return None;
             }
         };
-        let was = self.doc.kill_switch.as_ref().is_some_and(|k| k.engaged);
-        let previous = self.doc.kill_switch.replace(ks.clone());
-        if let Err(e) = state::save(&self.s.state_file.value, &self.doc) {
-            self.doc.kill_switch = previous;
-            let _ = reply.send(Err(format!("the kill-switch was not recorded: {e}")));
-            return None;
-        }
-        if let Some(p) = &self.s.kill_switch_file
-            && let Err(e) = report::publish_kill_switch(p, &ks)
-        {
-            let _ = reply.send(Err(format!(
-                "recorded, but not published to {}: {e}",
-                p.display()
-            )));
-            return None;
-        }
-        tracing::warn!(
-            message_id = message_id::KILL_SWITCH,
-            engaged,
-            changed_by = %caller.name,
-            "kill-switch {} by {}: {}",
-            if engaged { "engaged" } else { "released" },
-            caller.name,
-            ks.reason.as_deref().unwrap_or("(no reason)")
-        );
-        if was == engaged {
-            let _ = reply.send(Ok(String::new()));
-            return None;
-        }
-        let req = crate::flag::FlagRequest {
-            user: Some(caller.name),
-            source: "kill_switch".into(),
-            reason: ks.reason.clone(),
-            ..Default::default()
-        };
-        let ask = crate::policy::Request {
-            source: crate::policy::RequestSource::KillSwitch,
-            manual_override: false,
-            override_acknowledged: false,
-            override_reason: None,
-        };
-        let mut reply = Some(reply);
-        let mut decided = |_: &crate::policy::Decision, id: &str| {
-            if let Some(r) = reply.take() {
-                let _ = r.send(Ok(id.to_string()));
-            }
-        };
-        let mut j = self.journal();
-        let outcome = restart::handle(
-            &mut self.doc,
-            &self.s,
-            &req,
-            &ask,
-            None,
-            &mut j,
-            &mut decided,
-        );
-        // The runbook's rollback time: from the flip to the last worker replaced.
-        if let Some(e) = self.doc.history.last_mut()
-            && let Some(t) = e.extra.get_mut("timings").and_then(|t| t.as_object_mut())
-        {
-            let signal_at = t
-                .get("signal_sent_at")
-                .and_then(|v| v.as_str())
-                .and_then(state::parse_time);
-            let replaced = t.get("workers_replaced_ms").and_then(|v| v.as_f64());
-            if let (Some(at), Some(r)) = (signal_at, replaced) {
-                let before = (at - flipped_at).num_microseconds().unwrap_or(0) as f64 / 1e3;
-                t.insert("rollback_ms".into(), serde_json::json!(before.max(0.0) + r));
-            } else {
-                t.insert(
-                    "rollback_ms".into(),
-                    serde_json::json!(t0.elapsed().as_secs_f64() * 1e3),
-                );
-            }
-            self.doc.last_restart = Some(e.clone());
-            j.save(&self.doc);
-        }
-        Some(outcome)
+    let was = doc.kill_switch.as_ref().is_some_and(|k| k.engaged);
+    let previous = doc.kill_switch.replace(ks.clone());
+    if let Err(e) = state::save(&s.state_file.value, doc) {
+        doc.kill_switch = previous;
+        let _ = reply.send(Err(format!("the kill-switch was not recorded: {e}")));
+        return None;
     }
+    if let Some(p) = &s.kill_switch_file
+        && let Err(e) = report::publish_kill_switch(p, &ks)
+    {
+        let _ = reply.send(Err(format!(
+            "recorded, but not published to {}: {e}",
+            p.display()
+        )));
+        return None;
+    }
+    tracing::warn!(
+        message_id = message_id::KILL_SWITCH,
+        engaged,
+        changed_by = %caller.name,
+        "kill-switch {} by {}: {}",
+        if engaged { "engaged" } else { "released" },
+        caller.name,
+        ks.reason.as_deref().unwrap_or("(no reason)")
+    );
+    if was == engaged {
+        let _ = reply.send(Ok(String::new()));
+        return None;
+    }
+    let req = crate::flag::FlagRequest {
+        user: Some(caller.name),
+        source: "kill_switch".into(),
+        reason: ks.reason.clone(),
+        ..Default::default()
+    };
+    let ask = crate::policy::Request {
+        source: crate::policy::RequestSource::KillSwitch,
+        manual_override: false,
+        override_acknowledged: false,
+        override_reason: None,
+    };
+    let mut reply = Some(reply);
+    let mut decided = |_: &crate::policy::Decision, id: &str| {
+        if let Some(r) = reply.take() {
+            let _ = r.send(Ok(id.to_string()));
+        }
+    };
+    // Asked at the flip: the entry's rollback time runs from there.
+    Some(restart::handle(
+        doc,
+        s,
+        &req,
+        &ask,
+        Some(flipped_at.into()),
+        j,
+        &mut decided,
+    ))
+}
 
+impl Executor {
     /// The metrics of a handled request.
     fn count(&self, o: &Outcome) {
         use crate::metrics::Decision as D;
@@ -725,14 +644,29 @@ impl Shown {
     }
 }
 
+/// What `run` prepared before the event loop: the startup I/O, off the runtime.
+struct Start {
+    doc: StateDoc,
+    trust: Trust,
+    authz: Authz,
+    intents: Option<IntentLog>,
+    validation: Validation,
+    metrics_listener: Option<std::os::unix::net::UnixListener>,
+}
+
 async fn event_loop(
     env_files: Vec<EnvFileArg>,
     s: Settings,
-    doc: StateDoc,
-    trust: Trust,
-    intents: Intents,
-    validation: Validation,
+    start: Start,
 ) -> Result<u8, AgentError> {
+    let Start {
+        doc,
+        trust,
+        authz,
+        intents,
+        validation,
+        metrics_listener,
+    } = start;
     let (work, work_rx) = std::sync::mpsc::channel::<Work>();
     let (done_tx, mut done) = mpsc::unbounded_channel::<Done>();
     let queued = Arc::new(AtomicBool::new(false));
@@ -824,20 +758,18 @@ async fn event_loop(
             tracing::error!(error = %e, "cannot publish the kill-switch file");
         }
     }
-    if let Some(p) = s.metrics_socket.clone() {
-        match bind_metrics(&p) {
+    if let Some(l) = metrics_listener {
+        match tokio::net::UnixListener::from_std(l) {
             Ok(l) => {
                 tokio::spawn(crate::metrics::serve_unix(l, metrics.clone()));
             }
-            Err(e) => tracing::error!(error = %e, path = %p.display(), "metrics not served"),
+            Err(e) => tracing::error!(error = %e, "metrics not served"),
         }
     }
 
     // D-Bus: the API is a convenience on top of the flag; the agent runs without a bus.
     let (ask_tx, mut asks) = mpsc::channel::<Ask>(64);
-    let authz = Arc::new(std::sync::RwLock::new(Authz::resolve(
-        s.admin_group.as_deref(),
-    )));
+    let authz = Arc::new(std::sync::RwLock::new(authz));
     let bus = match crate::dbus::serve(AgentIface::new(ask_tx, authz.clone())).await {
         Ok(c) => c
             .object_server()
@@ -904,12 +836,11 @@ async fn event_loop(
                 Ask::Status(reply) => {
                     let _ = reply.send(shown.status().await);
                 }
-                Ask::Restart { ref caller, ref reason, .. } => {
-                    tracing::info!(user = %caller.name, "restart requested over D-Bus: {reason}");
-                    let _ = work.send(Work::Api(a));
-                }
-                kill @ Ask::KillSwitch { .. } => {
-                    let _ = work.send(Work::Api(kill));
+                Ask::Change(c) => {
+                    if let Change::Restart { caller, reason, .. } = &c {
+                        tracing::info!(user = %caller.name, "restart requested over D-Bus: {reason}");
+                    }
+                    let _ = work.send(Work::Api(c));
                 }
             },
             _ = &mut tick => {
@@ -999,7 +930,7 @@ fn outcome_parts(o: &Outcome) -> (&'static str, bool, String) {
 }
 
 /// Binds the metrics socket, replacing a stale socket (never another kind of file).
-fn bind_metrics(p: &Path) -> std::io::Result<tokio::net::UnixListener> {
+fn bind_metrics(p: &Path) -> std::io::Result<std::os::unix::net::UnixListener> {
     use std::os::unix::fs::FileTypeExt;
     if let Ok(m) = p.symlink_metadata() {
         if m.file_type().is_socket() {
@@ -1011,5 +942,8 @@ fn bind_metrics(p: &Path) -> std::io::Result<tokio::net::UnixListener> {
             ));
         }
     }
-    tokio::net::UnixListener::bind(p)
+    let l = std::os::unix::net::UnixListener::bind(p)?;
+    // tokio takes it over only non-blocking.
+    l.set_nonblocking(true)?;
+    Ok(l)
 }

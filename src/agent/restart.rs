@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use crate::config::Settings;
 use crate::flag::{FlagRequest, Rejection};
 use crate::gunicorn::{PidFd, Role, children, classify, holds_socket, read_pid_file, stat};
+use crate::intent::IntentLog;
 use crate::policy::{self, Verdict};
 use crate::state::{Entry, StateDoc, format_time};
 
@@ -33,18 +34,65 @@ pub enum Outcome {
     },
 }
 
-/// What the executor needs to persist the history as it goes.
-pub trait Journal {
-    /// Stores the state durably; errors are reported, never fatal to the request.
-    fn save(&mut self, doc: &StateDoc);
-    /// Records `intended` (already the newest entry of `doc`) before the signal. By default
-    /// the whole state is saved.
+/// Writes the history as the executor goes: the state file, durably, after each change, and
+/// the intent record before a signal (`crate::intent`). A write error is logged, never fatal
+/// to the request: the next change writes the whole state again.
+pub struct Journal<'a> {
+    path: &'a Path,
+    /// `None` when the intent record could not be opened: intents then go to the state file,
+    /// slower but as durable.
+    intents: Option<&'a mut IntentLog>,
+    /// An intent written and not yet flushed.
+    unsynced: bool,
+}
+
+impl<'a> Journal<'a> {
+    pub fn new(path: &'a Path, intents: Option<&'a mut IntentLog>) -> Journal<'a> {
+        Journal {
+            path,
+            intents,
+            unsynced: false,
+        }
+    }
+
+    /// Stores the state durably; once it holds the outcome, the intent is forgotten.
+    pub fn save(&mut self, doc: &StateDoc) {
+        match crate::state::save(self.path, doc) {
+            Ok(()) => {
+                if let Some(log) = self.intents.as_deref_mut() {
+                    log.clear();
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot save the restart history; will retry on the next change")
+            }
+        }
+    }
+
+    /// Records `intended` (already the newest entry of `doc`) before the signal.
     fn intend(&mut self, doc: &StateDoc, intended: &Entry) {
-        let _ = intended;
+        if let Some(log) = self.intents.as_deref_mut() {
+            match log.record(intended) {
+                Ok(true) => {
+                    self.unsynced = true;
+                    return;
+                }
+                Ok(false) => {}
+                Err(e) => tracing::error!(error = %e, "cannot write the intent record"),
+            }
+        }
         self.save(doc);
     }
-    /// Right after the signal: makes the intent durable if [`Journal::intend`] did not.
-    fn signalled(&mut self) {}
+
+    /// Right after the signal: makes the intent durable.
+    fn signalled(&mut self) {
+        if std::mem::take(&mut self.unsynced)
+            && let Some(log) = self.intents.as_deref_mut()
+            && let Err(e) = log.sync()
+        {
+            tracing::error!(error = %e, "cannot flush the intent record");
+        }
+    }
 }
 
 /// Makes ids unique within a process even for requests in the same millisecond.
@@ -88,7 +136,7 @@ fn record(doc: &mut StateDoc, s: &Settings, e: Entry) {
 }
 
 /// Records a flag that failed intake.
-pub fn reject(doc: &mut StateDoc, s: &Settings, why: &Rejection, j: &mut dyn Journal) -> Outcome {
+pub fn reject(doc: &mut StateDoc, s: &Settings, why: &Rejection, j: &mut Journal<'_>) -> Outcome {
     let mut e = base_entry(None, "manual");
     e.completed_at = Some(format_time(Utc::now()));
     e.success = Some(false);
@@ -111,7 +159,7 @@ pub fn handle(
     req: &FlagRequest,
     ask: &policy::Request,
     written_at: Option<std::time::SystemTime>,
-    j: &mut dyn Journal,
+    j: &mut Journal<'_>,
     decided: &mut dyn FnMut(&policy::Decision, &str),
 ) -> Outcome {
     let now = Utc::now();
@@ -196,7 +244,7 @@ fn fail(
     s: &Settings,
     mut e: Entry,
     why: String,
-    j: &mut dyn Journal,
+    j: &mut Journal<'_>,
 ) -> Outcome {
     e.completed_at = Some(format_time(Utc::now()));
     e.success = Some(false);
@@ -212,7 +260,7 @@ fn reload(
     s: &Settings,
     mut e: Entry,
     written_at: Option<std::time::SystemTime>,
-    j: &mut dyn Journal,
+    j: &mut Journal<'_>,
 ) -> Outcome {
     let (pid, start_ticks) = match find_master(&s.pid_file.value, s.app_unit.as_deref()) {
         Ok(m) => m,
@@ -239,7 +287,8 @@ fn reload(
     let t0 = Instant::now();
     let sent_at = Utc::now();
     let signalled = master.send_signal(nix::sys::signal::Signal::SIGHUP);
-    // From the flag's write to the signal: the latency operators wait on.
+    // From the request's write (the flag's mtime; the flip, for the kill-switch) to the
+    // signal: the latency operators wait on.
     let flag_to_signal_ms = written_at
         .and_then(|w| std::time::SystemTime::now().duration_since(w).ok())
         .map(|d| d.as_secs_f64() * 1e3);
@@ -313,6 +362,13 @@ fn reload(
             "health_answered_ms": health_ms,
         }),
     );
+    // A kill-switch's reload is asked at the flip: the runbook's rollback time runs from there
+    // to the last worker replaced.
+    if done.source.as_deref() == Some("kill_switch")
+        && let (Some(f), Some(r)) = (flag_to_signal_ms, replaced_ms)
+    {
+        done.extra["timings"]["rollback_ms"] = json!(f + r);
+    }
     if !verified {
         done.extra
             .insert("verification_problems".into(), json!(problems));

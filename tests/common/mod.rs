@@ -466,6 +466,40 @@ impl Drop for Sandbox {
     }
 }
 
+/// Events in `dir` (keep the watcher alive as long as the receiver is used).
+pub fn watch_dir(
+    dir: &Path,
+) -> (
+    notify::RecommendedWatcher,
+    std::sync::mpsc::Receiver<notify::Result<notify::Event>>,
+) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut w = notify::recommended_watcher(tx).unwrap();
+    notify::Watcher::watch(&mut w, dir, notify::RecursiveMode::NonRecursive).unwrap();
+    (w, rx)
+}
+
+/// Waits for `file` to be replaced (the agent's atomic state writes rename into place).
+pub fn await_replaced(rx: &std::sync::mpsc::Receiver<notify::Result<notify::Event>>, file: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let ev = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("{} was not written", file.display()));
+        if let Ok(ev) = ev
+            && ev.paths.iter().any(|p| p == file)
+            // One rename is reported twice (its `To` half and `Both`): count the `To` half.
+            && ev.kind
+                == notify::EventKind::Modify(notify::event::ModifyKind::Name(
+                    notify::event::RenameMode::To,
+                ))
+        {
+            return;
+        }
+    }
+}
+
 /// A gunicorn master that is stopped when the test ends, passed or not.
 pub struct Gunicorn(pub std::process::Child);
 

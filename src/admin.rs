@@ -46,7 +46,7 @@ pub struct Said {
     pub out: String,
 }
 
-fn said(code: u8, out: impl Into<String>) -> Said {
+pub(crate) fn said(code: u8, out: impl Into<String>) -> Said {
     Said {
         code,
         out: out.into(),
@@ -75,7 +75,7 @@ fn load(env_files: &[EnvFileArg]) -> Result<(Layers, Settings), Said> {
 }
 
 /// The agent, if one owns the name on the system bus.
-async fn agent() -> Option<Agent1Proxy<'static>> {
+pub(crate) async fn agent() -> Option<Agent1Proxy<'static>> {
     let conn = zbus::Connection::system().await.ok()?;
     let dbus = zbus::fdo::DBusProxy::new(&conn).await.ok()?;
     let name = zbus::names::BusName::try_from(crate::dbus::BUS_NAME).ok()?;
@@ -85,7 +85,7 @@ async fn agent() -> Option<Agent1Proxy<'static>> {
     Agent1Proxy::new(&conn).await.ok()
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -101,7 +101,7 @@ fn error_name(e: &zbus::Error) -> Option<String> {
     }
 }
 
-fn method_error(e: &zbus::Error) -> Said {
+pub(crate) fn method_error(e: &zbus::Error) -> Said {
     match error_name(e).as_deref() {
         Some("org.freedesktop.DBus.Error.AccessDenied") => {
             said(code::DENIED, format!("access denied: {}", detail(e)))
@@ -126,7 +126,7 @@ async fn next<S: Stream + Unpin>(s: &mut S) -> Option<S::Item> {
 }
 
 /// Waits for `RestartCompleted` with `id`: (outcome, verified, detail).
-async fn outcome(
+pub(crate) async fn outcome(
     stream: &mut crate::dbus::RestartCompletedStream,
     id: &str,
     timeout: Duration,
@@ -223,68 +223,88 @@ pub fn restart(
     };
     let wait_for = Duration::from_secs(s.reload_timeout_seconds + 30);
     runtime().block_on(async {
-        let Some(p) = agent().await else {
-            return queue_flag(&s, reason, manual_override, acknowledged);
-        };
-        // Subscribed before asking, so the outcome cannot pass unseen.
-        let mut done = match p.receive_restart_completed().await {
-            Ok(d) => d,
-            Err(e) => return said(code::NO_AGENT, format!("cannot subscribe: {e}")),
-        };
-        let (decision, why, needs_ack, id) = match p
-            .request_restart(reason, manual_override, acknowledged)
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => return method_error(&e),
-        };
-        match decision.as_str() {
-            "allowed" | "manual_override" => {}
-            "rejected" => {
-                return said(
-                    code::USAGE,
-                    format!("refused: {why} (an override needs --acknowledge and a --reason)"),
-                );
+        match agent().await {
+            Some(p) => {
+                request_restart(
+                    &p,
+                    reason,
+                    manual_override,
+                    acknowledged,
+                    wait.then_some(wait_for),
+                )
+                .await
             }
-            _ if why.starts_with("cooldown") => {
-                let left = p.cooldown_remaining().await.unwrap_or(0);
-                let hint = if needs_ack {
-                    "; an operator may override: --override --acknowledge --reason TEXT"
-                } else {
-                    ""
-                };
-                return said(
-                    code::COOLDOWN,
-                    format!("Restart in cooldown. Please wait {left} seconds ({why}){hint}."),
-                );
-            }
-            _ => {
-                return said(
-                    code::GUARDED,
-                    format!(
-                        "blocked by guarded mode ({why}): too many restarts in the window; \
-                         to override, run again with --override --acknowledge --reason TEXT"
-                    ),
-                );
-            }
-        }
-        if !wait {
-            return said(code::OK, format!("accepted ({decision}), request {id}"));
-        }
-        match outcome(&mut done, &id, wait_for).await {
-            Some((o, true, d)) if o == "executed" => {
-                said(code::OK, format!("restart executed and verified: {d}"))
-            }
-            Some((o, _, d)) => said(code::FAILED, format!("restart {o}: {d}")),
-            None => said(
-                code::FAILED,
-                format!(
-                    "no outcome for request {id} within {} s",
-                    wait_for.as_secs()
-                ),
-            ),
+            None => queue_flag(&s, reason, manual_override, acknowledged),
         }
     })
+}
+
+/// Asks the agent for a restart and, with `wait`, waits up to that long for its outcome.
+pub(crate) async fn request_restart(
+    p: &Agent1Proxy<'_>,
+    reason: &str,
+    manual_override: bool,
+    acknowledged: bool,
+    wait: Option<Duration>,
+) -> Said {
+    // Subscribed before asking, so the outcome cannot pass unseen.
+    let mut done = match p.receive_restart_completed().await {
+        Ok(d) => d,
+        Err(e) => return said(code::NO_AGENT, format!("cannot subscribe: {e}")),
+    };
+    let (decision, why, needs_ack, id) = match p
+        .request_restart(reason, manual_override, acknowledged)
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return method_error(&e),
+    };
+    match decision.as_str() {
+        "allowed" | "manual_override" => {}
+        "rejected" => {
+            return said(
+                code::USAGE,
+                format!("refused: {why} (an override needs --acknowledge and a --reason)"),
+            );
+        }
+        _ if why.starts_with("cooldown") => {
+            let left = p.cooldown_remaining().await.unwrap_or(0);
+            let hint = if needs_ack {
+                "; an operator may override: --override --acknowledge --reason TEXT"
+            } else {
+                ""
+            };
+            return said(
+                code::COOLDOWN,
+                format!("Restart in cooldown. Please wait {left} seconds ({why}){hint}."),
+            );
+        }
+        _ => {
+            return said(
+                code::GUARDED,
+                format!(
+                    "blocked by guarded mode ({why}): too many restarts in the window; \
+                     to override, run again with --override --acknowledge --reason TEXT"
+                ),
+            );
+        }
+    }
+    let Some(wait_for) = wait else {
+        return said(code::OK, format!("accepted ({decision}), request {id}"));
+    };
+    match outcome(&mut done, &id, wait_for).await {
+        Some((o, true, d)) if o == "executed" => {
+            said(code::OK, format!("restart executed and verified: {d}"))
+        }
+        Some((o, _, d)) => said(code::FAILED, format!("restart {o}: {d}")),
+        None => said(
+            code::FAILED,
+            format!(
+                "no outcome for request {id} within {} s",
+                wait_for.as_secs()
+            ),
+        ),
+    }
 }
 
 /// No agent on the bus: the request goes to the flag, written as the MES admin API writes it.
@@ -362,43 +382,53 @@ pub fn kill_switch(env_files: &[EnvFileArg], verb: Option<bool>, reason: &str, w
                 "no agent on the bus: the kill-switch is the agent's to flip (start warden run)",
             );
         };
-        let mut done = match p.receive_restart_completed().await {
-            Ok(d) => d,
-            Err(e) => return said(code::NO_AGENT, format!("cannot subscribe: {e}")),
-        };
-        let id = match p.set_kill_switch(engaged, reason).await {
-            Ok(id) => id,
-            Err(e) => return method_error(&e),
-        };
-        let what = if engaged { "engaged" } else { "released" };
-        if id.is_empty() {
-            return said(
-                code::OK,
-                format!("kill-switch {what} (unchanged: no reload)"),
-            );
-        }
-        if !wait {
-            return said(
-                code::OK,
-                format!("kill-switch {what}; reload {id} under way"),
-            );
-        }
-        match outcome(&mut done, &id, wait_for).await {
-            Some((o, true, d)) if o == "executed" => said(
-                code::OK,
-                format!("kill-switch {what}; every worker reloaded: {d}"),
-            ),
-            Some((o, _, d)) => said(
-                code::FAILED,
-                format!("kill-switch {what}, but the reload {o}: {d}"),
-            ),
-            None => said(
-                code::FAILED,
-                format!(
-                    "kill-switch {what}; no reload outcome within {} s",
-                    wait_for.as_secs()
-                ),
-            ),
-        }
+        flip(&p, engaged, reason, wait.then_some(wait_for)).await
     })
+}
+
+/// Flips the kill-switch and, with `wait`, waits up to that long for its reload's outcome.
+pub(crate) async fn flip(
+    p: &Agent1Proxy<'_>,
+    engaged: bool,
+    reason: &str,
+    wait: Option<Duration>,
+) -> Said {
+    let mut done = match p.receive_restart_completed().await {
+        Ok(d) => d,
+        Err(e) => return said(code::NO_AGENT, format!("cannot subscribe: {e}")),
+    };
+    let id = match p.set_kill_switch(engaged, reason).await {
+        Ok(id) => id,
+        Err(e) => return method_error(&e),
+    };
+    let what = if engaged { "engaged" } else { "released" };
+    if id.is_empty() {
+        return said(
+            code::OK,
+            format!("kill-switch {what} (unchanged: no reload)"),
+        );
+    }
+    let Some(wait_for) = wait else {
+        return said(
+            code::OK,
+            format!("kill-switch {what}; reload {id} under way"),
+        );
+    };
+    match outcome(&mut done, &id, wait_for).await {
+        Some((o, true, d)) if o == "executed" => said(
+            code::OK,
+            format!("kill-switch {what}; every worker reloaded: {d}"),
+        ),
+        Some((o, _, d)) => said(
+            code::FAILED,
+            format!("kill-switch {what}, but the reload {o}: {d}"),
+        ),
+        None => said(
+            code::FAILED,
+            format!(
+                "kill-switch {what}; no reload outcome within {} s",
+                wait_for.as_secs()
+            ),
+        ),
+    }
 }

@@ -67,6 +67,13 @@ pub enum Command {
     /// one graceful reload that the policy does not block
     #[command(name = "kill-switch", after_help = crate::admin::EXIT_CODES_HELP)]
     KillSwitch(KillSwitchArgs),
+    /// The pre-cutover rehearsal: contract check, one reload through the agent, then the
+    /// master unchanged, the workers replaced, the bind unchanged and the health URL answering
+    #[command(after_help = crate::rehearse::EXIT_CODES_HELP)]
+    Rehearse(crate::rehearse::RehearseArgs),
+    /// Write the man pages or a shell completion script (for packagers)
+    #[command(hide = true)]
+    Generate(crate::generate::GenerateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -243,6 +250,8 @@ pub fn main() -> ExitCode {
             &a.reason,
             !a.no_wait,
         ))),
+        Command::Rehearse(a) => Ok(crate::rehearse::main(&a)),
+        Command::Generate(a) => Ok(crate::generate::main(&a)),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -268,11 +277,11 @@ fn speak(s: crate::admin::Said) -> u8 {
 }
 
 /// Everything a check reads, gathered once.
-struct Gathered {
-    layers: Layers,
-    settings: Settings,
-    invalid: Vec<crate::config::InvalidValue>,
-    units: Vec<UnitLookup>,
+pub(crate) struct Gathered {
+    pub(crate) layers: Layers,
+    pub(crate) settings: Settings,
+    pub(crate) invalid: Vec<crate::config::InvalidValue>,
+    pub(crate) units: Vec<UnitLookup>,
     /// How units were read, for the report.
     unit_source: String,
 }
@@ -281,7 +290,7 @@ fn under_systemd() -> bool {
     std::env::var_os("INVOCATION_ID").is_some()
 }
 
-fn gather(src: &SourceArgs) -> Result<Gathered, CliError> {
+pub(crate) fn gather(src: &SourceArgs) -> Result<Gathered, CliError> {
     let mut layers = Layers::load(&src.env_files)?;
     let (mut settings, mut invalid) = Settings::resolve(&layers);
     let (units, unit_source) = read_units(src, &settings)?;

@@ -114,19 +114,112 @@ impl Authz {
     }
 }
 
+/// The properties as last published, shared by the interface (which answers `Get`) and the
+/// event loop (which publishes). A plain mutex, held only to read or swap the snapshot: the
+/// event loop never waits for the object server's lock on the interface, which every method
+/// call in flight holds while it waits for the event loop (publishing through that lock
+/// deadlocked the agent, and systemd's watchdog killed it, whenever a call was in flight).
+pub type SharedSnapshot = Arc<std::sync::Mutex<Snapshot>>;
+
+/// Refused calls are audited one by one up to this many per window; the others are counted,
+/// by user, and summed up in one event when the window is over. A caller decides how many
+/// refusals there are, not how many lines the agent logs: journald's rate limit is per unit
+/// and priority, and refusals logged at will had it drop the agent's other warnings (the
+/// kill-switch's audit events among them).
+const DENIED_LOGGED_PER_WINDOW: u32 = 10;
+const DENIED_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+/// Users counted apart in a summary; the rest together.
+const DENIED_USERS_MAX: usize = 64;
+
+/// The refusals of the current window.
+#[derive(Debug, Default)]
+struct DeniedLog {
+    /// When the current window ends.
+    until: Option<std::time::Instant>,
+    logged: u32,
+    /// Refusals not logged one by one, by user, until their summary is.
+    unlogged: std::collections::BTreeMap<String, u64>,
+}
+
+#[derive(Debug, PartialEq)]
+enum Audit {
+    /// Log this refusal.
+    Log,
+    /// Counted; `first`: the first one counted since the last summary, which is due `until`.
+    Count {
+        first: bool,
+        until: std::time::Instant,
+    },
+}
+
+impl DeniedLog {
+    fn admit(&mut self, user: &str, now: std::time::Instant) -> Audit {
+        let until = match self.until {
+            Some(u) if now < u => u,
+            _ => {
+                self.logged = 0;
+                *self.until.insert(now + DENIED_WINDOW)
+            }
+        };
+        if self.logged < DENIED_LOGGED_PER_WINDOW {
+            self.logged += 1;
+            return Audit::Log;
+        }
+        let first = self.unlogged.is_empty();
+        let key = if self.unlogged.len() < DENIED_USERS_MAX || self.unlogged.contains_key(user) {
+            user
+        } else {
+            "others"
+        };
+        *self.unlogged.entry(key.to_string()).or_default() += 1;
+        Audit::Count { first, until }
+    }
+}
+
+/// Logs the refusals counted since the last summary.
+fn summarize_denied(denied: &std::sync::Mutex<DeniedLog>) {
+    let unlogged = std::mem::take(&mut denied.lock().unwrap_or_else(|e| e.into_inner()).unlogged);
+    let n: u64 = unlogged.values().sum();
+    if n == 0 {
+        return;
+    }
+    let by = unlogged
+        .iter()
+        .map(|(u, k)| format!("{u} {k}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    tracing::warn!(
+        message_id = ACCESS_DENIED_ID,
+        suppressed = n,
+        "{n} more D-Bus calls refused, not logged one by one (at most {DENIED_LOGGED_PER_WINDOW} \
+         every {} s): {by}",
+        DENIED_WINDOW.as_secs()
+    );
+}
+
 pub struct AgentIface {
-    pub snap: Snapshot,
+    snap: SharedSnapshot,
     asks: mpsc::Sender<Ask>,
     authz: Arc<std::sync::RwLock<Authz>>,
+    denied: Arc<std::sync::Mutex<DeniedLog>>,
 }
 
 impl AgentIface {
-    pub fn new(asks: mpsc::Sender<Ask>, authz: Arc<std::sync::RwLock<Authz>>) -> AgentIface {
+    pub fn new(
+        asks: mpsc::Sender<Ask>,
+        authz: Arc<std::sync::RwLock<Authz>>,
+        snap: SharedSnapshot,
+    ) -> AgentIface {
         AgentIface {
-            snap: Snapshot::default(),
+            snap,
             asks,
             authz,
+            denied: Arc::default(),
         }
+    }
+
+    fn snap(&self) -> std::sync::MutexGuard<'_, Snapshot> {
+        self.snap.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The caller's credentials from the bus daemon; refused unless they may change things.
@@ -154,13 +247,33 @@ impl AgentIface {
             .unwrap_or_else(|e| e.into_inner())
             .allows(uid, gids);
         if !allowed {
-            tracing::warn!(
-                message_id = ACCESS_DENIED_ID,
-                uid,
-                user = %name,
-                method,
-                "D-Bus {method} refused: {name} is neither root nor in the admin group"
-            );
+            let audit = self
+                .denied
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .admit(&name, std::time::Instant::now());
+            match audit {
+                Audit::Log => tracing::warn!(
+                    message_id = ACCESS_DENIED_ID,
+                    uid,
+                    user = %name,
+                    method,
+                    "D-Bus {method} refused: {name} is neither root nor in the admin group"
+                ),
+                Audit::Count { first: true, until } => {
+                    let denied = self.denied.clone();
+                    match tokio::runtime::Handle::try_current() {
+                        Ok(rt) => {
+                            rt.spawn(async move {
+                                tokio::time::sleep_until(until.into()).await;
+                                summarize_denied(&denied);
+                            });
+                        }
+                        Err(_) => summarize_denied(&denied),
+                    }
+                }
+                Audit::Count { first: false, .. } => {}
+            }
             return Err(fdo::Error::AccessDenied(format!(
                 "{method} is for root and members of WARDEN_ADMIN_GROUP; {name} (uid {uid}) is neither"
             )));
@@ -185,12 +298,26 @@ fn check_reason(reason: &str) -> fdo::Result<()> {
             reason.len()
         )));
     }
-    if reason.chars().any(char::is_control) {
+    if reason
+        .chars()
+        .any(|c| c.is_control() || breaks_or_reorders(c))
+    {
         return Err(fdo::Error::InvalidArgs(
             "the reason must be one line without control characters".into(),
         ));
     }
     Ok(())
+}
+
+/// Characters that are not `Cc` controls but still break a line (U+2028, U+2029) or reorder
+/// the text around them when displayed (the bidirectional controls): a reason holding them
+/// reads differently in the journal and in `warden status` than it was written.
+fn breaks_or_reorders(c: char) -> bool {
+    matches!(
+        c,
+        '\u{2028}' | '\u{2029}' | '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}'
+            | '\u{2066}'..='\u{2069}'
+    )
 }
 
 #[zbus::interface(name = "io.warden.Agent1")]
@@ -268,78 +395,97 @@ impl AgentIface {
 
     #[zbus(property)]
     fn policy_state(&self) -> String {
-        self.snap.policy_state.clone()
+        self.snap().policy_state.clone()
     }
 
     #[zbus(property)]
     fn cooldown_remaining(&self) -> u64 {
-        self.snap.cooldown_remaining
+        self.snap().cooldown_remaining
     }
 
     #[zbus(property)]
     fn attempts_in_window(&self) -> u32 {
-        self.snap.attempts_in_window
+        self.snap().attempts_in_window
     }
 
     #[zbus(property)]
     fn kill_switch_engaged(&self) -> bool {
-        self.snap.kill_switch_engaged
+        self.snap().kill_switch_engaged
     }
 
     #[zbus(property)]
     fn kill_switch_reason(&self) -> String {
-        self.snap.kill_switch_reason.clone()
+        self.snap().kill_switch_reason.clone()
     }
 
     #[zbus(property)]
     fn last_restart_at(&self) -> String {
-        self.snap.last_restart_at.clone()
+        self.snap().last_restart_at.clone()
     }
 
     #[zbus(property)]
     fn last_restart_decision(&self) -> String {
-        self.snap.last_restart_decision.clone()
+        self.snap().last_restart_decision.clone()
     }
 
     #[zbus(property)]
     fn contract_valid(&self) -> bool {
-        self.snap.contract_valid
+        self.snap().contract_valid
     }
 }
 
-/// Publishes `new`, emitting `PropertiesChanged` for what differs from the last snapshot.
+/// Publishes `new`, emitting one `PropertiesChanged` with what differs from the last snapshot.
+/// Takes no lock of the object server's (see [`SharedSnapshot`]).
 pub async fn publish(
-    iface: &zbus::object_server::InterfaceRef<AgentIface>,
+    conn: &zbus::Connection,
+    shared: &SharedSnapshot,
     new: Snapshot,
 ) -> zbus::Result<()> {
-    let mut i = iface.get_mut().await;
-    let old = std::mem::replace(&mut i.snap, new);
-    let e = iface.signal_emitter();
+    let old = std::mem::replace(
+        &mut *shared.lock().unwrap_or_else(|e| e.into_inner()),
+        new.clone(),
+    );
+    let mut changed: std::collections::HashMap<&str, zbus::Variant<'_>> =
+        std::collections::HashMap::new();
     macro_rules! changed {
-        ($($field:ident => $signal:ident),* $(,)?) => {
-            $(if old.$field != i.snap.$field {
-                i.$signal(e).await?;
+        ($($field:ident => $name:literal),* $(,)?) => {
+            $(if old.$field != new.$field {
+                changed.insert($name, zbus::Variant::from(new.$field.clone()));
             })*
         };
     }
     changed!(
-        policy_state => policy_state_changed,
-        cooldown_remaining => cooldown_remaining_changed,
-        attempts_in_window => attempts_in_window_changed,
-        kill_switch_engaged => kill_switch_engaged_changed,
-        kill_switch_reason => kill_switch_reason_changed,
-        last_restart_at => last_restart_at_changed,
-        last_restart_decision => last_restart_decision_changed,
-        contract_valid => contract_valid_changed,
+        policy_state => "PolicyState",
+        cooldown_remaining => "CooldownRemaining",
+        attempts_in_window => "AttemptsInWindow",
+        kill_switch_engaged => "KillSwitchEngaged",
+        kill_switch_reason => "KillSwitchReason",
+        last_restart_at => "LastRestartAt",
+        last_restart_decision => "LastRestartDecision",
+        contract_valid => "ContractValid",
     );
-    Ok(())
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let e = SignalEmitter::new(conn, OBJECT_PATH)?;
+    fdo::Properties::properties_changed(
+        &e,
+        zbus::names::InterfaceName::from_static_str_unchecked(INTERFACE),
+        changed,
+        std::borrow::Cow::Borrowed(&[]),
+    )
+    .await
 }
 
 /// Serves the interface on the system bus (`DBUS_SYSTEM_BUS_ADDRESS` honoured) under the
-/// well-known name.
+/// well-known name, held for the agent's lifetime: not taken from another holder, and not
+/// given up to a later claimant (zbus's default flags allow both, which let any process of
+/// the service user take the name from a running agent, silently, and answer in its place).
 pub async fn serve(iface: AgentIface) -> zbus::Result<zbus::Connection> {
     zbus::connection::Builder::system()
         .name(BUS_NAME)
+        .allow_name_replacements(false)
+        .replace_existing_names(false)
         .serve_at(OBJECT_PATH, iface)
         .build()
         .await
@@ -369,7 +515,11 @@ pub trait Agent1 {
         detail: &str,
     ) -> zbus::Result<()>;
     #[zbus(property)]
+    fn policy_state(&self) -> zbus::Result<String>;
+    #[zbus(property)]
     fn cooldown_remaining(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn attempts_in_window(&self) -> zbus::Result<u32>;
     #[zbus(property)]
     fn kill_switch_engaged(&self) -> zbus::Result<bool>;
     #[zbus(property)]
@@ -395,9 +545,49 @@ mod tests {
     }
 
     #[test]
+    fn refusals_are_logged_a_few_per_window_and_the_rest_counted() {
+        let mut d = DeniedLog::default();
+        let t0 = std::time::Instant::now();
+        for _ in 0..DENIED_LOGGED_PER_WINDOW {
+            assert_eq!(d.admit("nobody", t0), Audit::Log);
+        }
+        let until = t0 + DENIED_WINDOW;
+        assert_eq!(d.admit("nobody", t0), Audit::Count { first: true, until });
+        for _ in 0..1000 {
+            assert_eq!(
+                d.admit("mallory", t0 + DENIED_WINDOW / 2),
+                Audit::Count {
+                    first: false,
+                    until
+                }
+            );
+        }
+        assert_eq!(d.unlogged["nobody"], 1);
+        assert_eq!(d.unlogged["mallory"], 1000);
+        // The next window logs again; what was counted waits for its summary.
+        assert_eq!(d.admit("nobody", until), Audit::Log);
+        let d = std::sync::Mutex::new(d);
+        summarize_denied(&d);
+        assert!(d.lock().unwrap().unlogged.is_empty());
+        // Users beyond the bound are counted together.
+        let mut d = DeniedLog::default();
+        for i in 0..(DENIED_LOGGED_PER_WINDOW as usize + DENIED_USERS_MAX + 10) {
+            d.admit(&format!("uid:{i}"), t0);
+        }
+        assert_eq!(d.unlogged.len(), DENIED_USERS_MAX + 1);
+        assert_eq!(d.unlogged["others"], 10);
+    }
+
+    #[test]
     fn reasons_are_bounded_single_lines() {
         assert!(check_reason("db failover").is_ok());
         assert!(check_reason("a\nb").is_err());
+        assert!(check_reason("a\u{2028}b").is_err(), "a line separator");
+        assert!(
+            check_reason("a\u{202e}dekcolb").is_err(),
+            "a right-to-left override"
+        );
+        assert!(check_reason("déploiement 4.2 — ok ✓").is_ok());
         assert!(check_reason(&"x".repeat(MAX_REASON_BYTES + 1)).is_err());
     }
 }

@@ -70,6 +70,12 @@ pub enum Rejection {
     NotJson(String),
     #[error("flag_invalid_field: {0}")]
     InvalidField(String),
+    #[error("flag_dir_replaced: {0}")]
+    DirReplaced(String),
+    #[error(
+        "flag_dir_unsafe: the flag's directory has mode {0:04o}: others may write in it and it has no sticky bit"
+    )]
+    DirUnsafe(u32),
 }
 
 impl Rejection {
@@ -83,7 +89,69 @@ impl Rejection {
             Rejection::UntrustedOwner(_) => "flag_untrusted_owner",
             Rejection::NotJson(_) => "flag_not_json",
             Rejection::InvalidField(_) => "flag_invalid_field",
+            Rejection::DirReplaced(_) => "flag_dir_replaced",
+            Rejection::DirUnsafe(_) => "flag_dir_unsafe",
         }
+    }
+}
+
+/// The flag's directory as the agent found it at its start (where its inotify watch is).
+/// The directory may change under a running agent: before each request, [`FlagDir::check`]
+/// makes sure the flag's path still leads into it, and that others still cannot write in it
+/// without the sticky bit (the start's rule P05) unless it was so at the start already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlagDir {
+    dev: u64,
+    ino: u64,
+    /// The path was a symbolic link at the start (the start's check then reported it).
+    link: bool,
+    /// Others could write in it without the sticky bit at the start (reported then too).
+    open: bool,
+}
+
+fn dir_of(flag: &Path) -> &Path {
+    flag.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+fn open_to_others(mode: u32) -> bool {
+    mode & 0o022 != 0 && mode & 0o1000 == 0
+}
+
+impl FlagDir {
+    /// Pins the directory holding `flag`, as it is now.
+    pub fn pin(flag: &Path) -> std::io::Result<FlagDir> {
+        let dir = dir_of(flag);
+        let link = std::fs::symlink_metadata(dir)?.file_type().is_symlink();
+        let m = std::fs::metadata(dir)?;
+        Ok(FlagDir {
+            dev: m.dev(),
+            ino: m.ino(),
+            link,
+            open: open_to_others(m.mode()),
+        })
+    }
+
+    /// Whether a request may be taken from `flag`'s directory now.
+    pub fn check(&self, flag: &Path) -> Result<(), Rejection> {
+        let dir = dir_of(flag);
+        let replaced =
+            |what: String| Err(Rejection::DirReplaced(format!("{} {what}", dir.display())));
+        if !self.link && std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
+            return replaced("is now a symbolic link".into());
+        }
+        let m = match std::fs::metadata(dir) {
+            Ok(m) => m,
+            Err(e) => return replaced(format!("is gone ({e})")),
+        };
+        if (m.dev(), m.ino()) != (self.dev, self.ino) {
+            return replaced("is another directory than the one watched since the start".into());
+        }
+        if !self.open && open_to_others(m.mode()) {
+            return Err(Rejection::DirUnsafe(m.mode() & 0o7777));
+        }
+        Ok(())
     }
 }
 
@@ -377,6 +445,40 @@ mod tests {
             0,
             "nothing is left behind"
         );
+    }
+
+    #[test]
+    fn the_flag_directory_must_stay_the_one_pinned_and_closed_to_others() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("run");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let flag = dir.join("restart.flag");
+        let pin = FlagDir::pin(&flag).unwrap();
+        assert_eq!(pin.check(&flag), Ok(()));
+        // Others may write, without the sticky bit: refused; with it (as /tmp): taken.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert_eq!(pin.check(&flag).unwrap_err().code(), "flag_dir_unsafe");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert_eq!(pin.check(&flag), Ok(()));
+        // Open at the start already (RUNTIME_CONTRACT_ENFORCE=false ran it anyway): kept.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert_eq!(FlagDir::pin(&flag).unwrap().check(&flag), Ok(()));
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // Moved away and replaced by a link, or by another directory, or gone.
+        let elsewhere = d.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::fs::rename(&dir, d.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &dir).unwrap();
+        assert_eq!(pin.check(&flag).unwrap_err().code(), "flag_dir_replaced");
+        std::fs::remove_file(&dir).unwrap();
+        std::fs::create_dir(&dir).unwrap();
+        assert_eq!(pin.check(&flag).unwrap_err().code(), "flag_dir_replaced");
+        std::fs::remove_dir(&dir).unwrap();
+        assert_eq!(pin.check(&flag).unwrap_err().code(), "flag_dir_replaced");
+        std::fs::rename(d.path().join("moved"), &dir).unwrap();
+        assert_eq!(pin.check(&flag), Ok(()), "back in place");
     }
 
     #[test]

@@ -140,6 +140,45 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
     result
 }
 
+/// Removes the temporary files [`write_atomic`] left beside `path` when its writer was killed
+/// mid-write (`.<name>.<pid>.<n>.tmp`: a partial copy each, never read, only taking space).
+/// For the one writer of `path` (the agent holding the state file's lock), at its start.
+/// Returns how many it removed.
+pub fn remove_stale_temps(path: &Path) -> usize {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return 0;
+    };
+    let prefix = format!(".{name}.");
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let mut removed = 0;
+    for e in rd.flatten() {
+        let n = e.file_name();
+        let Some(mid) = n
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|n| n.strip_suffix(".tmp"))
+        else {
+            continue;
+        };
+        if mid
+            .split_once('.')
+            .is_some_and(|(p, x)| digits(p) && digits(x))
+            && e.file_type().is_ok_and(|t| t.is_file())
+            && std::fs::remove_file(e.path()).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// Flushes the directory holding `path`, so that an entry created or renamed there survives a
 /// crash.
 pub fn sync_dir(path: &Path) -> std::io::Result<()> {
@@ -204,6 +243,41 @@ mod tests {
     }
 
     use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn stale_temp_files_of_a_killed_writer_are_removed_and_nothing_else() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("state.json");
+        write_atomic(&p, b"{}", 0o640).unwrap();
+        for n in [
+            ".state.json.123.456.tmp",
+            ".state.json.9.1.tmp",
+            // Not a temp file of `state.json`'s: kept.
+            ".state.json.x.1.tmp",
+            ".other.json.1.2.tmp",
+            "state.json.lock",
+            "state.json.intent",
+        ] {
+            std::fs::write(d.path().join(n), "partial").unwrap();
+        }
+        assert_eq!(remove_stale_temps(&p), 2);
+        let mut left: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                ".other.json.1.2.tmp",
+                ".state.json.x.1.tmp",
+                "state.json",
+                "state.json.intent",
+                "state.json.lock"
+            ]
+        );
+    }
 
     #[test]
     fn atomic_write_replaces_and_leaves_no_temp_files() {

@@ -69,6 +69,14 @@ impl Entry {
         }
     }
 
+    /// Whether this restart counts toward the churn window and the cooldown: an executed one
+    /// that was not a kill-switch flip. The policy never blocks a flip, and the churn it limits
+    /// is the restart path's; counting an operator's rollback (and its release) would put the
+    /// watchdog's own recovery restarts into guarded mode behind it.
+    pub fn counts(&self) -> bool {
+        self.executed() && self.source.as_deref() != Some("kill_switch")
+    }
+
     /// When it was executed, in UTC milliseconds: completion time, else request time.
     pub fn executed_at_ms(&self) -> Option<i64> {
         self.completed_at
@@ -172,11 +180,11 @@ impl KillSwitch {
 }
 
 impl StateDoc {
-    /// The executed restarts, for the policy.
+    /// The executed restarts the policy counts (kill-switch flips excluded: [`Entry::counts`]).
     pub fn executed(&self) -> Vec<Executed> {
         self.history
             .iter()
-            .filter(|e| e.executed())
+            .filter(|e| e.counts())
             .filter_map(|e| e.executed_at_ms().map(|at_ms| Executed { at_ms }))
             .collect()
     }
@@ -213,7 +221,7 @@ impl StateDoc {
             if seen == r.executed {
                 break;
             }
-            let Some(at) = e.executed().then(|| e.executed_at_ms()).flatten() else {
+            let Some(at) = e.counts().then(|| e.executed_at_ms()).flatten() else {
                 continue;
             };
             keep[i] |= seen == 0 || at >= r.since_ms;
@@ -424,6 +432,25 @@ mod tests {
   "history_limit": 50,
   "dashboard_note": "kept"
 }"#;
+
+    #[test]
+    fn kill_switch_reloads_do_not_count_toward_the_policy() {
+        let entry = |source: &str| Entry {
+            requested_at: Some("2026-02-10T08:00:00Z".into()),
+            source: Some(source.into()),
+            decision: Some("executed".into()),
+            ..Entry::default()
+        };
+        let d = StateDoc {
+            history: vec![entry("kill_switch"), entry("manual"), entry("kill_switch")],
+            ..StateDoc::default()
+        };
+        assert!(
+            d.history.iter().all(Entry::executed),
+            "all were carried out"
+        );
+        assert_eq!(d.executed().len(), 1, "only the manual one counts");
+    }
 
     #[test]
     fn the_originals_file_loads() {
@@ -638,6 +665,25 @@ mod tests {
         let back = load(&p).unwrap().doc();
         assert_eq!(back.kill_switch, d.kill_switch);
         assert!(!back.extra.contains_key("kill_switch"));
+    }
+
+    #[test]
+    fn other_writers_numbers_survive_a_save() {
+        // Fields warden does not know are kept as they are: a number read and written back is
+        // the same number, not one that drifts by a few units in the last place at each save.
+        let text = br#"{"x": [1e300, -0.0, 12345678901234567890, -9223372083654775808,
+                               2.2250738585072011e-308, 0.30000000000000004], "history_limit": 1.5}"#;
+        let d = parse(text).unwrap();
+        assert_eq!(d.extra["x"][3].as_f64(), Some(-9_223_372_083_654_775_808.0));
+        // Rust's own parser rounds correctly: the value the text means.
+        let exact = "2.2250738585072011e-308".parse::<f64>().ok();
+        assert_eq!(d.extra["x"][4].as_f64(), exact);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.json");
+        save(&p, &d).unwrap();
+        let back = load(&p).unwrap().doc();
+        assert_eq!(back.extra, d.extra);
+        assert_eq!(back.history_limit, None);
     }
 
     proptest! {

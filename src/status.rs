@@ -62,6 +62,9 @@ pub struct AgentInfo<'a> {
     pub started_at: DateTime<Utc>,
     /// systemd's `WATCHDOG_USEC`, when the agent runs under a watchdog.
     pub watchdog_usec: Option<u64>,
+    /// Why the state file is behind the agent's history (its last write failed, e.g. on a full
+    /// disk): the agent is degraded and retries.
+    pub state_write_error: Option<&'a str>,
 }
 
 /// The Gunicorn master and its workers as observed, and the bind it serves (also the
@@ -194,6 +197,10 @@ pub struct Agent {
     pub version: String,
     pub started_at: String,
     pub watchdog_usec: Option<u64>,
+    /// `null` while the state file holds the agent's history; else why it could not be
+    /// written (the agent retries each second).
+    #[serde(default)]
+    pub state_write_error: Option<String>,
 }
 
 /// The original's defaults for the app's own thresholds (`RESILIENCE_DEGRADED_ALERT_SECONDS`,
@@ -320,6 +327,7 @@ pub fn document(i: &Inputs) -> StatusDoc {
             version: a.version.to_string(),
             started_at: state::format_time(a.started_at),
             watchdog_usec: a.watchdog_usec,
+            state_write_error: a.state_write_error.map(str::to_string),
         }),
         gunicorn: i.gunicorn.clone(),
         source: i.source,
@@ -529,6 +537,7 @@ pub const KEY_PATHS: &[&str] = &[
     "agent.version",
     "agent.started_at",
     "agent.watchdog_usec",
+    "agent.state_write_error",
     "gunicorn",
     "gunicorn.master_pid",
     "gunicorn.workers",
@@ -575,6 +584,7 @@ mod tests {
                 version: "0.1.0",
                 started_at: t("2026-02-10T07:00:00Z"),
                 watchdog_usec: Some(30_000_000),
+                state_write_error: None,
             }),
             gunicorn: Gunicorn {
                 master_pid: Some(100),

@@ -252,15 +252,7 @@ fn sigkill_at_random_moments_never_leaves_an_unreadable_state_file() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(30);
-    let seed: u64 = std::env::var("WARDEN_CRASH_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
+    let seed = seed_from_env("WARDEN_CRASH_SEED");
     eprintln!("crash test: {cycles} cycles, WARDEN_CRASH_SEED={seed}");
     let mut x = seed | 1;
     let mut next = move || {

@@ -21,32 +21,8 @@ struct Live {
 
 impl Live {
     fn new(name: &str) -> Live {
-        let rt = PathBuf::from(format!("/run/{name}"));
-        let mut f = Fixture::with_runtime_dir(name, Some(&rt));
-        let sb = Sandbox::boot(name, &[&fixture_base()]);
-        for (k, v) in [
-            (
-                "WARDEN_KILL_SWITCH_FILE",
-                format!("{}/kill_switch.json", rt.display()),
-            ),
-            (
-                "WARDEN_STATUS_FILE",
-                format!("{}/status.json", rt.display()),
-            ),
-            (
-                "WARDEN_METRICS_SOCKET",
-                format!("{}/metrics.sock", rt.display()),
-            ),
-        ] {
-            f.set(k, &v);
-        }
-        f.app_owns_runtime_dir(name);
-        let wd = f.watchdog_unit_text().replace(
-            "[Service]\n",
-            "[Service]\nWatchdogSec=5\nRestart=on-failure\nTimeoutStopSec=5\n",
-        );
-        f.write_unit(WATCHDOG_UNIT, &wd);
-        sb.install_and_start(&f, &[APP_UNIT, WATCHDOG_UNIT]);
+        let metrics = format!("/run/{name}/metrics.sock");
+        let (sb, f, rt) = boot_live(name, 5, &[("WARDEN_METRICS_SOCKET", &metrics)], "");
         Live { sb, f, rt }
     }
 
@@ -317,4 +293,114 @@ fn the_control_surface_end_to_end() {
     let flag = l.host("mes_dashboard_restart.flag");
     let queued: serde_json::Value = serde_json::from_slice(&std::fs::read(&flag).unwrap()).unwrap();
     assert_eq!(queued["user"], "root");
+}
+
+/// `warden rehearse` inside the sandbox (the PID file and the processes are in its namespaces).
+fn rehearse(l: &Live, extra: &[&str]) -> (i32, serde_json::Value) {
+    let w = warden();
+    let env = l.f.env_file.display().to_string();
+    let url = format!("http://127.0.0.1:{}/health", l.f.port);
+    let mut args = vec![
+        "env",
+        "-i",
+        "PATH=/usr/bin:/bin",
+        w.to_str().unwrap(),
+        "rehearse",
+        "--json",
+        "--env-file",
+        &env,
+        "--health-url",
+        &url,
+    ];
+    args.extend_from_slice(extra);
+    let o = l.sb.run(&args);
+    (code(&o), json(&o))
+}
+
+fn steps(doc: &serde_json::Value) -> Vec<(String, String)> {
+    doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["verdict"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_rehearsal_verifies_a_reload_and_times_a_rollback() {
+    let l = Live::new("live-rehearse");
+    let before = l.app();
+
+    // Every step passes, the rollback within its target; the app is served by new workers of
+    // the same master, with the kill-switch released at the end.
+    let (c, doc) = rehearse(&l, &["--rollback-drill", "--target-seconds", "60"]);
+    assert_eq!(c, 0, "{doc:#}");
+    let want: Vec<(String, String)> = [
+        "contract", "app", "reload", "master", "workers", "bind", "health", "rollback", "health",
+        "release",
+    ]
+    .iter()
+    .map(|n| (n.to_string(), "pass".to_string()))
+    .collect();
+    assert_eq!(steps(&doc), want, "{doc:#}");
+    assert_eq!(doc["passed"], true);
+    assert_eq!(doc["rollback"]["met"], true, "{doc:#}");
+    assert!(doc["rollback"]["seconds"].as_f64().unwrap() > 0.0);
+    let after = l.app();
+    assert_eq!(after["master_pid"], before["master_pid"]);
+    assert_ne!(after["worker_pid"], before["worker_pid"]);
+    assert_eq!(after["kill_switch_engaged"], false);
+    // Three reloads, of which the two kill-switch flips do not count toward the policy.
+    assert!(
+        doc["policy_after"]
+            .as_str()
+            .unwrap()
+            .contains("1 restart(s) in the window"),
+        "{doc:#}"
+    );
+
+    // In the cooldown, without an override: the reload step fails with the way out, and
+    // nothing after it runs.
+    let (c, doc) = rehearse(&l, &[]);
+    assert_eq!(c, 1, "{doc:#}");
+    let s = steps(&doc);
+    assert_eq!(s[2], ("reload".into(), "fail".into()), "{doc:#}");
+    assert!(s[3..].iter().all(|(_, v)| v == "skip"), "{doc:#}");
+    let reload = &doc["steps"][2];
+    assert!(
+        reload["detail"].as_str().unwrap().contains("cooldown"),
+        "{doc:#}"
+    );
+    assert!(
+        reload["hint"].as_str().unwrap().contains("--override"),
+        "{doc:#}"
+    );
+
+    // An operator's rollback in force: the drill refuses to run and leaves it engaged.
+    let o = l.warden(&["kill-switch", "on", "--reason", "real incident"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    let (c, doc) = rehearse(
+        &l,
+        &[
+            "--override",
+            "--acknowledge",
+            "--reason",
+            "drill during an incident",
+            "--rollback-drill",
+        ],
+    );
+    assert_eq!(c, 1, "{doc:#}");
+    let s = steps(&doc);
+    assert_eq!(s[2].1, "pass", "the override's reload: {doc:#}");
+    let rollback = s.iter().position(|(n, _)| n == "rollback").unwrap();
+    assert_eq!(s[rollback].1, "fail", "{doc:#}");
+    assert_eq!(s[rollback + 1], ("release".into(), "skip".into()));
+    assert_eq!(l.app()["kill_switch_engaged"], true);
+    let o = l.warden(&["kill-switch"]);
+    assert!(text(&o).contains("real incident"), "{}", text(&o));
 }

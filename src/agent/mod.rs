@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{EnvFileArg, Layers, Settings};
 use crate::dbus::{AgentIface, Ask, Authz, Caller, Change, RestartReply};
-use crate::flag::Trust;
+use crate::flag::{FlagDir, Trust};
 use crate::intent::IntentLog;
 use crate::metrics::Metrics;
 use crate::state::{self, Loaded, StateDoc};
@@ -58,6 +58,12 @@ pub enum AgentError {
         #[source]
         source: notify::Error,
     },
+    #[error("cannot inspect the restart flag's directory {path}: {source}")]
+    FlagDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Config(#[from] crate::config::LoadError),
     #[error("cannot start the async runtime: {0}")]
@@ -70,11 +76,13 @@ fn notify(states: &[NotifyState]) {
     }
 }
 
-fn status_line(doc: &StateDoc, s: &Settings) -> String {
+/// What the agent says after `STATUS=`. `unsaved`: why the state file is behind the history
+/// (the agent is degraded until a write succeeds).
+fn status_line(doc: &StateDoc, s: &Settings, unsaved: Option<&str>) -> String {
     let now = chrono::Utc::now().timestamp_millis();
     let e = crate::policy::evaluate(&doc.executed(), now, &s.policy);
     format!(
-        "policy {}, {} restart(s) in the last {} s{}",
+        "policy {}, {} restart(s) in the last {} s{}{}",
         e.state.as_str(),
         e.attempts_in_window,
         e.window_seconds,
@@ -82,6 +90,9 @@ fn status_line(doc: &StateDoc, s: &Settings) -> String {
             .as_ref()
             .and_then(|l| l.decision.as_deref())
             .map(|d| format!(", last request {d}"))
+            .unwrap_or_default(),
+        unsaved
+            .map(|why| format!("; restart history not saved: {why}; retrying"))
             .unwrap_or_default()
     )
 }
@@ -127,9 +138,14 @@ fn open_intents(state_path: &Path) -> Option<IntentLog> {
 }
 
 /// Loads the history; an `intended` last entry, or an intent the history does not hold, is a
-/// crash between signal and record: its outcome is unknown.
-fn load_state(s: &Settings, intents: Option<&mut IntentLog>) -> Result<StateDoc, AgentError> {
+/// crash between signal and record: its outcome is unknown. Returns the history and, when it
+/// could not be saved with those outcomes (a full disk), why: the agent runs on and retries.
+fn load_state(
+    s: &Settings,
+    intents: Option<&mut IntentLog>,
+) -> Result<(StateDoc, Option<String>), AgentError> {
     let path = &s.state_file.value;
+    let mut unsaved = None;
     let mut doc = match state::load(path)? {
         Loaded::Fresh(d) | Loaded::Ok(d) => d,
         Loaded::SetAside { doc, kept_as, why } => {
@@ -148,7 +164,7 @@ fn load_state(s: &Settings, intents: Option<&mut IntentLog>) -> Result<StateDoc,
         last.decision = Some("unknown".into());
         last.decision_reason = Some(UNKNOWN_OUTCOME.into());
         doc.last_restart = Some(last.clone());
-        state::save(path, &doc)?;
+        unsaved = state::save(path, &doc).err().map(|e| e.to_string());
     }
     if let Some(log) = intents {
         if let Some(mut e) = log.pending()
@@ -158,11 +174,19 @@ fn load_state(s: &Settings, intents: Option<&mut IntentLog>) -> Result<StateDoc,
             e.decision_reason = Some(UNKNOWN_OUTCOME.into());
             let now = chrono::Utc::now().timestamp_millis();
             doc.push(e, s.history_max, crate::policy::retain(&s.policy, now));
-            state::save(path, &doc)?;
+            unsaved = state::save(path, &doc).err().map(|e| e.to_string());
         }
-        log.clear();
+        // The intent goes once the state file holds its outcome, not before.
+        if unsaved.is_none() {
+            log.clear();
+        }
     }
-    Ok(doc)
+    if let Some(why) = &unsaved {
+        tracing::error!(
+            "cannot save the restart history with the outcomes settled at start: {why}; retrying"
+        );
+    }
+    Ok((doc, unsaved))
 }
 
 /// Claims the flag (if any) and handles it. Blocking.
@@ -170,9 +194,34 @@ fn take_flag(
     doc: &mut StateDoc,
     s: &Settings,
     trust: &Trust,
+    dir: &FlagDir,
     j: &mut Journal<'_>,
 ) -> Option<Outcome> {
-    let claimed = match crate::flag::claim(&s.restart_flag.value, trust) {
+    let flag = &s.restart_flag.value;
+    match dir.check(flag) {
+        Ok(()) => {}
+        // The path leads elsewhere than the directory watched: nothing there is read, moved
+        // or removed, and every request the agent hears of is refused.
+        Err(why @ crate::flag::Rejection::DirReplaced(_)) => {
+            return Some(restart::reject(doc, s, &why, j));
+        }
+        // Others may write in it: a flag is consumed unread.
+        Err(why) => {
+            return match std::fs::remove_file(flag) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    tracing::warn!("{why}; restart flags there are refused");
+                    None
+                }
+                r => {
+                    if let Err(e) = r {
+                        tracing::error!(error = %e, flag = %flag.display(), "cannot remove the refused flag");
+                    }
+                    Some(restart::reject(doc, s, &why, j))
+                }
+            };
+        }
+    }
+    let claimed = match crate::flag::claim(flag, trust) {
         Ok(Some(c)) => c,
         Ok(None) => return None,
         Err(e) => {
@@ -251,8 +300,19 @@ pub fn run(
         .map_err(AgentError::Runtime)?;
     // Startup I/O happens before the event loop starts, not on it.
     let _lock = lock(&settings.state_file.value)?;
+    // The lock makes this agent the state file's one writer: a temporary file beside it is a
+    // write cut short by a kill.
+    let temps = crate::fsutil::remove_stale_temps(&settings.state_file.value);
+    if temps > 0 {
+        tracing::warn!("removed {temps} temporary file(s) of state writes cut short");
+    }
     let mut intents = open_intents(&settings.state_file.value);
-    let doc = load_state(&settings, intents.as_mut())?;
+    let (doc, unsaved) = load_state(&settings, intents.as_mut())?;
+    let flag_dir =
+        FlagDir::pin(&settings.restart_flag.value).map_err(|source| AgentError::FlagDir {
+            path: settings.restart_flag.value.clone(),
+            source,
+        })?;
     let stale = crate::flag::requeue_stale_claims(&settings.restart_flag.value);
     if stale > 0 {
         tracing::warn!(
@@ -268,6 +328,8 @@ pub fn run(
     });
     let start = Start {
         doc,
+        unsaved,
+        flag_dir,
         trust,
         authz,
         intents,
@@ -318,6 +380,8 @@ struct Done {
     doc: StateDoc,
     /// `None` for a change that is not a request (a kill-switch flip with nothing to reload).
     outcome: Option<Outcome>,
+    /// Why the state file is behind `doc`, if it is.
+    unsaved: Option<String>,
 }
 
 /// The restart executor: one thread takes each request (flag or D-Bus), decides, signals,
@@ -331,7 +395,11 @@ struct Executor {
     last_good: StateDoc,
     s: Settings,
     trust: Trust,
+    flag_dir: FlagDir,
     intents: Option<IntentLog>,
+    /// Why the state file is behind `doc` (its last write failed), if it is: retried each
+    /// [`SAVE_RETRY`].
+    unsaved: Option<String>,
     metrics: Arc<Metrics>,
     queued: Arc<AtomicBool>,
     /// Since when (ms on the monotonic clock of `started`) a request has been in hand; 0 idle.
@@ -350,9 +418,28 @@ fn verdict_str(v: crate::policy::Verdict) -> &'static str {
     }
 }
 
+/// How often a state file that could not be written is tried again.
+const SAVE_RETRY: Duration = Duration::from_secs(1);
+
 impl Executor {
     fn run(mut self, rx: std::sync::mpsc::Receiver<Work>) {
-        while let Ok(w) = rx.recv() {
+        use std::sync::mpsc::RecvTimeoutError;
+        loop {
+            let w = if self.unsaved.is_some() {
+                match rx.recv_timeout(SAVE_RETRY) {
+                    Ok(w) => w,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.retry_save();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match rx.recv() {
+                    Ok(w) => w,
+                    Err(_) => break,
+                }
+            };
             if let Work::Settings(b) = w {
                 (self.s, self.trust) = *b;
                 continue;
@@ -367,18 +454,40 @@ impl Executor {
         }
     }
 
+    /// Writes the history the last write could not; says so when it succeeds.
+    fn retry_save(&mut self) {
+        let mut j = Journal::new(
+            &self.s.state_file.value,
+            self.intents.as_mut(),
+            self.unsaved.clone(),
+        );
+        let saved = j.try_save(&self.doc).is_ok();
+        self.unsaved = j.unsaved;
+        if saved {
+            tracing::info!("the restart history is saved again");
+            let _ = self.done.send(Done {
+                doc: self.doc.clone(),
+                outcome: None,
+                unsaved: None,
+            });
+        }
+    }
+
     /// Runs one piece of work; a panic in it costs that request, never the agent.
     fn guarded(&mut self, w: Work) {
         // Nothing is cloned before the work: it sits between a flag and its signal.
         let mark = self.mark();
+        let was_unsaved = self.unsaved.is_some();
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.work(w)));
         let outcome = match r {
             Ok(o) => o,
             Err(_) => {
                 // It may have saved part of its work: the file is the truth.
                 tracing::error!("the restart task failed; reloading the history");
-                self.doc = load_state(&self.s, self.intents.as_mut())
-                    .unwrap_or_else(|_| self.last_good.clone());
+                match load_state(&self.s, self.intents.as_mut()) {
+                    Ok((doc, unsaved)) => (self.doc, self.unsaved) = (doc, unsaved),
+                    Err(_) => self.doc = self.last_good.clone(),
+                }
                 return;
             }
         };
@@ -386,13 +495,14 @@ impl Executor {
             self.count(o);
         }
         // Nothing to report when nothing changed (an inotify event with no flag to take).
-        if outcome.is_none() && self.mark() == mark {
+        if outcome.is_none() && self.mark() == mark && self.unsaved.is_some() == was_unsaved {
             return;
         }
         self.last_good = self.doc.clone();
         let _ = self.done.send(Done {
             doc: self.last_good.clone(),
             outcome,
+            unsaved: self.unsaved.clone(),
         });
     }
 
@@ -407,10 +517,14 @@ impl Executor {
     }
 
     fn work(&mut self, w: Work) -> Option<Outcome> {
-        let mut j = Journal::new(&self.s.state_file.value, self.intents.as_mut());
-        match w {
+        let mut j = Journal::new(
+            &self.s.state_file.value,
+            self.intents.as_mut(),
+            self.unsaved.clone(),
+        );
+        let outcome = match w {
             Work::Settings(_) => None,
-            Work::Flag => take_flag(&mut self.doc, &self.s, &self.trust, &mut j),
+            Work::Flag => take_flag(&mut self.doc, &self.s, &self.trust, &self.flag_dir, &mut j),
             Work::Api(Change::Restart {
                 caller,
                 reason,
@@ -462,7 +576,9 @@ impl Executor {
                 reason,
                 reply,
             ),
-        }
+        };
+        self.unsaved = j.unsaved;
+        outcome
     }
 }
 
@@ -647,6 +763,9 @@ impl Shown {
 /// What `run` prepared before the event loop: the startup I/O, off the runtime.
 struct Start {
     doc: StateDoc,
+    /// Why the history could not be saved at start, if it could not.
+    unsaved: Option<String>,
+    flag_dir: FlagDir,
     trust: Trust,
     authz: Authz,
     intents: Option<IntentLog>,
@@ -661,6 +780,8 @@ async fn event_loop(
 ) -> Result<u8, AgentError> {
     let Start {
         doc,
+        unsaved,
+        flag_dir,
         trust,
         authz,
         intents,
@@ -674,7 +795,7 @@ async fn event_loop(
     let started = std::time::Instant::now();
     let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION")));
     metrics.set_contract_valid(validation.valid);
-    let status = status_line(&doc, &s);
+    let status = status_line(&doc, &s, unsaved.as_deref());
     let ping_every = sd_notify::watchdog_enabled().map(|d| d / 2);
     let mut shown = Shown {
         s: s.clone(),
@@ -684,6 +805,7 @@ async fn event_loop(
             pid: std::process::id(),
             started_at: chrono::Utc::now(),
             watchdog_usec: ping_every.map(|d| (d * 2).as_micros() as u64),
+            state_write_error: unsaved.clone(),
         },
         metrics: metrics.clone(),
         cache: None,
@@ -693,7 +815,9 @@ async fn event_loop(
         doc,
         s: s.clone(),
         trust,
+        flag_dir,
         intents,
+        unsaved,
         metrics: metrics.clone(),
         queued: queued.clone(),
         busy_since: busy_since.clone(),
@@ -713,25 +837,28 @@ async fn event_loop(
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("/"));
-    let (watch_work, watch_queued) = (work.clone(), queued.clone());
+    let (watch_work, watch_queued, watched) = (work.clone(), queued.clone(), dir.clone());
     let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-        if let Ok(ev) = ev
-            && !matches!(
-                ev.kind,
-                notify::EventKind::Access(_)
-                    | notify::EventKind::Remove(_)
-                    // The flag renamed away: the agent's own claim, nothing new to take.
-                    | notify::EventKind::Modify(notify::event::ModifyKind::Name(
-                        notify::event::RenameMode::From
-                    ))
-            )
-            && ev
-                .paths
-                .iter()
-                .any(|p| p.file_name().map(|n| n.to_os_string()) == flag_name)
-            // A request already queued absorbs this one.
-            && !watch_queued.swap(true, Ordering::SeqCst)
-        {
+        let Ok(ev) = ev else { return };
+        let flag = !matches!(
+            ev.kind,
+            notify::EventKind::Access(_)
+                | notify::EventKind::Remove(_)
+                // The flag renamed away: the agent's own claim, nothing new to take. (A
+                // rename reported whole names both paths: an arrival is also reported as `To`.)
+                | notify::EventKind::Modify(notify::event::ModifyKind::Name(
+                    notify::event::RenameMode::From | notify::event::RenameMode::Both
+                ))
+        ) && ev
+            .paths
+            .iter()
+            .any(|p| p.file_name().map(|n| n.to_os_string()) == flag_name);
+        // The directory itself moved, removed or its mode changed: the executor checks it
+        // (`FlagDir`) and says what it finds.
+        let itself =
+            !matches!(ev.kind, notify::EventKind::Access(_)) && ev.paths.contains(&watched);
+        // A request already queued absorbs this one.
+        if (flag || itself) && !watch_queued.swap(true, Ordering::SeqCst) {
             let _ = watch_work.send(Work::Flag);
         }
     })
@@ -770,21 +897,18 @@ async fn event_loop(
     // D-Bus: the API is a convenience on top of the flag; the agent runs without a bus.
     let (ask_tx, mut asks) = mpsc::channel::<Ask>(64);
     let authz = Arc::new(std::sync::RwLock::new(authz));
-    let bus = match crate::dbus::serve(AgentIface::new(ask_tx, authz.clone())).await {
-        Ok(c) => c
-            .object_server()
-            .interface::<_, AgentIface>(crate::dbus::OBJECT_PATH)
-            .await
-            .ok()
-            .map(|i| (c, i)),
+    let props = crate::dbus::SharedSnapshot::default();
+    let iface = AgentIface::new(ask_tx, authz.clone(), props.clone());
+    let bus = match crate::dbus::serve(iface).await {
+        Ok(c) => Some((c, props)),
         Err(e) => {
             tracing::warn!(error = %e, "no D-Bus API (warden status|restart|kill-switch will fall back to files)");
             None
         }
     };
     let refresh = |shown: &Shown| report::snapshot(&shown.s, &shown.known, shown.validation.valid);
-    if let Some((_, iface)) = &bus {
-        let _ = crate::dbus::publish(iface, refresh(&shown)).await;
+    if let Some((c, props)) = &bus {
+        let _ = crate::dbus::publish(c, props, refresh(&shown)).await;
     }
     shown.changed().await;
 
@@ -813,15 +937,16 @@ async fn event_loop(
                     audit(o);
                 }
                 shown.known = d.doc;
+                shown.meta.state_write_error = d.unsaved;
                 // Gauges, properties, then the signal: whoever hears the outcome reads the
                 // state it left.
                 report::gauges(&metrics, &shown.s, &shown.known);
                 tick.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(1));
                 // STATUS changes only when the state did.
-                let status = status_line(&shown.known, &shown.s);
+                let status = status_line(&shown.known, &shown.s, shown.meta.state_write_error.as_deref());
                 notify(&[NotifyState::Status(&status)]);
-                if let Some((c, iface)) = &bus {
-                    let _ = crate::dbus::publish(iface, refresh(&shown)).await;
+                if let Some((c, props)) = &bus {
+                    let _ = crate::dbus::publish(c, props, refresh(&shown)).await;
                     if let (Some(o), Some(id)) = (&d.outcome, shown.known.last_restart.as_ref().and_then(|l| l.id.clone())) {
                         let (name, verified, detail) = outcome_parts(o);
                         let e = zbus::object_server::SignalEmitter::new(c, crate::dbus::OBJECT_PATH);
@@ -846,8 +971,8 @@ async fn event_loop(
             _ = &mut tick => {
                 let snap = refresh(&shown);
                 let moving = snap.cooldown_remaining > 0 || snap.attempts_in_window > 0;
-                if let Some((_, iface)) = &bus {
-                    let _ = crate::dbus::publish(iface, snap).await;
+                if let Some((c, props)) = &bus {
+                    let _ = crate::dbus::publish(c, props, snap).await;
                 }
                 report::gauges(&metrics, &shown.s, &shown.known);
                 // The textfile also follows the clock (node_exporter flags a stale file).
@@ -898,7 +1023,7 @@ async fn event_loop(
                     Ok(Err(why)) => tracing::error!("configuration not reloaded: {why}"),
                     Err(e) => tracing::error!("configuration not reloaded: {e}"),
                 }
-                let status = status_line(&shown.known, &shown.s);
+                let status = status_line(&shown.known, &shown.s, shown.meta.state_write_error.as_deref());
                 notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
             }
         }

@@ -21,6 +21,8 @@ pub struct Meta {
     pub pid: u32,
     pub started_at: DateTime<Utc>,
     pub watchdog_usec: Option<u64>,
+    /// Why the state file is behind the history the agent holds (its last write failed).
+    pub state_write_error: Option<String>,
 }
 
 /// Builds the status document from the state and what is observed now. `agent`: `None` when
@@ -50,6 +52,7 @@ pub fn document(
             version: env!("CARGO_PKG_VERSION"),
             started_at: m.started_at,
             watchdog_usec: m.watchdog_usec,
+            state_write_error: m.state_write_error.as_deref(),
         }),
         gunicorn: Gunicorn {
             master_pid: master,

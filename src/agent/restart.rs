@@ -36,7 +36,8 @@ pub enum Outcome {
 
 /// Writes the history as the executor goes: the state file, durably, after each change, and
 /// the intent record before a signal (`crate::intent`). A write error is logged, never fatal
-/// to the request: the next change writes the whole state again.
+/// to the request: the history stays in memory, [`Journal::unsaved`] says why the file is
+/// behind it, and the next write (a change, or the executor's retry) writes it whole.
 pub struct Journal<'a> {
     path: &'a Path,
     /// `None` when the intent record could not be opened: intents then go to the state file,
@@ -44,44 +45,66 @@ pub struct Journal<'a> {
     intents: Option<&'a mut IntentLog>,
     /// An intent written and not yet flushed.
     unsynced: bool,
+    /// Why the state file is behind the history in memory (its last write failed), if it is.
+    pub unsaved: Option<String>,
 }
 
 impl<'a> Journal<'a> {
-    pub fn new(path: &'a Path, intents: Option<&'a mut IntentLog>) -> Journal<'a> {
+    pub fn new(
+        path: &'a Path,
+        intents: Option<&'a mut IntentLog>,
+        unsaved: Option<String>,
+    ) -> Journal<'a> {
         Journal {
             path,
             intents,
             unsynced: false,
+            unsaved,
+        }
+    }
+
+    /// Stores the state durably; a failure is logged and kept in [`Journal::unsaved`].
+    pub fn save(&mut self, doc: &StateDoc) {
+        if let Err(e) = self.try_save(doc) {
+            tracing::error!(error = %e, "cannot save the restart history; retrying");
         }
     }
 
     /// Stores the state durably; once it holds the outcome, the intent is forgotten.
-    pub fn save(&mut self, doc: &StateDoc) {
+    pub fn try_save(&mut self, doc: &StateDoc) -> Result<(), crate::state::StateError> {
         match crate::state::save(self.path, doc) {
             Ok(()) => {
                 if let Some(log) = self.intents.as_deref_mut() {
                     log.clear();
                 }
+                self.unsaved = None;
+                Ok(())
             }
             Err(e) => {
-                tracing::error!(error = %e, "cannot save the restart history; will retry on the next change")
+                self.unsaved = Some(e.to_string());
+                Err(e)
             }
         }
     }
 
-    /// Records `intended` (already the newest entry of `doc`) before the signal.
-    fn intend(&mut self, doc: &StateDoc, intended: &Entry) {
-        if let Some(log) = self.intents.as_deref_mut() {
+    /// Records `intended` (already the newest entry of `doc`) before the signal. An error:
+    /// it is recorded nowhere a crash would leave it, and nothing may be signalled.
+    fn intend(&mut self, doc: &StateDoc, intended: &Entry) -> Result<(), String> {
+        // While the state file is behind, the intent record may hold an earlier restart's
+        // intent, which overwriting would lose: the state file then takes both, or neither.
+        if self.unsaved.is_none()
+            && let Some(log) = self.intents.as_deref_mut()
+        {
             match log.record(intended) {
                 Ok(true) => {
                     self.unsynced = true;
-                    return;
+                    return Ok(());
                 }
                 Ok(false) => {}
                 Err(e) => tracing::error!(error = %e, "cannot write the intent record"),
             }
         }
-        self.save(doc);
+        self.try_save(doc).map_err(|e| e.to_string())
     }
 
     /// Right after the signal: makes the intent durable.
@@ -282,7 +305,10 @@ fn reload(
     // `crate::intent` for when it reaches the disk).
     e.decision = Some("intended".into());
     record(doc, s, e.clone());
-    j.intend(doc, &e);
+    if let Err(why) = j.intend(doc, &e) {
+        doc.history.pop();
+        return fail(doc, s, e, format!("intent_not_recorded: {why}"), j);
+    }
 
     let t0 = Instant::now();
     let sent_at = Utc::now();

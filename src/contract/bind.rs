@@ -93,7 +93,7 @@ pub fn parse_proc_net_tcp(text: &str) -> Vec<Listener> {
         .collect()
 }
 
-fn overlaps(bind: &BindAddr, l: &Listener) -> bool {
+pub(crate) fn overlaps(bind: &BindAddr, l: &Listener) -> bool {
     if bind.port != l.port {
         return false;
     }
@@ -135,7 +135,7 @@ fn read_proc(p: &str) -> Option<String> {
     String::from_utf8(buf).ok()
 }
 
-fn listeners() -> Vec<Listener> {
+pub(crate) fn listeners() -> Vec<Listener> {
     if let Ok(l) = crate::netdiag::listeners() {
         return l;
     }

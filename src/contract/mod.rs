@@ -1,10 +1,10 @@
 //! The runtime-contract check: runs every rule over the resolved configuration, the units of the
 //! contract and the files they name, and collects findings. Each concern lives in its own module.
 
-mod bind;
+pub(crate) mod bind;
 mod paths;
 mod python;
-mod texts;
+pub mod texts;
 mod units;
 mod version;
 

@@ -513,6 +513,11 @@ impl Drop for Gunicorn {
 
 /// Starts the fixture's gunicorn (real master and workers) and waits for its READY=1.
 pub fn start_gunicorn(f: &Fixture) -> Gunicorn {
+    start_gunicorn_with(f, &[])
+}
+
+/// [`start_gunicorn`] with more gunicorn options (`extra`).
+pub fn start_gunicorn_with(f: &Fixture, extra: &[&str]) -> Gunicorn {
     let sock_path = f.dir.join("notify.sock");
     let _ = std::fs::remove_file(&sock_path);
     let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
@@ -525,7 +530,9 @@ pub fn start_gunicorn(f: &Fixture) -> Gunicorn {
             "--bind",
             &f.env["GUNICORN_BIND"],
         ])
-        .args(["--workers", "2", "--no-control-socket", "--chdir"])
+        .args(["--workers", "2", "--no-control-socket"])
+        .args(extra)
+        .arg("--chdir")
         .arg(repo().join("examples/gunicorn-app"))
         .arg("app:app")
         .env("NOTIFY_SOCKET", &sock_path)
@@ -566,4 +573,118 @@ pub fn await_workers(master: u32, n: usize) -> Vec<u32> {
         }
         std::thread::yield_now();
     }
+}
+
+/// systemd's view of a unit: whether it still runs as the same, fed, process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnitHealth {
+    pub active_state: String,
+    pub n_restarts: String,
+    /// In the sandbox's pid namespace, as systemd reports it.
+    pub main_pid: String,
+    /// "Watchdog timeout" lines systemd logged for the unit.
+    pub watchdog_timeouts: usize,
+}
+
+impl Sandbox {
+    /// Host PIDs of a unit's processes (its cgroup, seen from the host), sorted.
+    pub fn unit_host_pids(&self, unit: &str) -> Vec<u32> {
+        let cg = std::fs::read_to_string(self.dir.join("cgroup")).unwrap();
+        let procs = Path::new(cg.trim()).join(format!("system.slice/{unit}/cgroup.procs"));
+        let mut pids: Vec<u32> = std::fs::read_to_string(&procs)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
+        pids.sort_unstable();
+        pids
+    }
+
+    /// The host PID of the unit's main process (systemd reports it in the sandbox's namespace).
+    pub fn main_host_pid(&self, unit: &str) -> i32 {
+        let ns = self.prop(unit, "MainPID");
+        self.unit_host_pids(unit)
+            .into_iter()
+            .find(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/status"))
+                    .unwrap_or_default()
+                    .lines()
+                    .find_map(|l| l.strip_prefix("NSpid:"))
+                    .and_then(|l| l.split_whitespace().last().map(|s| s == ns))
+                    .unwrap_or(false)
+            })
+            .map(|p| p as i32)
+            .unwrap_or_else(|| panic!("no host PID for {unit}'s MainPID {ns}"))
+    }
+
+    /// What systemd says of the unit: state, restarts, main PID, and its watchdog timeouts
+    /// from the journal.
+    pub fn watchdog_health(&self, unit: &str) -> UnitHealth {
+        let o = self.systemctl(&["show", "-p", "ActiveState,NRestarts,MainPID", unit]);
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        let get = |k: &str| {
+            out.lines()
+                .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        };
+        UnitHealth {
+            active_state: get("ActiveState"),
+            n_restarts: get("NRestarts"),
+            main_pid: get("MainPID"),
+            watchdog_timeouts: self
+                .journal_query(&["-u", unit])
+                .matches("Watchdog timeout")
+                .count(),
+        }
+    }
+}
+
+/// A seed for a randomized test: `var` from the environment (to replay a run), else the clock.
+pub fn seed_from_env(var: &str) -> u64 {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        })
+}
+
+/// The app and the agent as units of a fresh sandbox, started: the agent with `WatchdogSec=`,
+/// `Restart=on-failure`, the kill-switch and status files in the runtime directory, `env` in
+/// the contract and `service` as more `[Service]` lines. Returns the runtime directory too.
+pub fn boot_live(
+    name: &str,
+    watchdog_sec: u32,
+    env: &[(&str, &str)],
+    service: &str,
+) -> (Sandbox, Fixture, PathBuf) {
+    let rt = PathBuf::from(format!("/run/{name}"));
+    let mut f = Fixture::with_runtime_dir(name, Some(&rt));
+    let sb = Sandbox::boot(name, &[&fixture_base()]);
+    f.set(
+        "WARDEN_KILL_SWITCH_FILE",
+        &format!("{}/kill_switch.json", rt.display()),
+    );
+    f.set(
+        "WARDEN_STATUS_FILE",
+        &format!("{}/status.json", rt.display()),
+    );
+    for (k, v) in env {
+        f.set(k, v);
+    }
+    f.app_owns_runtime_dir(name);
+    let wd = f.watchdog_unit_text().replace(
+        "[Service]\n",
+        &format!(
+            "[Service]\nWatchdogSec={watchdog_sec}\nRestart=on-failure\nTimeoutStopSec=5\n{service}"
+        ),
+    );
+    f.write_unit(WATCHDOG_UNIT, &wd);
+    sb.install_and_start(&f, &[APP_UNIT, WATCHDOG_UNIT]);
+    (sb, f, rt)
 }

@@ -276,13 +276,17 @@ fn sigkill_at_random_moments_never_leaves_an_unreadable_state_file() {
                 .unwrap_or_else(|e| panic!("cycle {cycle}: unreadable state file: {e}"));
         }
     }
-    // A clean start settles a restart cut short between signal and record.
-    let mut a = Agent::start(&f);
+    // A clean start settles a restart cut short between signal and record (before READY=1),
+    // then a clean stop: no agent outlives the test.
     let _ = std::fs::remove_file(&flag);
-    drop(std::mem::replace(
-        &mut a.child,
-        Command::new("true").spawn().unwrap(),
-    ));
+    let mut a = Agent::start(&f);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(a.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    assert!(a.child.wait().unwrap().success(), "a clean stop on SIGTERM");
+    // Reaped: the guard's SIGKILL goes to a stand-in, never to a PID that may be reused.
+    a.child = Command::new("true").spawn().unwrap();
     let doc = warden::state::parse(&std::fs::read(&state).unwrap()).unwrap();
     let mut ids: Vec<_> = doc.history.iter().filter_map(|e| e.id.clone()).collect();
     let n = ids.len();

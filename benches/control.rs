@@ -86,7 +86,7 @@ fn main() {
     report("Get(PolicyState) (the bus's floor)", &mut get);
 
     // Sustained: 1,000 calls/s for 10 s, paced.
-    let pid = main_host_pid(&sb, WATCHDOG_UNIT);
+    let pid = sb.main_host_pid(WATCHDOG_UNIT);
     let cpu0 = cpu_ns(pid);
     let t0 = Instant::now();
     let mut done = 0u64;

@@ -342,7 +342,7 @@ impl Bench {
 
     /// The host PID of the unit's main process.
     fn main_host_pid(&self, unit: &str) -> i32 {
-        main_host_pid(&self.sb, unit)
+        self.sb.main_host_pid(unit)
     }
 }
 

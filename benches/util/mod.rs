@@ -1,10 +1,5 @@
-//! Benchmark support: percentiles, the report table, and what /proc tells about a process of
-//! a unit in the project's systemd sandbox (seen from the host).
+//! Benchmark support: percentiles, the report table, and what /proc tells about a process.
 #![allow(dead_code)]
-
-use std::path::Path;
-
-use crate::common::Sandbox;
 
 /// The `p` quantile of sorted samples (nearest rank).
 pub fn pct(v: &[f64], p: f64) -> f64 {
@@ -55,31 +50,4 @@ pub fn mem_kib(pid: i32, field: &str) -> u64 {
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
-}
-
-/// Host PIDs of a unit's processes (its cgroup, seen from the host).
-pub fn host_pids(sb: &Sandbox, unit: &str) -> Vec<i32> {
-    let cg = std::fs::read_to_string(sb.dir.join("cgroup")).unwrap();
-    let procs = Path::new(cg.trim()).join(format!("system.slice/{unit}/cgroup.procs"));
-    std::fs::read_to_string(&procs)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect()
-}
-
-/// The host PID of the unit's main process (systemd reports it in the sandbox's namespace).
-pub fn main_host_pid(sb: &Sandbox, unit: &str) -> i32 {
-    let ns = sb.prop(unit, "MainPID");
-    host_pids(sb, unit)
-        .into_iter()
-        .find(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/status"))
-                .unwrap_or_default()
-                .lines()
-                .find_map(|l| l.strip_prefix("NSpid:"))
-                .and_then(|l| l.split_whitespace().last().map(|x| x == ns))
-                .unwrap_or(false)
-        })
-        .unwrap_or_else(|| panic!("no host PID for {unit}'s main process {ns}"))
 }

@@ -213,7 +213,7 @@ pub enum CliError {
 }
 
 impl CliError {
-    fn help(&self) -> &'static str {
+    pub(crate) fn help(&self) -> &'static str {
         match self {
             CliError::Config(_) => {
                 "check the path, or prefix it with '-' to make the file optional"

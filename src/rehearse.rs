@@ -398,9 +398,7 @@ pub fn main(a: &RehearseArgs) -> u8 {
     let g = match crate::cli::gather(&a.source) {
         Ok(g) => g,
         Err(e) => {
-            eprintln!(
-                "warden: error: {e}\n  help: check the path, or prefix it with '-' to make the file optional"
-            );
+            eprintln!("warden: error: {e}\n  help: {}", e.help());
             return code::USAGE;
         }
     };

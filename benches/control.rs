@@ -56,7 +56,9 @@ fn main() {
     let conn = rt
         .block_on(zbus::connection::Builder::address(sb.bus.as_str()).build())
         .unwrap();
-    let agent = rt.block_on(warden::dbus::Agent1Proxy::new(&conn)).unwrap();
+    let agent = rt
+        .block_on(warden::control::dbus::Agent1Proxy::new(&conn))
+        .unwrap();
     rt.block_on(agent.status()).unwrap(); // warm-up, and proof the path works
     println!("agent and app as units of the systemd sandbox; client on the host, same bus");
 
@@ -71,11 +73,11 @@ fn main() {
         let t = Instant::now();
         let reply = rt
             .block_on(conn.call_method(
-                Some(warden::dbus::BUS_NAME),
-                warden::dbus::OBJECT_PATH,
+                Some(warden::control::dbus::BUS_NAME),
+                warden::control::dbus::OBJECT_PATH,
                 Some("org.freedesktop.DBus.Properties"),
                 "Get",
-                &(warden::dbus::INTERFACE, "PolicyState"),
+                &(warden::control::dbus::INTERFACE, "PolicyState"),
             ))
             .unwrap();
         let _: zbus::OwnedVariant = reply.body().deserialize().unwrap();

@@ -151,8 +151,8 @@ impl Client {
     {
         self.rt
             .block_on(self.conn.call_method(
-                Some(warden::dbus::BUS_NAME),
-                warden::dbus::OBJECT_PATH,
+                Some(warden::control::dbus::BUS_NAME),
+                warden::control::dbus::OBJECT_PATH,
                 iface,
                 member,
                 body,
@@ -164,7 +164,7 @@ impl Client {
     where
         B: serde::Serialize + zbus::zvariant::DynamicType,
     {
-        self.call(Some(warden::dbus::INTERFACE), member, body)
+        self.call(Some(warden::control::dbus::INTERFACE), member, body)
     }
 
     fn status(&self) -> Result<String, String> {
@@ -173,7 +173,11 @@ impl Client {
     }
 
     fn prop(&self, name: &str) -> Result<zbus::OwnedVariant, String> {
-        let m = self.call(Some(PROPS), "Get", &(warden::dbus::INTERFACE, name))?;
+        let m = self.call(
+            Some(PROPS),
+            "Get",
+            &(warden::control::dbus::INTERFACE, name),
+        )?;
         m.body()
             .deserialize::<zbus::OwnedVariant>()
             .map_err(|e| e.to_string())
@@ -308,7 +312,7 @@ fn helper_client_as_another_user() {
 
 /// One named call; `reason_bytes` sizes `restart_huge`'s reason.
 async fn op_call(conn: &zbus::Connection, op: &str, reason_bytes: usize) -> String {
-    let agent = |member: &'static str| (warden::dbus::INTERFACE, member);
+    let agent = |member: &'static str| (warden::control::dbus::INTERFACE, member);
     let dbus = "org.freedesktop.DBus";
     let r = match op {
         "status" => call(conn, agent("Status"), &()).await,
@@ -316,7 +320,7 @@ async fn op_call(conn: &zbus::Connection, op: &str, reason_bytes: usize) -> Stri
             call(
                 conn,
                 (PROPS, "Get"),
-                &(warden::dbus::INTERFACE, "PolicyState"),
+                &(warden::control::dbus::INTERFACE, "PolicyState"),
             )
             .await
         }
@@ -333,7 +337,7 @@ async fn op_call(conn: &zbus::Connection, op: &str, reason_bytes: usize) -> Stri
                 conn,
                 (PROPS, "Set"),
                 &(
-                    warden::dbus::INTERFACE,
+                    warden::control::dbus::INTERFACE,
                     "KillSwitchEngaged",
                     zbus::Variant::from(true),
                 ),
@@ -348,7 +352,7 @@ async fn op_call(conn: &zbus::Connection, op: &str, reason_bytes: usize) -> Stri
                     Some(dbus),
                     "RequestName",
                     // DO_NOT_QUEUE | REPLACE_EXISTING: take it now, or not at all.
-                    &(warden::dbus::BUS_NAME, 6u32),
+                    &(warden::control::dbus::BUS_NAME, 6u32),
                 )
                 .await
             } else {
@@ -357,7 +361,7 @@ async fn op_call(conn: &zbus::Connection, op: &str, reason_bytes: usize) -> Stri
                     "/org/freedesktop/DBus",
                     Some(dbus),
                     "ReleaseName",
-                    &(warden::dbus::BUS_NAME,),
+                    &(warden::control::dbus::BUS_NAME,),
                 )
                 .await
             };
@@ -383,8 +387,8 @@ where
     B: serde::Serialize + zbus::zvariant::DynamicType,
 {
     conn.call_method(
-        Some(warden::dbus::BUS_NAME),
-        warden::dbus::OBJECT_PATH,
+        Some(warden::control::dbus::BUS_NAME),
+        warden::control::dbus::OBJECT_PATH,
         Some(iface),
         member,
         body,
@@ -414,14 +418,14 @@ async fn burst(bus: &str, spec: &serde_json::Value) -> serde_json::Value {
                 let r = if n % 2 == 0 {
                     call(
                         &conn,
-                        (warden::dbus::INTERFACE, "RequestRestart"),
+                        (warden::control::dbus::INTERFACE, "RequestRestart"),
                         &(reason.as_str(), false, false),
                     )
                     .await
                 } else {
                     call(
                         &conn,
-                        (warden::dbus::INTERFACE, "SetKillSwitch"),
+                        (warden::control::dbus::INTERFACE, "SetKillSwitch"),
                         &(true, reason.as_str()),
                     )
                     .await
@@ -513,7 +517,7 @@ fn unauthorized_callers_change_nothing_and_cannot_take_the_name() {
     let audit = a.sb.journal_query(&[
         "-u",
         WATCHDOG_UNIT,
-        &format!("MESSAGE_ID={}", warden::dbus::ACCESS_DENIED_ID),
+        &format!("MESSAGE_ID={}", warden::control::dbus::ACCESS_DENIED_ID),
     ]);
     for want in [
         "USER=nobody",
@@ -532,7 +536,7 @@ fn unauthorized_callers_change_nothing_and_cannot_take_the_name() {
         serde_json::json!({"bus": a.sb.bus, "calls": ["request_name"]}),
     );
     assert_eq!(r["calls"][0], ACCESS_DENIED, "{r}");
-    let r = root.bus::<_, u32>("RequestName", &(warden::dbus::BUS_NAME, 6u32));
+    let r = root.bus::<_, u32>("RequestName", &(warden::control::dbus::BUS_NAME, 6u32));
     assert_eq!(
         r,
         Err(ACCESS_DENIED.to_string()),
@@ -544,7 +548,7 @@ fn unauthorized_callers_change_nothing_and_cannot_take_the_name() {
     );
     assert_eq!(r["calls"][0], "ok 3", "EXISTS: allowed, but taken: {r}");
     let owner: String = root
-        .bus("GetNameOwner", &(warden::dbus::BUS_NAME,))
+        .bus("GetNameOwner", &(warden::control::dbus::BUS_NAME,))
         .unwrap();
     let pid: u32 = root
         .bus("GetConnectionUnixProcessID", &(owner.as_str(),))
@@ -581,7 +585,7 @@ fn malformed_calls_are_answered_with_errors_and_change_nothing() {
     let c = Client::new(&a.sb.bus);
     let main_pid = a.sb.prop(WATCHDOG_UNIT, "MainPID");
     let before = a.footprint();
-    let agent = Some(warden::dbus::INTERFACE);
+    let agent = Some(warden::control::dbus::INTERFACE);
     let e = |r: Result<zbus::message::Message, String>| r.err().unwrap_or_else(|| "ok".into());
 
     // (what, the error it must get)
@@ -739,7 +743,7 @@ fn malformed_calls_are_answered_with_errors_and_change_nothing() {
         "an object path the agent does not serve",
         e(c.rt
             .block_on(c.conn.call_method(
-                Some(warden::dbus::BUS_NAME),
+                Some(warden::control::dbus::BUS_NAME),
                 "/io/warden/Agent/nope",
                 agent,
                 "Status",
@@ -754,7 +758,7 @@ fn malformed_calls_are_answered_with_errors_and_change_nothing() {
         Some(PROPS),
         "Set",
         &(
-            warden::dbus::INTERFACE,
+            warden::control::dbus::INTERFACE,
             "KillSwitchEngaged",
             zbus::Variant::from(true),
         ),
@@ -772,7 +776,7 @@ fn malformed_calls_are_answered_with_errors_and_change_nothing() {
             Some(PROPS),
             "Set",
             &(
-                warden::dbus::INTERFACE,
+                warden::control::dbus::INTERFACE,
                 "PolicyState",
                 zbus::Variant::from("allowed"),
             ),
@@ -785,7 +789,7 @@ fn malformed_calls_are_answered_with_errors_and_change_nothing() {
             Some(PROPS),
             "Set",
             &(
-                warden::dbus::INTERFACE,
+                warden::control::dbus::INTERFACE,
                 "CooldownRemaining",
                 zbus::Variant::from("zero"),
             ),
@@ -797,7 +801,7 @@ fn malformed_calls_are_answered_with_errors_and_change_nothing() {
         e(c.call(
             Some(PROPS),
             "Get",
-            &(warden::dbus::INTERFACE, "NoSuchProperty"),
+            &(warden::control::dbus::INTERFACE, "NoSuchProperty"),
         )),
         "org.freedesktop.DBus.Error.UnknownProperty",
     );
@@ -884,13 +888,18 @@ fn read_flood(bus: &str, deadline: Instant, conns: usize, inflight: usize, rate:
                                 let t0 = Instant::now();
                                 let r = match n % 4 {
                                     0 => {
-                                        call(&conn, (warden::dbus::INTERFACE, "Status"), &()).await
+                                        call(
+                                            &conn,
+                                            (warden::control::dbus::INTERFACE, "Status"),
+                                            &(),
+                                        )
+                                        .await
                                     }
                                     1 => {
                                         call(
                                             &conn,
                                             (PROPS, "Get"),
-                                            &(warden::dbus::INTERFACE, "PolicyState"),
+                                            &(warden::control::dbus::INTERFACE, "PolicyState"),
                                         )
                                         .await
                                     }
@@ -898,13 +907,20 @@ fn read_flood(bus: &str, deadline: Instant, conns: usize, inflight: usize, rate:
                                         call(
                                             &conn,
                                             (PROPS, "Get"),
-                                            &(warden::dbus::INTERFACE, "CooldownRemaining"),
+                                            &(
+                                                warden::control::dbus::INTERFACE,
+                                                "CooldownRemaining",
+                                            ),
                                         )
                                         .await
                                     }
                                     _ => {
-                                        call(&conn, (PROPS, "GetAll"), &(warden::dbus::INTERFACE,))
-                                            .await
+                                        call(
+                                            &conn,
+                                            (PROPS, "GetAll"),
+                                            &(warden::control::dbus::INTERFACE,),
+                                        )
+                                        .await
                                     }
                                 };
                                 f.lat.push(t0.elapsed().as_secs_f64() * 1e3);
@@ -1124,7 +1140,10 @@ fn await_refusals_audited(sb: &Sandbox, user: &str, want: u64) -> (u64, u64) {
             "-u",
             WATCHDOG_UNIT,
         ])
-        .arg(format!("MESSAGE_ID={}", warden::dbus::ACCESS_DENIED_ID))
+        .arg(format!(
+            "MESSAGE_ID={}",
+            warden::control::dbus::ACCESS_DENIED_ID
+        ))
         .env("SYSBOX_DIR", &sb.dir)
         .stdout(std::process::Stdio::piped())
         .spawn()

@@ -87,7 +87,7 @@ fn flags_become_verified_reloads_under_the_policy() {
         &format!("http://127.0.0.1:{}/health", f.port),
     );
     let _g = start_gunicorn(&f);
-    let master = warden::gunicorn::read_pid_file(&f.pid_file()).unwrap();
+    let master = warden::platform::process::read_pid_file(&f.pid_file()).unwrap();
     let mut a = Agent::start(&f);
 
     // A plain request (`touch`): executed and verified, same master.
@@ -99,12 +99,12 @@ fn flags_become_verified_reloads_under_the_policy() {
     assert!(e["timings"]["flag_to_signal_ms"].as_f64().unwrap() >= 0.0);
     assert!(e["timings"]["health_answered_ms"].as_f64().is_some());
     assert_eq!(
-        warden::gunicorn::read_pid_file(&f.pid_file()).unwrap(),
+        warden::platform::process::read_pid_file(&f.pid_file()).unwrap(),
         master
     );
 
     // Within the cooldown: blocked, and nothing signalled.
-    let workers = warden::gunicorn::children(master);
+    let workers = warden::platform::process::children(master);
     let e = a.request(&f, r#"{"user": "bob", "source": "manual"}"#);
     assert_eq!(
         (e["decision"].as_str(), e["decision_reason"].as_str()),
@@ -112,7 +112,7 @@ fn flags_become_verified_reloads_under_the_policy() {
     );
     assert_eq!(e["requested_by"], "bob");
     assert_eq!(
-        warden::gunicorn::children(master),
+        warden::platform::process::children(master),
         workers,
         "no reload happened"
     );
@@ -272,7 +272,7 @@ fn sigkill_at_random_moments_never_leaves_an_unreadable_state_file() {
         drop(a); // SIGKILL
         if state.exists() {
             let bytes = std::fs::read(&state).unwrap();
-            warden::state::parse(&bytes)
+            warden::ledger::state::parse(&bytes)
                 .unwrap_or_else(|e| panic!("cycle {cycle}: unreadable state file: {e}"));
         }
     }
@@ -287,7 +287,7 @@ fn sigkill_at_random_moments_never_leaves_an_unreadable_state_file() {
     assert!(a.child.wait().unwrap().success(), "a clean stop on SIGTERM");
     // Reaped: the guard's SIGKILL goes to a stand-in, never to a PID that may be reused.
     a.child = Command::new("true").spawn().unwrap();
-    let doc = warden::state::parse(&std::fs::read(&state).unwrap()).unwrap();
+    let doc = warden::ledger::state::parse(&std::fs::read(&state).unwrap()).unwrap();
     let mut ids: Vec<_> = doc.history.iter().filter_map(|e| e.id.clone()).collect();
     let n = ids.len();
     ids.sort();

@@ -108,8 +108,8 @@ fn subscribe(bus: &str) -> std::sync::mpsc::Receiver<(String, String)> {
                 .await
                 .unwrap();
             let props = zbus::fdo::PropertiesProxy::builder(&conn)
-                .destination(warden::dbus::BUS_NAME)
-                .path(warden::dbus::OBJECT_PATH)
+                .destination(warden::control::dbus::BUS_NAME)
+                .path(warden::control::dbus::OBJECT_PATH)
                 .build()
                 .await
                 .unwrap();
@@ -157,8 +157,8 @@ fn the_control_surface_end_to_end() {
     let o = l.warden(&["status", "--json"]);
     assert_eq!(code(&o), 0, "{}", text(&o));
     let doc = json(&o);
-    let got = warden::status::key_paths(&doc);
-    let want: BTreeSet<String> = warden::status::KEY_PATHS
+    let got = warden::control::status::key_paths(&doc);
+    let want: BTreeSet<String> = warden::control::status::KEY_PATHS
         .iter()
         .map(|s| s.to_string())
         .collect();
@@ -182,7 +182,7 @@ fn the_control_surface_end_to_end() {
     let audit = l.sb.journal_query(&[
         "-u",
         WATCHDOG_UNIT,
-        &format!("MESSAGE_ID={}", warden::dbus::ACCESS_DENIED_ID),
+        &format!("MESSAGE_ID={}", warden::control::dbus::ACCESS_DENIED_ID),
     ]);
     assert!(audit.contains("USER=nobody"), "{audit}");
 

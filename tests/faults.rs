@@ -191,7 +191,7 @@ fn start_logged_gunicorn(f: &Fixture) -> (Gunicorn, PathBuf) {
             log.to_str().unwrap(),
         ],
     );
-    let master = warden::gunicorn::read_pid_file(&f.pid_file()).unwrap();
+    let master = warden::platform::process::read_pid_file(&f.pid_file()).unwrap();
     assert_eq!(await_workers(master, 2).len(), 2, "gunicorn's workers");
     (g, log)
 }
@@ -229,7 +229,7 @@ fn drain_signals(master: u32, log: &Path) {
 }
 
 fn is_alive_as(pid: u32, start_ticks: u64) -> bool {
-    warden::gunicorn::stat(pid).is_some_and(|s| s.start_ticks == start_ticks)
+    warden::platform::process::stat(pid).is_some_and(|s| s.start_ticks == start_ticks)
 }
 
 /// xorshift64, reproducible from a printed seed.
@@ -288,7 +288,7 @@ fn sigkill_at_random_moments_loses_no_sighup_from_the_history() {
         a.kill();
         if state.exists() {
             let bytes = std::fs::read(&state).unwrap();
-            warden::state::parse(&bytes)
+            warden::ledger::state::parse(&bytes)
                 .unwrap_or_else(|e| panic!("cycle {cycle}: unreadable state file: {e}"));
         }
     }
@@ -308,11 +308,11 @@ fn sigkill_at_random_moments_loses_no_sighup_from_the_history() {
     a.await_msg("STOPPING=1");
     assert!(a.child.wait().unwrap().success());
     drain_signals(
-        warden::gunicorn::read_pid_file(&f.pid_file()).unwrap(),
+        warden::platform::process::read_pid_file(&f.pid_file()).unwrap(),
         &glog,
     );
 
-    let doc = warden::state::parse(&std::fs::read(&state).unwrap()).unwrap();
+    let doc = warden::ledger::state::parse(&std::fs::read(&state).unwrap()).unwrap();
     let mut ids: Vec<_> = doc.history.iter().filter_map(|e| e.id.clone()).collect();
     assert_eq!(ids.len(), doc.history.len(), "every entry has an id");
     ids.sort();
@@ -441,9 +441,9 @@ fn temp_files(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-fn pending_intent(f: &Fixture) -> Option<warden::state::Entry> {
-    let bytes = std::fs::read(warden::intent::path_for(&state_path(f))).ok()?;
-    warden::intent::decode(&bytes)
+fn pending_intent(f: &Fixture) -> Option<warden::ledger::state::Entry> {
+    let bytes = std::fs::read(warden::ledger::intent::path_for(&state_path(f))).ok()?;
+    warden::ledger::intent::decode(&bytes)
 }
 
 const DEGRADED: &str = "restart history not saved";
@@ -510,7 +510,7 @@ fn a_full_disk_degrades_the_agent_and_loses_nothing() {
         good,
         "the last good state file stays as it was"
     );
-    warden::state::parse(&good).unwrap();
+    warden::ledger::state::parse(&good).unwrap();
     assert!(
         temp_files(&f.state_dir).is_empty(),
         "{:?}",
@@ -570,7 +570,7 @@ fn a_full_disk_degrades_the_agent_and_loses_nothing() {
     // No intent record at all (it is created, preallocated, at the agent's start) and no
     // space: the restart cannot be recorded before the signal, so nothing is signalled.
     a.kill();
-    std::fs::remove_file(warden::intent::path_for(&state_path(&f))).unwrap();
+    std::fs::remove_file(warden::ledger::intent::path_for(&state_path(&f))).unwrap();
     let filler = fill(&f.state_dir);
     let mut a = Agent::start(&f, &wd);
     write_flag(&f, &override_flag("unrecordable"));
@@ -594,7 +594,7 @@ fn a_full_disk_degrades_the_agent_and_loses_nothing() {
     let e = a.request(&f, &override_flag("last"));
     assert_eq!(e["decision"], "executed", "{e:#}");
     assert_eq!(hups(&glog), 5, "the unrecordable restart signalled nothing");
-    let doc = warden::state::parse(&std::fs::read(state_path(&f)).unwrap()).unwrap();
+    let doc = warden::ledger::state::parse(&std::fs::read(state_path(&f)).unwrap()).unwrap();
     let who: Vec<_> = doc
         .history
         .iter()
@@ -659,7 +659,7 @@ impl Cgroups {
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join("cgroup.procs"), pid.to_string()).unwrap();
         assert_eq!(
-            warden::gunicorn::unit_of(pid).as_deref(),
+            warden::platform::process::unit_of(pid).as_deref(),
             Some(unit),
             "{pid} is in {unit}"
         );
@@ -695,8 +695,8 @@ fn wrong_targets_are_refused_and_nothing_is_signalled() {
     let f = Fixture::new("faults-wrong-target");
     let cg = Cgroups::new("faults-wrong-target");
     let (_g, glog) = start_logged_gunicorn(&f);
-    let master = warden::gunicorn::read_pid_file(&f.pid_file()).unwrap();
-    let master_start = warden::gunicorn::stat(master).unwrap().start_ticks;
+    let master = warden::platform::process::read_pid_file(&f.pid_file()).unwrap();
+    let master_start = warden::platform::process::stat(master).unwrap().start_ticks;
     let pid_file = f.pid_file();
 
     // (a) A program SIGHUP would end (sleep has no handler for it).
@@ -715,9 +715,9 @@ fn wrong_targets_are_refused_and_nothing_is_signalled() {
     );
 
     // (b) One of the real master's workers.
-    let workers = warden::gunicorn::children(master);
+    let workers = warden::platform::process::children(master);
     let worker = workers[0];
-    let worker_start = warden::gunicorn::stat(worker).unwrap().start_ticks;
+    let worker_start = warden::platform::process::stat(worker).unwrap().start_ticks;
     std::fs::write(&pid_file, format!("{worker}\n")).unwrap();
     let e = a.request(&f, &override_flag("worker"));
     assert_eq!(e["decision"], "failed", "{e:#}");
@@ -751,7 +751,7 @@ fn wrong_targets_are_refused_and_nothing_is_signalled() {
         is_alive_as(worker, worker_start),
         "the worker was signalled"
     );
-    assert_eq!(warden::gunicorn::children(master), workers);
+    assert_eq!(warden::platform::process::children(master), workers);
     // The control: the same master in the app unit's cgroup is reloaded, and its log has one
     // SIGHUP, this one (a stray one earlier would be logged before it).
     cg.enter(APP_UNIT, master);
@@ -888,11 +888,11 @@ fn spawn_sleep_with_pid(pid: u32) -> Option<Cloned> {
 /// signals nothing once it has gone, whatever holds its PID now. The newcomer, a `sleep` that
 /// SIGHUP would end, lives. End to end through the agent this window cannot be hit on
 /// purpose (the agent reads the PID file and opens the pidfd within microseconds), so the
-/// test drives the seam the agent uses: `warden::gunicorn::PidFd`.
+/// test drives the seam the agent uses: `warden::platform::process::PidFd`.
 #[test]
 fn a_recycled_pid_is_never_signalled() {
     use nix::sys::signal::Signal;
-    use warden::gunicorn::{PidFd, stat};
+    use warden::platform::process::{PidFd, stat};
     let (old_pid, old_start, old_fd, mut newcomer) = loop {
         let mut old = Sleeper::spawn();
         let pid = old.0.id();

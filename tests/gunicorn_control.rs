@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use warden::gunicorn::{PidFd, Role, classify, holds_socket, read_pid_file, stat};
+use warden::platform::process::{PidFd, Role, classify, holds_socket, read_pid_file, stat};
 
 #[test]
 fn sighup_through_a_pidfd_replaces_the_workers_and_keeps_the_master() {
@@ -24,7 +24,7 @@ fn sighup_through_a_pidfd_replaces_the_workers_and_keeps_the_master() {
         classify(std::process::id()),
         Role::NotGunicorn { .. }
     ));
-    let listener = warden::netdiag::listeners()
+    let listener = warden::platform::sockets::listeners()
         .unwrap()
         .into_iter()
         .find(|l| l.port == f.port)

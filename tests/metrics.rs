@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use warden::config::PolicyConfig;
-use warden::metrics::{Decision, Metrics, serve_unix};
-use warden::policy::{self, Executed, RequestSource};
+use warden::control::metrics::{Decision, Metrics, serve_unix};
+use warden::ledger::policy::{self, Executed, RequestSource};
 
 fn populated() -> Metrics {
     let m = Metrics::new(env!("CARGO_PKG_VERSION"));

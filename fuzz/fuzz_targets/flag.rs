@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use warden::flag::{self, MAX_FLAG_BYTES};
+use warden::agent::flag::{self, MAX_FLAG_BYTES};
 
 /// The longest text field the parser keeps (`flag::MAX_FIELD`).
 const MAX_FIELD: usize = 1024;

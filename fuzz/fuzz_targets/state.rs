@@ -6,8 +6,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use warden::config::PolicyConfig;
-use warden::policy;
-use warden::state::{self, Entry, MAX_STATE_BYTES};
+use warden::ledger::policy;
+use warden::ledger::state::{self, Entry, MAX_STATE_BYTES};
 
 /// A fixed "now", so a run is reproducible.
 const NOW: &str = "2027-01-15T08:00:00.000Z";

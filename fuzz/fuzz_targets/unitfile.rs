@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use libfuzzer_sys::fuzz_target;
-use warden::unitfile::{self, Located};
+use warden::systemd::unitfile::{self, Located};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

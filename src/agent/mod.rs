@@ -6,7 +6,7 @@
 //! more request, taken when the running one is done. The state file is locked: one agent per
 //! state file.
 
-pub mod report;
+pub mod flag;
 pub mod restart;
 
 use std::path::{Path, PathBuf};
@@ -18,13 +18,14 @@ use sd_notify::NotifyState;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::agent::flag::{FlagDir, Trust};
 use crate::config::{EnvFileArg, Layers, Settings};
-use crate::dbus::{AgentIface, Ask, Authz, Caller, Change, RestartReply};
-use crate::flag::{FlagDir, Trust};
-use crate::intent::IntentLog;
-use crate::metrics::Metrics;
-use crate::state::{self, Loaded, StateDoc};
-use crate::status::Validation;
+use crate::control::dbus::{AgentIface, Ask, Authz, Caller, Change, RestartReply};
+use crate::control::metrics::Metrics;
+use crate::control::observe as report;
+use crate::control::status::Validation;
+use crate::ledger::intent::IntentLog;
+use crate::ledger::state::{self, Loaded, StateDoc};
 use restart::{Journal, Outcome};
 
 /// Why an entry's outcome is unknown: the agent stopped between the signal and the record.
@@ -80,7 +81,7 @@ fn notify(states: &[NotifyState]) {
 /// (the agent is degraded until a write succeeds).
 fn status_line(doc: &StateDoc, s: &Settings, unsaved: Option<&str>) -> String {
     let now = chrono::Utc::now().timestamp_millis();
-    let e = crate::policy::evaluate(&doc.executed(), now, &s.policy);
+    let e = crate::ledger::policy::evaluate(&doc.executed(), now, &s.policy);
     format!(
         "policy {}, {} restart(s) in the last {} s{}{}",
         e.state.as_str(),
@@ -173,7 +174,11 @@ fn load_state(
             e.decision = Some("unknown".into());
             e.decision_reason = Some(UNKNOWN_OUTCOME.into());
             let now = chrono::Utc::now().timestamp_millis();
-            doc.push(e, s.history_max, crate::policy::retain(&s.policy, now));
+            doc.push(
+                e,
+                s.history_max,
+                crate::ledger::policy::retain(&s.policy, now),
+            );
             unsaved = state::save(path, &doc).err().map(|e| e.to_string());
         }
         // The intent goes once the state file holds its outcome, not before.
@@ -202,7 +207,7 @@ fn take_flag(
         Ok(()) => {}
         // The path leads elsewhere than the directory watched: nothing there is read, moved
         // or removed, and every request the agent hears of is refused.
-        Err(why @ crate::flag::Rejection::DirReplaced(_)) => {
+        Err(why @ crate::agent::flag::Rejection::DirReplaced(_)) => {
             return Some(restart::reject(doc, s, &why, j));
         }
         // Others may write in it: a flag is consumed unread.
@@ -221,7 +226,7 @@ fn take_flag(
             };
         }
     }
-    let claimed = match crate::flag::claim(flag, trust) {
+    let claimed = match crate::agent::flag::claim(flag, trust) {
         Ok(Some(c)) => c,
         Ok(None) => return None,
         Err(e) => {
@@ -302,7 +307,7 @@ pub fn run(
     let _lock = lock(&settings.state_file.value)?;
     // The lock makes this agent the state file's one writer: a temporary file beside it is a
     // write cut short by a kill.
-    let temps = crate::fsutil::remove_stale_temps(&settings.state_file.value);
+    let temps = crate::platform::fs::remove_stale_temps(&settings.state_file.value);
     if temps > 0 {
         tracing::warn!("removed {temps} temporary file(s) of state writes cut short");
     }
@@ -313,7 +318,7 @@ pub fn run(
             path: settings.restart_flag.value.clone(),
             source,
         })?;
-    let stale = crate::flag::requeue_stale_claims(&settings.restart_flag.value);
+    let stale = crate::agent::flag::requeue_stale_claims(&settings.restart_flag.value);
     if stale > 0 {
         tracing::warn!(
             "{stale} request(s) claimed by an agent that stopped before deciding them: queued again"
@@ -408,8 +413,8 @@ struct Executor {
     done: mpsc::UnboundedSender<Done>,
 }
 
-fn verdict_str(v: crate::policy::Verdict) -> &'static str {
-    use crate::policy::Verdict;
+fn verdict_str(v: crate::ledger::policy::Verdict) -> &'static str {
+    use crate::ledger::policy::Verdict;
     match v {
         Verdict::Allowed => "allowed",
         Verdict::ManualOverride => "manual_override",
@@ -532,7 +537,7 @@ impl Executor {
                 acknowledged,
                 reply,
             }) => {
-                let req = crate::flag::FlagRequest {
+                let req = crate::agent::flag::FlagRequest {
                     user: Some(caller.name),
                     source: "manual".into(),
                     manual_override,
@@ -542,7 +547,7 @@ impl Executor {
                     ..Default::default()
                 };
                 let mut reply = Some(reply);
-                let mut decided = |d: &crate::policy::Decision, id: &str| {
+                let mut decided = |d: &crate::ledger::policy::Decision, id: &str| {
                     if let Some(r) = reply.take() {
                         let _ = r.send(RestartReply {
                             decision: verdict_str(d.decision).into(),
@@ -632,20 +637,20 @@ fn kill_switch(
         let _ = reply.send(Ok(String::new()));
         return None;
     }
-    let req = crate::flag::FlagRequest {
+    let req = crate::agent::flag::FlagRequest {
         user: Some(caller.name),
         source: "kill_switch".into(),
         reason: ks.reason.clone(),
         ..Default::default()
     };
-    let ask = crate::policy::Request {
-        source: crate::policy::RequestSource::KillSwitch,
+    let ask = crate::ledger::policy::Request {
+        source: crate::ledger::policy::RequestSource::KillSwitch,
         manual_override: false,
         override_acknowledged: false,
         override_reason: None,
     };
     let mut reply = Some(reply);
-    let mut decided = |_: &crate::policy::Decision, id: &str| {
+    let mut decided = |_: &crate::ledger::policy::Decision, id: &str| {
         if let Some(r) = reply.take() {
             let _ = r.send(Ok(id.to_string()));
         }
@@ -665,12 +670,12 @@ fn kill_switch(
 impl Executor {
     /// The metrics of a handled request.
     fn count(&self, o: &Outcome) {
-        use crate::metrics::Decision as D;
+        use crate::control::metrics::Decision as D;
         let last = self.doc.history.last();
         let source = match last.and_then(|e| e.source.as_deref()) {
-            Some("auto") => crate::policy::RequestSource::Auto,
-            Some("kill_switch") => crate::policy::RequestSource::KillSwitch,
-            _ => crate::policy::RequestSource::Manual,
+            Some("auto") => crate::ledger::policy::RequestSource::Auto,
+            Some("kill_switch") => crate::ledger::policy::RequestSource::KillSwitch,
+            _ => crate::ledger::policy::RequestSource::Manual,
         };
         let d = match o {
             Outcome::Executed { .. } => D::Executed,
@@ -747,7 +752,7 @@ impl Shown {
                     tracing::warn!(error = %e, path = %p.display(), "cannot publish the status file");
                 }
                 if let Some(p) = &s.metrics_textfile
-                    && let Err(e) = crate::metrics::write_textfile(p, &metrics)
+                    && let Err(e) = crate::control::metrics::write_textfile(p, &metrics)
                 {
                     tracing::warn!(error = %e, "cannot write the metrics textfile");
                 }
@@ -888,7 +893,7 @@ async fn event_loop(
     if let Some(l) = metrics_listener {
         match tokio::net::UnixListener::from_std(l) {
             Ok(l) => {
-                tokio::spawn(crate::metrics::serve_unix(l, metrics.clone()));
+                tokio::spawn(crate::control::metrics::serve_unix(l, metrics.clone()));
             }
             Err(e) => tracing::error!(error = %e, "metrics not served"),
         }
@@ -897,9 +902,9 @@ async fn event_loop(
     // D-Bus: the API is a convenience on top of the flag; the agent runs without a bus.
     let (ask_tx, mut asks) = mpsc::channel::<Ask>(64);
     let authz = Arc::new(std::sync::RwLock::new(authz));
-    let props = crate::dbus::SharedSnapshot::default();
+    let props = crate::control::dbus::SharedSnapshot::default();
     let iface = AgentIface::new(ask_tx, authz.clone(), props.clone());
-    let bus = match crate::dbus::serve(iface).await {
+    let bus = match crate::control::dbus::serve(iface).await {
         Ok(c) => Some((c, props)),
         Err(e) => {
             tracing::warn!(error = %e, "no D-Bus API (warden status|restart|kill-switch will fall back to files)");
@@ -908,7 +913,7 @@ async fn event_loop(
     };
     let refresh = |shown: &Shown| report::snapshot(&shown.s, &shown.known, shown.validation.valid);
     if let Some((c, props)) = &bus {
-        let _ = crate::dbus::publish(c, props, refresh(&shown)).await;
+        let _ = crate::control::dbus::publish(c, props, refresh(&shown)).await;
     }
     shown.changed().await;
 
@@ -946,10 +951,10 @@ async fn event_loop(
                 let status = status_line(&shown.known, &shown.s, shown.meta.state_write_error.as_deref());
                 notify(&[NotifyState::Status(&status)]);
                 if let Some((c, props)) = &bus {
-                    let _ = crate::dbus::publish(c, props, refresh(&shown)).await;
+                    let _ = crate::control::dbus::publish(c, props, refresh(&shown)).await;
                     if let (Some(o), Some(id)) = (&d.outcome, shown.known.last_restart.as_ref().and_then(|l| l.id.clone())) {
                         let (name, verified, detail) = outcome_parts(o);
-                        let e = zbus::object_server::SignalEmitter::new(c, crate::dbus::OBJECT_PATH);
+                        let e = zbus::object_server::SignalEmitter::new(c, crate::control::dbus::OBJECT_PATH);
                         if let Ok(e) = e {
                             let _ = AgentIface::restart_completed(&e, &id, name, verified, &detail).await;
                         }
@@ -972,7 +977,7 @@ async fn event_loop(
                 let snap = refresh(&shown);
                 let moving = snap.cooldown_remaining > 0 || snap.attempts_in_window > 0;
                 if let Some((c, props)) = &bus {
-                    let _ = crate::dbus::publish(c, props, snap).await;
+                    let _ = crate::control::dbus::publish(c, props, snap).await;
                 }
                 report::gauges(&metrics, &shown.s, &shown.known);
                 // The textfile also follows the clock (node_exporter flags a stale file).

@@ -9,12 +9,14 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use serde_json::{Value, json};
 
+use crate::agent::flag::{FlagRequest, Rejection};
 use crate::config::Settings;
-use crate::flag::{FlagRequest, Rejection};
-use crate::gunicorn::{PidFd, Role, children, classify, holds_socket, read_pid_file, stat};
-use crate::intent::IntentLog;
-use crate::policy::{self, Verdict};
-use crate::state::{Entry, StateDoc, format_time};
+use crate::ledger::intent::IntentLog;
+use crate::ledger::policy::{self, Verdict};
+use crate::ledger::state::{Entry, StateDoc, format_time};
+use crate::platform::process::{
+    PidFd, Role, children, classify, holds_socket, read_pid_file, stat,
+};
 
 /// How long a missing PID file is waited for: gunicorn deletes and re-creates it on HUP.
 const PID_FILE_GRACE: Duration = Duration::from_secs(2);
@@ -35,7 +37,7 @@ pub enum Outcome {
 }
 
 /// Writes the history as the executor goes: the state file, durably, after each change, and
-/// the intent record before a signal (`crate::intent`). A write error is logged, never fatal
+/// the intent record before a signal (`crate::ledger::intent`). A write error is logged, never fatal
 /// to the request: the history stays in memory, [`Journal::unsaved`] says why the file is
 /// behind it, and the next write (a change, or the executor's retry) writes it whole.
 pub struct Journal<'a> {
@@ -71,8 +73,8 @@ impl<'a> Journal<'a> {
     }
 
     /// Stores the state durably; once it holds the outcome, the intent is forgotten.
-    pub fn try_save(&mut self, doc: &StateDoc) -> Result<(), crate::state::StateError> {
-        match crate::state::save(self.path, doc) {
+    pub fn try_save(&mut self, doc: &StateDoc) -> Result<(), crate::ledger::state::StateError> {
+        match crate::ledger::state::save(self.path, doc) {
             Ok(()) => {
                 if let Some(log) = self.intents.as_deref_mut() {
                     log.clear();
@@ -132,7 +134,7 @@ fn base_entry(req: Option<&FlagRequest>, source: &str) -> Entry {
         requested_by: req.and_then(|r| r.user.clone()),
         requested_at: Some(
             req.and_then(|r| r.timestamp.as_deref())
-                .and_then(crate::state::parse_time)
+                .and_then(crate::ledger::state::parse_time)
                 .map(format_time)
                 .unwrap_or_else(|| format_time(Utc::now())),
         ),
@@ -222,12 +224,14 @@ fn find_master(pid_file: &Path, app_unit: Option<&str>) -> Result<(u32, u64), St
     let pid = loop {
         match read_pid_file(pid_file) {
             Ok(p) => break p,
-            Err(crate::fsutil::ReadError::Missing(_)) if Instant::now() < deadline => {
+            Err(crate::platform::fs::ReadError::Missing(_)) if Instant::now() < deadline => {
                 // Gone for the instant between gunicorn's unlink and re-create; a short bounded
                 // retry on this blocking thread is cheaper than setting up a watch for it.
                 std::thread::sleep(Duration::from_millis(5));
             }
-            Err(crate::fsutil::ReadError::Missing(_)) => return Err("pid_file_missing".into()),
+            Err(crate::platform::fs::ReadError::Missing(_)) => {
+                return Err("pid_file_missing".into());
+            }
             Err(e) => return Err(format!("pid_file_unreadable: {e}")),
         }
     };
@@ -248,7 +252,7 @@ fn find_master(pid_file: &Path, app_unit: Option<&str>) -> Result<(u32, u64), St
     if let Some(app) = app_unit
         && std::env::var_os("INVOCATION_ID").is_some()
     {
-        match crate::gunicorn::unit_of(pid) {
+        match crate::platform::process::unit_of(pid) {
             Some(u) if u == app => {}
             other => {
                 return Err(format!(
@@ -302,7 +306,7 @@ fn reload(
         .map(|b| b.port);
 
     // Intended before the signal: a crash from here on leaves an entry, never nothing (see
-    // `crate::intent` for when it reaches the disk).
+    // `crate::ledger::intent` for when it reaches the disk).
     e.decision = Some("intended".into());
     record(doc, s, e.clone());
     if let Err(why) = j.intend(doc, &e) {
@@ -352,7 +356,7 @@ fn reload(
         _ => problems.push("the master is gone".into()),
     }
     if let Some(port) = port {
-        let held = crate::netdiag::listeners()
+        let held = crate::platform::sockets::listeners()
             .map(|ls| {
                 ls.iter()
                     .any(|l| l.port == port && holds_socket(pid, l.inode))
@@ -364,7 +368,7 @@ fn reload(
     }
     let mut health_ms = None;
     if let Some(url) = &s.health_url {
-        let p = crate::health::probe(url, left().max(Duration::from_millis(100)));
+        let p = crate::platform::http::probe(url, left().max(Duration::from_millis(100)));
         if p.healthy() {
             health_ms = Some(t0.elapsed().as_secs_f64() * 1e3);
         } else {

@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 
 use super::{Context, Phase};
-use crate::diag::{Code, Finding};
+use crate::contract::finding::{Code, Finding};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BindAddr {
@@ -53,7 +53,7 @@ pub fn parse_bind(s: &str) -> Result<BindAddr, String> {
     })
 }
 
-pub use crate::netdiag::Listener;
+pub use crate::platform::sockets::Listener;
 
 /// Parses the text of `/proc/net/tcp` or `/proc/net/tcp6`, keeping LISTEN sockets.
 pub fn parse_proc_net_tcp(text: &str) -> Vec<Listener> {
@@ -136,7 +136,7 @@ fn read_proc(p: &str) -> Option<String> {
 }
 
 pub(crate) fn listeners() -> Vec<Listener> {
-    if let Ok(l) = crate::netdiag::listeners() {
+    if let Ok(l) = crate::platform::sockets::listeners() {
         return l;
     }
     // sock_diag can be filtered out (seccomp, RestrictAddressFamilies=): fall back to /proc.
@@ -151,7 +151,7 @@ pub(crate) fn listeners() -> Vec<Listener> {
 fn holder(inode: u64) -> Option<String> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-        crate::gunicorn::holds_socket(pid, inode).then(|| {
+        crate::platform::process::holds_socket(pid, inode).then(|| {
             let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
             format!("{pid} ({})", comm.trim())
         })
@@ -191,9 +191,9 @@ pub(super) fn check(ctx: &Context<'_>, out: &mut Vec<Finding>) {
             }
         }
         Phase::Running => {
-            use crate::gunicorn::{Role, classify, holds_socket};
+            use crate::platform::process::{Role, classify, holds_socket};
             let pid_path = &s.pid_file.value;
-            let master = crate::gunicorn::read_pid_file(pid_path);
+            let master = crate::platform::process::read_pid_file(pid_path);
             let role = master.as_ref().ok().map(|p| classify(*p));
             let held = match &master {
                 Ok(pid) => on_port.iter().any(|l| holds_socket(*pid, l.inode)),

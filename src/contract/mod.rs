@@ -2,6 +2,8 @@
 //! contract and the files they name, and collects findings. Each concern lives in its own module.
 
 pub(crate) mod bind;
+pub mod conda;
+pub mod finding;
 mod paths;
 mod python;
 pub mod texts;
@@ -13,11 +15,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::conda::{self, ResolvedPrefix};
 use crate::config::{InvalidValue, Layers, Settings};
-use crate::diag::{Code, Finding};
-use crate::envfile::EnvFile;
-use crate::unit::UnitDef;
+use crate::contract::finding::{Code, Finding};
+use crate::systemd::envfile::EnvFile;
+use crate::systemd::unit::UnitDef;
+use conda::ResolvedPrefix;
 
 pub use bind::{BindAddr, parse_bind};
 
@@ -75,7 +77,7 @@ pub(crate) struct Context<'a> {
 impl Context<'_> {
     /// The environment a unit's processes see.
     pub fn unit_env(&self, u: &UnitDef) -> BTreeMap<String, String> {
-        crate::unit::unit_environment(u, &|p: &Path| match self.env_files.get(p) {
+        crate::systemd::unit::unit_environment(u, &|p: &Path| match self.env_files.get(p) {
             Some(EnvFileRead::Ok { file, .. }) => Some(file.clone()),
             _ => None,
         })
@@ -107,7 +109,7 @@ impl Report {
     pub fn errors(&self) -> usize {
         self.findings
             .iter()
-            .filter(|f| f.severity == crate::diag::Severity::Error)
+            .filter(|f| f.severity == crate::contract::finding::Severity::Error)
             .count()
     }
     pub fn warnings(&self) -> usize {
@@ -182,7 +184,7 @@ fn read_env_file(p: &Path) -> EnvFileRead {
     use std::os::unix::fs::MetadataExt;
     match std::fs::read_to_string(p) {
         Ok(text) => EnvFileRead::Ok {
-            file: crate::envfile::parse(&text),
+            file: crate::systemd::envfile::parse(&text),
             mode: std::fs::metadata(p).map(|m| m.mode()).unwrap_or(0),
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => EnvFileRead::Missing,

@@ -4,8 +4,8 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
 use super::{Context, is_under};
-use crate::diag::{Code, Finding};
-use crate::unit::{ProgramKind, UnitDef};
+use crate::contract::finding::{Code, Finding};
+use crate::systemd::unit::{ProgramKind, UnitDef};
 
 pub(super) fn check(ctx: &Context<'_>, out: &mut Vec<Finding>) {
     let s = ctx.settings;
@@ -188,11 +188,13 @@ fn creating_unit(
 pub(super) fn watchdog_unit<'a>(ctx: &Context<'a>) -> Option<&'a UnitDef> {
     ctx.units.iter().copied().find(|u| {
         u.exec_start.iter().any(|c| {
-            crate::unit::analyze(&c.path, &c.argv).iter().any(|i| {
-                i.kind == ProgramKind::Other
-                    && i.program.rsplit('/').next() == Some("warden")
-                    && i.args.first().map(String::as_str) == Some("run")
-            })
+            crate::systemd::unit::analyze(&c.path, &c.argv)
+                .iter()
+                .any(|i| {
+                    i.kind == ProgramKind::Other
+                        && i.program.rsplit('/').next() == Some("warden")
+                        && i.args.first().map(String::as_str) == Some("run")
+                })
         })
     })
 }
@@ -265,7 +267,7 @@ pub(crate) fn writable_by(dir: &Path, user: Option<&str>) -> Result<(), String> 
                 .chain(nix::unistd::getgroups().unwrap_or_default())
                 .collect(),
         ),
-        Some(name) => match crate::account::lookup(name) {
+        Some(name) => match crate::platform::accounts::lookup(name) {
             Some(a) => (a.uid, a.groups),
             None => return Err(format!("user {name} does not exist")),
         },

@@ -6,9 +6,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use super::{Context, Resolved};
-use crate::conda;
 use crate::config::RuntimeKind;
-use crate::diag::{Code, Finding};
+use crate::contract::conda;
+use crate::contract::finding::{Code, Finding};
 
 pub(super) fn check(ctx: &Context<'_>, resolved: &mut Resolved, out: &mut Vec<Finding>) {
     let s = ctx.settings;

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::Context;
 use crate::config::{CONTRACT_VARS, Settings};
-use crate::diag::{Code, Finding};
+use crate::contract::finding::{Code, Finding};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MentionKind {

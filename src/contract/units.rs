@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::{Context, EnvFileRead, same_path};
-use crate::conda;
 use crate::config::CONTRACT_VARS;
-use crate::diag::{Code, Finding, Severity};
-use crate::unit::{CondaTarget, Invocation, ProgramKind, UnitDef, analyze, gunicorn_args};
-use crate::unitfile::expand_argv;
+use crate::contract::conda;
+use crate::contract::finding::{Code, Finding, Severity};
+use crate::systemd::unit::{CondaTarget, Invocation, ProgramKind, UnitDef, analyze, gunicorn_args};
+use crate::systemd::unitfile::expand_argv;
 
 /// systemd's default `PATH` for system services.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -155,7 +155,7 @@ fn env_files(ctx: &Context<'_>, out: &mut Vec<Finding>) {
     }
 }
 
-fn syntax(p: &Path, file: &crate::envfile::EnvFile, out: &mut Vec<Finding>) {
+fn syntax(p: &Path, file: &crate::systemd::envfile::EnvFile, out: &mut Vec<Finding>) {
     for prob in &file.problems {
         out.push(Finding::new(
             Code::EnvFileSyntax,

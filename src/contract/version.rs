@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use super::{Context, texts};
 use crate::config::Source;
-use crate::diag::{Code, Finding};
+use crate::contract::finding::{Code, Finding};
 
 const VAR: &str = "RUNTIME_CONTRACT_VERSION";
 

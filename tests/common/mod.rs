@@ -567,7 +567,7 @@ pub fn recv(sock: &std::os::unix::net::UnixDatagram, buf: &mut [u8]) -> std::io:
 pub fn await_workers(master: u32, n: usize) -> Vec<u32> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let now = warden::gunicorn::children(master);
+        let now = warden::platform::process::children(master);
         if now.len() == n || std::time::Instant::now() > deadline {
             return now;
         }

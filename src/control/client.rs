@@ -10,7 +10,7 @@ use futures_core::Stream;
 use serde_json::Value;
 
 use crate::config::{EnvFileArg, Layers, Settings};
-use crate::dbus::Agent1Proxy;
+use crate::control::dbus::Agent1Proxy;
 
 /// Exit codes of the admin commands.
 pub mod code {
@@ -78,7 +78,7 @@ fn load(env_files: &[EnvFileArg]) -> Result<(Layers, Settings), Said> {
 pub(crate) async fn agent() -> Option<Agent1Proxy<'static>> {
     let conn = zbus::Connection::system().await.ok()?;
     let dbus = zbus::fdo::DBusProxy::new(&conn).await.ok()?;
-    let name = zbus::names::BusName::try_from(crate::dbus::BUS_NAME).ok()?;
+    let name = zbus::names::BusName::try_from(crate::control::dbus::BUS_NAME).ok()?;
     if !dbus.name_has_owner(name).await.ok()? {
         return None;
     }
@@ -127,7 +127,7 @@ async fn next<S: Stream + Unpin>(s: &mut S) -> Option<S::Item> {
 
 /// Waits for `RestartCompleted` with `id`: (outcome, verified, detail).
 pub(crate) async fn outcome(
-    stream: &mut crate::dbus::RestartCompletedStream,
+    stream: &mut crate::control::dbus::RestartCompletedStream,
     id: &str,
     timeout: Duration,
 ) -> Option<(String, bool, String)> {
@@ -165,11 +165,11 @@ pub fn status(env_files: &[EnvFileArg], json: bool) -> Said {
         None => {
             // No agent: the state file, read without changing it, and the rules the agent
             // checks at its start for the contract's validity.
-            let state = match crate::fsutil::read_untrusted(
+            let state = match crate::platform::fs::read_untrusted(
                 &s.state_file.value,
-                crate::state::MAX_STATE_BYTES,
+                crate::ledger::state::MAX_STATE_BYTES,
             ) {
-                Ok(u) => match crate::state::parse(&u.bytes) {
+                Ok(u) => match crate::ledger::state::parse(&u.bytes) {
                     Ok(d) => d,
                     Err(why) => {
                         return said(
@@ -182,15 +182,15 @@ pub fn status(env_files: &[EnvFileArg], json: bool) -> Said {
                         );
                     }
                 },
-                Err(crate::fsutil::ReadError::Missing(_)) => Default::default(),
+                Err(crate::platform::fs::ReadError::Missing(_)) => Default::default(),
                 Err(e) => return said(code::NO_AGENT, format!("no agent on the bus, and {e}")),
             };
             let errors = crate::cli::startup_errors(&layers, &s, &[]);
-            let v = crate::status::Validation {
+            let v = crate::control::status::Validation {
                 valid: errors.is_empty(),
                 errors: errors.iter().map(|f| f.headline()).collect(),
             };
-            serde_json::to_value(crate::agent::report::document(&s, &state, &v, None))
+            serde_json::to_value(crate::control::observe::document(&s, &state, &v, None))
                 .unwrap_or_default()
         }
     };
@@ -200,8 +200,8 @@ pub fn status(env_files: &[EnvFileArg], json: bool) -> Said {
             serde_json::to_string_pretty(&doc).unwrap_or_default(),
         );
     }
-    match crate::status::from_json(doc) {
-        Ok(d) => said(code::OK, crate::status::summary(&d)),
+    match crate::control::status::from_json(doc) {
+        Ok(d) => said(code::OK, crate::control::status::summary(&d)),
         Err(e) => said(
             code::FAILED,
             format!("the agent's status is not a status document: {e}"),
@@ -309,10 +309,10 @@ pub(crate) async fn request_restart(
 
 /// No agent on the bus: the request goes to the flag, written as the MES admin API writes it.
 fn queue_flag(s: &Settings, reason: &str, manual_override: bool, acknowledged: bool) -> Said {
-    let user = crate::account::user_name(nix::unistd::getuid().as_raw());
+    let user = crate::platform::accounts::user_name(nix::unistd::getuid().as_raw());
     let mut body = serde_json::json!({
         "user": user,
-        "timestamp": crate::state::format_time(chrono::Utc::now()),
+        "timestamp": crate::ledger::state::format_time(chrono::Utc::now()),
         "source": "manual",
         "manual_override": manual_override,
         "override_acknowledged": acknowledged,
@@ -321,7 +321,7 @@ fn queue_flag(s: &Settings, reason: &str, manual_override: bool, acknowledged: b
         body["override_reason"] = Value::String(reason.to_string());
     }
     let flag: &PathBuf = &s.restart_flag.value;
-    match crate::fsutil::write_atomic(flag, body.to_string().as_bytes(), 0o640) {
+    match crate::platform::fs::write_atomic(flag, body.to_string().as_bytes(), 0o640) {
         Ok(()) => said(
             code::OK,
             format!(

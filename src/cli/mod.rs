@@ -1,6 +1,8 @@
 //! Command-line interface: argument definitions, gathering the inputs of a check (environment,
 //! env files, units over D-Bus or from files, scripts, docs) and presenting the result.
 
+pub mod generate;
+
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,9 +11,9 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
 use crate::config::{EnvFileArg, Layers, Settings};
+use crate::contract::finding::{self as diag, Severity};
 use crate::contract::{self, Inputs, Phase, Report, TextInput, UnitLookup};
-use crate::diag::{self, Severity};
-use crate::unit::UnitDef;
+use crate::systemd::unit::UnitDef;
 
 /// Exit codes, documented in `--help` and the README.
 pub mod exit {
@@ -57,23 +59,23 @@ pub enum Command {
     Run(RunArgs),
     /// Show the policy state, the kill-switch and the last restarts (from the agent over
     /// D-Bus; from the state file when no agent answers)
-    #[command(after_help = crate::admin::EXIT_CODES_HELP)]
+    #[command(after_help = crate::control::client::EXIT_CODES_HELP)]
     Status(StatusArgs),
     /// Ask the agent for a graceful reload under the policy, and wait for the verified outcome
     /// (with no agent on the bus, the request is queued as a flag)
-    #[command(after_help = crate::admin::EXIT_CODES_HELP)]
+    #[command(after_help = crate::control::client::EXIT_CODES_HELP)]
     Restart(RestartArgs),
     /// Show the kill-switch, or engage (on) or release (off) it: published for the app, then
     /// one graceful reload that the policy does not block
-    #[command(name = "kill-switch", after_help = crate::admin::EXIT_CODES_HELP)]
+    #[command(name = "kill-switch", after_help = crate::control::client::EXIT_CODES_HELP)]
     KillSwitch(KillSwitchArgs),
     /// The pre-cutover rehearsal: contract check, one reload through the agent, then the
     /// master unchanged, the workers replaced, the bind unchanged and the health URL answering
-    #[command(after_help = crate::rehearse::EXIT_CODES_HELP)]
-    Rehearse(crate::rehearse::RehearseArgs),
+    #[command(after_help = crate::control::rehearsal::EXIT_CODES_HELP)]
+    Rehearse(crate::control::rehearsal::RehearseArgs),
     /// Write the man pages or a shell completion script (for packagers)
     #[command(hide = true)]
-    Generate(crate::generate::GenerateArgs),
+    Generate(crate::cli::generate::GenerateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -236,22 +238,25 @@ pub fn main() -> ExitCode {
         Command::Check(a) => check(a),
         Command::Contract(a) => contract_cmd(a),
         Command::Run(a) => run_cmd(a),
-        Command::Status(a) => Ok(speak(crate::admin::status(&a.env.env_files, a.json))),
-        Command::Restart(a) => Ok(speak(crate::admin::restart(
+        Command::Status(a) => Ok(speak(crate::control::client::status(
+            &a.env.env_files,
+            a.json,
+        ))),
+        Command::Restart(a) => Ok(speak(crate::control::client::restart(
             &a.env.env_files,
             &a.reason,
             a.manual_override,
             a.acknowledge,
             !a.no_wait,
         ))),
-        Command::KillSwitch(a) => Ok(speak(crate::admin::kill_switch(
+        Command::KillSwitch(a) => Ok(speak(crate::control::client::kill_switch(
             &a.env.env_files,
             a.state.map(|s| s == OnOff::On),
             &a.reason,
             !a.no_wait,
         ))),
-        Command::Rehearse(a) => Ok(crate::rehearse::main(&a)),
-        Command::Generate(a) => Ok(crate::generate::main(&a)),
+        Command::Rehearse(a) => Ok(crate::control::rehearsal::main(&a)),
+        Command::Generate(a) => Ok(crate::cli::generate::main(&a)),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -266,8 +271,8 @@ pub fn main() -> ExitCode {
 }
 
 /// Prints an admin command's answer: on stdout when it succeeded, else on stderr.
-fn speak(s: crate::admin::Said) -> u8 {
-    if s.code == crate::admin::code::OK {
+fn speak(s: crate::control::client::Said) -> u8 {
+    if s.code == crate::control::client::code::OK {
         // A reader that stops early (`warden status | grep -q …`) is not an error.
         let _ = writeln!(std::io::stdout(), "{}", s.out);
     } else {
@@ -345,9 +350,9 @@ fn read_units(
             .build()
             .map_err(CliError::Runtime)?;
         let from_bus = rt.block_on(async {
-            let conn = crate::systemd::connect().await?;
-            let units = crate::systemd::read_units(&conn, &names).await?;
-            Ok::<_, crate::systemd::BusError>(
+            let conn = crate::systemd::bus::connect().await?;
+            let units = crate::systemd::bus::read_units(&conn, &names).await?;
+            Ok::<_, crate::systemd::bus::BusError>(
                 units
                     .into_iter()
                     .map(|(name, result)| UnitLookup { name, result })
@@ -360,7 +365,7 @@ fn read_units(
         }
     }
     let dirs: Vec<PathBuf> = if src.unit_paths.is_empty() {
-        crate::unitfile::SYSTEM_UNIT_DIRS
+        crate::systemd::unitfile::SYSTEM_UNIT_DIRS
             .iter()
             .map(PathBuf::from)
             .collect()
@@ -374,9 +379,9 @@ fn read_units(
         .join(", ");
     let mut out = Vec::new();
     for n in &names {
-        let result = match crate::unitfile::locate(n, &dirs) {
+        let result = match crate::systemd::unitfile::locate(n, &dirs) {
             None => Err(format!("no unit file {n} in {dir_list}")),
-            Some(loc) => crate::unitfile::load(n, &loc)
+            Some(loc) => crate::systemd::unitfile::load(n, &loc)
                 .map_err(|e| format!("cannot read {}: {e}", loc.fragment.display())),
         };
         out.push(UnitLookup {
@@ -524,7 +529,7 @@ fn check(a: CheckArgs) -> Result<u8, CliError> {
         // Structured entries for the journal, and the report on stdout in any case: journald
         // attributes a native entry to a unit through the sender's cgroup, which a check that
         // has already exited no longer has; the stdout stream is attributed when it connects.
-        diag::to_journal(&report.findings, crate::journal::CHECK_FINDING);
+        diag::to_journal(&report.findings, crate::systemd::journal::CHECK_FINDING);
         let mut text = String::new();
         for f in &report.findings {
             f.render(&mut text);
@@ -719,7 +724,7 @@ fn run_cmd(a: RunArgs) -> Result<u8, CliError> {
         }
         tracing::warn!("startup check failed but RUNTIME_CONTRACT_ENFORCE=false: running anyway");
     }
-    let validation = crate::status::Validation {
+    let validation = crate::control::status::Validation {
         valid: errors.is_empty(),
         errors: errors.iter().map(|f| f.headline()).collect(),
     };

@@ -91,13 +91,13 @@ pub struct Authz {
 
 impl Authz {
     pub fn resolve(group: Option<&str>) -> Authz {
-        let Some(gid) = group.and_then(crate::account::group_gid) else {
+        let Some(gid) = group.and_then(crate::platform::accounts::group_gid) else {
             return Authz::default();
         };
         let read = |p| std::fs::read_to_string(p).unwrap_or_default();
         Authz {
             admin_gid: Some(gid.as_raw()),
-            admin_uids: crate::account::group_member_uids(
+            admin_uids: crate::platform::accounts::group_member_uids(
                 &read("/etc/passwd"),
                 &read("/etc/group"),
                 gid.as_raw(),
@@ -240,7 +240,8 @@ impl AgentIface {
             .unix_user_id()
             .ok_or_else(|| fdo::Error::AccessDenied("the bus reported no user".into()))?;
         let gids = creds.unix_group_ids().map(Vec::as_slice);
-        let name = crate::account::user_name(uid).unwrap_or_else(|| format!("uid:{uid}"));
+        let name =
+            crate::platform::accounts::user_name(uid).unwrap_or_else(|| format!("uid:{uid}"));
         let allowed = self
             .authz
             .read()

@@ -17,7 +17,7 @@ use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::state::Entry;
+use crate::ledger::state::Entry;
 
 /// One record fills the file: a header line, then the entry's JSON, then zeros.
 const RECORD: usize = 4096;
@@ -106,7 +106,7 @@ impl IntentLog {
             // Allocated once, so that each intent is an overwrite with no metadata to commit.
             file.write_all_at(&[0; RECORD], 0).map_err(io_err)?;
             file.sync_all().map_err(io_err)?;
-            crate::fsutil::sync_dir(&path).map_err(io_err)?;
+            crate::platform::fs::sync_dir(&path).map_err(io_err)?;
         }
         Ok(IntentLog {
             file,

@@ -107,14 +107,14 @@ pub fn children(pid: u32) -> Vec<u32> {
 }
 
 /// Reads a PID file as gunicorn writes it (`"%d\n"`), without following a link.
-pub fn read_pid_file(path: &Path) -> Result<u32, crate::fsutil::ReadError> {
-    let u = crate::fsutil::read_untrusted(path, 64)?;
+pub fn read_pid_file(path: &Path) -> Result<u32, crate::platform::fs::ReadError> {
+    let u = crate::platform::fs::read_untrusted(path, 64)?;
     String::from_utf8_lossy(&u.bytes)
         .trim()
         .parse::<u32>()
         .ok()
         .filter(|p| *p > 1)
-        .ok_or_else(|| crate::fsutil::ReadError::Io {
+        .ok_or_else(|| crate::platform::fs::ReadError::Io {
             path: path.to_path_buf(),
             source: std::io::Error::new(std::io::ErrorKind::InvalidData, "no PID in the file"),
         })

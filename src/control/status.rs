@@ -23,8 +23,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Settings;
-use crate::policy::{self, Evaluation};
-use crate::state::{self, Entry, StateDoc};
+use crate::ledger::policy::{self, Evaluation};
+use crate::ledger::state::{self, Entry, StateDoc};
 
 /// How many history entries the document carries, the newest: as many as the original shows.
 pub const HISTORY_SHOWN: usize = 20;
@@ -380,7 +380,7 @@ pub fn from_json(mut v: serde_json::Value) -> Result<StatusDoc, String> {
     v["restart_history"] = serde_json::Value::Array(vec![]);
     let mut d: StatusDoc = serde_json::from_value(v).map_err(|e| e.to_string())?;
     let wrapped = serde_json::json!({ "history": history }).to_string();
-    d.restart_history = crate::state::parse(wrapped.as_bytes())?.history;
+    d.restart_history = crate::ledger::state::parse(wrapped.as_bytes())?.history;
     Ok(d)
 }
 
@@ -549,8 +549,8 @@ pub const KEY_PATHS: &[&str] = &[
 mod tests {
     use super::*;
     use crate::config::{Layers, PolicyConfig};
-    use crate::policy::State;
-    use crate::state::KillSwitch;
+    use crate::ledger::policy::State;
+    use crate::ledger::state::KillSwitch;
     use proptest::prelude::*;
     use serde_json::Value;
     use std::collections::BTreeSet;
@@ -609,7 +609,7 @@ mod tests {
     fn doc_with(history: Vec<Entry>) -> StateDoc {
         let mut d = StateDoc::default();
         for e in history {
-            d.push(e, 50, crate::policy::retain(&Default::default(), 0));
+            d.push(e, 50, crate::ledger::policy::retain(&Default::default(), 0));
         }
         d
     }
@@ -1015,7 +1015,7 @@ mod tests {
             )
     }
 
-    use crate::policy::strategy::config as policy_config;
+    use crate::ledger::policy::strategy::config as policy_config;
 
     proptest! {
         #[test]
@@ -1030,7 +1030,7 @@ mod tests {
             s.policy = cfg;
             let mut d = StateDoc::default();
             for e in history {
-                d.push(e, 50, crate::policy::retain(&Default::default(), 0));
+                d.push(e, 50, crate::ledger::policy::retain(&Default::default(), 0));
             }
             d.kill_switch = Some(KillSwitch { engaged, reason, ..KillSwitch::default() });
             let now = DateTime::from_timestamp(1_770_710_400 + now_offset, 0).unwrap();

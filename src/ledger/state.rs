@@ -15,7 +15,7 @@ use chrono::{DateTime, Local, NaiveDateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::policy::{Executed, Retain};
+use crate::ledger::policy::{Executed, Retain};
 
 /// The schema warden writes. A file without `schema_version` was written by the original.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -259,7 +259,7 @@ pub fn format_time(t: DateTime<Utc>) -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error(transparent)]
-    Read(#[from] crate::fsutil::ReadError),
+    Read(#[from] crate::platform::fs::ReadError),
     #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,
@@ -360,10 +360,12 @@ pub fn parse(bytes: &[u8]) -> Result<StateDoc, String> {
 /// Loads the state file. A missing file is a fresh history; one that cannot be parsed is set
 /// aside as `<file>.corrupt-<UTC time>` and replaced by a fresh history.
 pub fn load(path: &Path) -> Result<Loaded, StateError> {
-    let bytes = match crate::fsutil::read_untrusted(path, MAX_STATE_BYTES) {
+    let bytes = match crate::platform::fs::read_untrusted(path, MAX_STATE_BYTES) {
         Ok(u) => u.bytes,
-        Err(crate::fsutil::ReadError::Missing(_)) => return Ok(Loaded::Fresh(StateDoc::default())),
-        Err(e @ crate::fsutil::ReadError::TooLarge { .. }) => {
+        Err(crate::platform::fs::ReadError::Missing(_)) => {
+            return Ok(Loaded::Fresh(StateDoc::default()));
+        }
+        Err(e @ crate::platform::fs::ReadError::TooLarge { .. }) => {
             return set_aside(path, e.to_string());
         }
         Err(e) => return Err(e.into()),
@@ -400,7 +402,7 @@ pub fn save(path: &Path, doc: &StateDoc) -> Result<(), StateError> {
     }
     let mut bytes = serde_json::to_vec_pretty(&doc).expect("a state document always serializes");
     bytes.push(b'\n');
-    crate::fsutil::write_atomic(path, &bytes, 0o640).map_err(|source| StateError::Write {
+    crate::platform::fs::write_atomic(path, &bytes, 0o640).map_err(|source| StateError::Write {
         path: path.to_path_buf(),
         source,
     })
@@ -519,7 +521,7 @@ mod tests {
         std::os::unix::fs::symlink("/etc/passwd", &p).unwrap();
         assert!(matches!(
             load(&p),
-            Err(StateError::Read(crate::fsutil::ReadError::Symlink(_)))
+            Err(StateError::Read(crate::platform::fs::ReadError::Symlink(_)))
         ));
     }
 
@@ -533,7 +535,7 @@ mod tests {
                     ..Entry::default()
                 },
                 50,
-                crate::policy::retain(&PolicyConfig::default(), 0),
+                crate::ledger::policy::retain(&PolicyConfig::default(), 0),
             );
         }
         assert_eq!(d.history.len(), 50);
@@ -554,14 +556,22 @@ mod tests {
         let cfg = PolicyConfig::default();
         let t0 = 1_800_000_000_000_i64;
         let mut d = StateDoc::default();
-        d.push(entry_at(t0, true), 50, crate::policy::retain(&cfg, t0));
+        d.push(
+            entry_at(t0, true),
+            50,
+            crate::ledger::policy::retain(&cfg, t0),
+        );
         for i in 1..500 {
             let now = t0 + i * 10;
-            d.push(entry_at(now, false), 50, crate::policy::retain(&cfg, now));
+            d.push(
+                entry_at(now, false),
+                50,
+                crate::ledger::policy::retain(&cfg, now),
+            );
         }
         assert_eq!(d.history.len(), 50);
         assert_eq!(d.history[0].decision.as_deref(), Some("executed"));
-        let e = crate::policy::evaluate(&d.executed(), t0 + 10_000, &cfg);
+        let e = crate::ledger::policy::evaluate(&d.executed(), t0 + 10_000, &cfg);
         assert!(e.cooldown && !e.allowed, "{e:?}");
     }
 
@@ -709,11 +719,11 @@ mod tests {
                 if executed {
                     all.push(Executed { at_ms: now });
                 }
-                d.push(entry_at(now, executed), limit, crate::policy::retain(&cfg, now));
+                d.push(entry_at(now, executed), limit, crate::ledger::policy::retain(&cfg, now));
                 prop_assert!(d.history.len() <= limit + keep);
                 for later in [now, now + 500, now + 30_000] {
-                    let full = crate::policy::evaluate(&all, later, &cfg);
-                    let cut = crate::policy::evaluate(&d.executed(), later, &cfg);
+                    let full = crate::ledger::policy::evaluate(&all, later, &cfg);
+                    let cut = crate::ledger::policy::evaluate(&d.executed(), later, &cfg);
                     prop_assert_eq!(
                         (cut.state, cut.allowed, cut.cooldown, cut.blocked, cut.cooldown_remaining_seconds),
                         (full.state, full.allowed, full.cooldown, full.blocked, full.cooldown_remaining_seconds)

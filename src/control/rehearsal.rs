@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde::Serialize;
 
-use crate::admin::{self, Said};
 use crate::cli::SourceArgs;
 use crate::contract::bind::{self, BindAddr};
 use crate::contract::{self, Inputs, Phase};
-use crate::health::{self, HealthUrl};
+use crate::control::client::{self as admin, Said};
+use crate::platform::http::{self as health, HealthUrl};
 
 /// Exit codes of `warden rehearse`.
 pub mod code {
@@ -331,17 +331,20 @@ pub fn health_url(
 }
 
 fn proc_of(pid: u32) -> Result<Proc, String> {
-    match crate::gunicorn::classify(pid) {
-        crate::gunicorn::Role::Master => {}
-        crate::gunicorn::Role::Worker { master } => {
+    match crate::platform::process::classify(pid) {
+        crate::platform::process::Role::Master => {}
+        crate::platform::process::Role::Worker { master } => {
             return Err(format!("pid {pid} is a worker of {master}, not the master"));
         }
-        crate::gunicorn::Role::NotGunicorn { comm } => {
+        crate::platform::process::Role::NotGunicorn { comm } => {
             return Err(format!("pid {pid} is {comm:?}, not gunicorn"));
         }
-        crate::gunicorn::Role::NotRunning => return Err(format!("pid {pid} is not running")),
+        crate::platform::process::Role::NotRunning => {
+            return Err(format!("pid {pid} is not running"));
+        }
     }
-    let st = crate::gunicorn::stat(pid).ok_or_else(|| format!("pid {pid} is not running"))?;
+    let st =
+        crate::platform::process::stat(pid).ok_or_else(|| format!("pid {pid} is not running"))?;
     Ok(Proc {
         pid,
         start_ticks: st.start_ticks,
@@ -349,7 +352,8 @@ fn proc_of(pid: u32) -> Result<Proc, String> {
 }
 
 fn master(s: &crate::config::Settings) -> Result<Proc, String> {
-    let pid = crate::gunicorn::read_pid_file(&s.pid_file.value).map_err(|e| e.to_string())?;
+    let pid =
+        crate::platform::process::read_pid_file(&s.pid_file.value).map_err(|e| e.to_string())?;
     proc_of(pid)
 }
 
@@ -359,10 +363,10 @@ fn snapshot(s: &crate::config::Settings, bind: &BindAddr) -> Result<Snapshot, St
         .into_iter()
         .filter(|l| bind::overlaps(bind, l))
         .map(|l| l.inode)
-        .find(|i| crate::gunicorn::holds_socket(master.pid, *i));
+        .find(|i| crate::platform::process::holds_socket(master.pid, *i));
     Ok(Snapshot {
         master,
-        workers: crate::gunicorn::children(master.pid),
+        workers: crate::platform::process::children(master.pid),
         socket,
     })
 }
@@ -450,7 +454,7 @@ fn rehearse(a: &RehearseArgs, g: &crate::cli::Gathered, t0: Instant) -> Report {
         let first = report
             .findings
             .iter()
-            .find(|f| f.severity == crate::diag::Severity::Error)
+            .find(|f| f.severity == crate::contract::finding::Severity::Error)
             .map(|f| f.headline())
             .unwrap_or_default();
         Err(fail(
@@ -600,7 +604,7 @@ impl Report {
 /// The rollback drill: engage the kill-switch (timed to the verified reload), then release it.
 async fn drill(
     r: &mut Report,
-    p: &crate::dbus::Agent1Proxy<'_>,
+    p: &crate::control::dbus::Agent1Proxy<'_>,
     a: &RehearseArgs,
     wait: Duration,
     url: &HealthUrl,
@@ -673,7 +677,7 @@ async fn drill(
     );
 }
 
-async fn policy(p: &crate::dbus::Agent1Proxy<'_>) -> Option<String> {
+async fn policy(p: &crate::control::dbus::Agent1Proxy<'_>) -> Option<String> {
     let state = p.policy_state().await.ok()?;
     let attempts = p.attempts_in_window().await.ok()?;
     let left = p.cooldown_remaining().await.unwrap_or(0);

@@ -108,7 +108,7 @@ fn is_python(p: &str) -> bool {
 
 fn is_assignment(w: &str) -> bool {
     w.split_once('=')
-        .is_some_and(|(k, _)| crate::envfile::valid_name(k))
+        .is_some_and(|(k, _)| crate::systemd::envfile::valid_name(k))
 }
 
 /// Finds the programs a command line runs. `argv` is already variable-expanded.
@@ -252,7 +252,7 @@ fn analyze_words(words: &[String], via_shell: bool, out: &mut Vec<Invocation>, d
 fn shell_segments(script: &str) -> Vec<Vec<String>> {
     let mut segments = vec![Vec::new()];
     for line in script.split('\n') {
-        for w in crate::unitfile::split_words(line) {
+        for w in crate::systemd::unitfile::split_words(line) {
             let (word, ends) = match w.strip_suffix(';') {
                 Some(s) => (s.to_string(), true),
                 None => (w.clone(), false),
@@ -319,7 +319,7 @@ pub fn gunicorn_args(args: &[String]) -> GunicornArgs {
 /// `EnvironmentFile=` in order, which overrides (systemd's precedence).
 pub fn unit_environment(
     unit: &UnitDef,
-    files: &dyn Fn(&Path) -> Option<crate::envfile::EnvFile>,
+    files: &dyn Fn(&Path) -> Option<crate::systemd::envfile::EnvFile>,
 ) -> std::collections::BTreeMap<String, String> {
     let mut env: std::collections::BTreeMap<String, String> =
         unit.environment.iter().cloned().collect();

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::envfile::{self, EnvFile};
+use crate::systemd::envfile::{self, EnvFile};
 
 pub const DEFAULT_CONTRACT_VERSION: &str = "2026.02-p2";
 
@@ -318,7 +318,7 @@ pub struct Settings {
     pub app_unit: Option<String>,
     pub units: Vec<String>,
     /// Probed after a reload; 2xx is healthy.
-    pub health_url: Option<crate::health::HealthUrl>,
+    pub health_url: Option<crate::platform::http::HealthUrl>,
     /// Members may write the restart flag (and, over D-Bus, change things).
     pub admin_group: Option<String>,
     /// How long a reload may take to be verified.
@@ -620,7 +620,7 @@ impl Settings {
 
         let health_url = match raw.warden_health_url.as_deref() {
             None | Some("") => None,
-            Some(v) => match v.parse::<crate::health::HealthUrl>() {
+            Some(v) => match v.parse::<crate::platform::http::HealthUrl>() {
                 Ok(u) => Some(u),
                 Err(why) => {
                     invalid(

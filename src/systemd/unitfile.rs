@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::unit::{ExecCommand, UnitDef, UnitOrigin};
+use crate::systemd::unit::{ExecCommand, UnitDef, UnitOrigin};
 
 /// One `Key=Value` line of a unit file, in file order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -344,7 +344,7 @@ pub fn expand_argv(argv: &[String], lookup: &dyn Fn(&str) -> Option<String>) -> 
     for w in argv {
         if let Some(name) = w.strip_prefix('$')
             && !name.starts_with('{')
-            && crate::envfile::valid_name(name)
+            && crate::systemd::envfile::valid_name(name)
         {
             out.extend(
                 lookup(name)
@@ -366,7 +366,7 @@ fn expand_braced(w: &str, lookup: &dyn Fn(&str) -> Option<String>) -> String {
         out.push_str(&rest[..i]);
         let after = &rest[i + 2..];
         match after.find('}') {
-            Some(j) if crate::envfile::valid_name(&after[..j]) => {
+            Some(j) if crate::systemd::envfile::valid_name(&after[..j]) => {
                 out.push_str(&lookup(&after[..j]).unwrap_or_default());
                 rest = &after[j + 1..];
             }

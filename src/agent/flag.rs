@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::policy::{Request, RequestSource};
+use crate::ledger::policy::{Request, RequestSource};
 
 /// The largest flag read.
 pub const MAX_FLAG_BYTES: u64 = 64 * 1024;
@@ -233,10 +233,10 @@ impl Trust {
     /// supplementary group is `admin_group` (from /etc/passwd and /etc/group).
     pub fn resolve(admin_group: Option<&str>) -> Trust {
         let mut uids = vec![0, nix::unistd::geteuid().as_raw()];
-        if let Some(gid) = admin_group.and_then(crate::account::group_gid) {
+        if let Some(gid) = admin_group.and_then(crate::platform::accounts::group_gid) {
             let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
             let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
-            uids.extend(crate::account::group_member_uids(
+            uids.extend(crate::platform::accounts::group_member_uids(
                 &passwd,
                 &group,
                 gid.as_raw(),
@@ -324,7 +324,7 @@ pub fn claim(flag: &Path, trust: &Trust) -> std::io::Result<Option<Claimed>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     }
-    use crate::fsutil::{ReadError, read_untrusted};
+    use crate::platform::fs::{ReadError, read_untrusted};
     let mut written_at = None;
     let result = match read_untrusted(&claimed_path, MAX_FLAG_BYTES) {
         Ok(u) => {

@@ -7,13 +7,13 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 
 use crate::config::Settings;
-use crate::dbus::Snapshot;
-use crate::gunicorn::{Role, children, classify, read_pid_file};
-use crate::metrics::Metrics;
-use crate::state::{KillSwitch, StateDoc};
-use crate::status::{
+use crate::control::dbus::Snapshot;
+use crate::control::metrics::Metrics;
+use crate::control::status::{
     self, AgentInfo, FilesPresent, Gunicorn, Inputs, Source, StatusDoc, Validation,
 };
+use crate::ledger::state::{KillSwitch, StateDoc};
+use crate::platform::process::{Role, children, classify, read_pid_file};
 
 /// The running agent, for the document's `agent` section.
 #[derive(Debug, Clone)]
@@ -70,7 +70,7 @@ pub fn document(
 /// The D-Bus properties for `doc` now.
 pub fn snapshot(s: &Settings, doc: &StateDoc, contract_valid: bool) -> Snapshot {
     let now = Utc::now().timestamp_millis();
-    let e = crate::policy::evaluate(&doc.executed(), now, &s.policy);
+    let e = crate::ledger::policy::evaluate(&doc.executed(), now, &s.policy);
     let ks = doc.kill_switch.clone().unwrap_or_default();
     let last_executed = doc
         .history
@@ -78,7 +78,9 @@ pub fn snapshot(s: &Settings, doc: &StateDoc, contract_valid: bool) -> Snapshot 
         .rev()
         .find(|h| h.executed())
         .and_then(|h| h.executed_at_ms())
-        .and_then(|ms| DateTime::<Utc>::from_timestamp_millis(ms).map(crate::state::format_time));
+        .and_then(|ms| {
+            DateTime::<Utc>::from_timestamp_millis(ms).map(crate::ledger::state::format_time)
+        });
     Snapshot {
         policy_state: e.state.as_str().into(),
         cooldown_remaining: e.cooldown_remaining_seconds,
@@ -98,7 +100,11 @@ pub fn snapshot(s: &Settings, doc: &StateDoc, contract_valid: bool) -> Snapshot 
 /// Refreshes the gauges that follow the state.
 pub fn gauges(m: &Metrics, s: &Settings, doc: &StateDoc) {
     let now = Utc::now().timestamp_millis();
-    m.set_policy(&crate::policy::evaluate(&doc.executed(), now, &s.policy));
+    m.set_policy(&crate::ledger::policy::evaluate(
+        &doc.executed(),
+        now,
+        &s.policy,
+    ));
     m.set_kill_switch(doc.kill_switch.as_ref().is_some_and(|k| k.engaged));
 }
 
@@ -106,12 +112,12 @@ pub fn gauges(m: &Metrics, s: &Settings, doc: &StateDoc) {
 pub fn publish_status(path: &Path, d: &StatusDoc) -> std::io::Result<()> {
     let mut bytes = serde_json::to_vec_pretty(d).map_err(std::io::Error::other)?;
     bytes.push(b'\n');
-    crate::fsutil::write_atomic(path, &bytes, 0o644)
+    crate::platform::fs::write_atomic(path, &bytes, 0o644)
 }
 
 /// Writes `WARDEN_KILL_SWITCH_FILE`: `{engaged, reason, changed_by, changed_at}` (0644).
 pub fn publish_kill_switch(path: &Path, k: &KillSwitch) -> std::io::Result<()> {
     let mut bytes = serde_json::to_vec_pretty(k).map_err(std::io::Error::other)?;
     bytes.push(b'\n');
-    crate::fsutil::write_atomic(path, &bytes, 0o644)
+    crate::platform::fs::write_atomic(path, &bytes, 0o644)
 }

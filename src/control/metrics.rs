@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinSet;
 
-use crate::policy::{Evaluation, RequestSource, State};
+use crate::ledger::policy::{Evaluation, RequestSource, State};
 
 /// How a restart request ended, as the history records it (`decision`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -459,7 +459,7 @@ pub enum TextfileError {
 
 /// Writes the exposition to `path` for node_exporter's textfile collector
 /// (`--collector.textfile.directory`). The name must end in `.prom`; the file is replaced
-/// atomically and durably ([`crate::fsutil::write_atomic`], whose temporary file's name does
+/// atomically and durably ([`crate::platform::fs::write_atomic`], whose temporary file's name does
 /// not end in `.prom`, so the collector never reads half a file), mode 0644 (the exporter runs
 /// as another user; nothing here is secret). Rewrite it on every change and at least once a
 /// minute: the alert rules take a file older than five minutes for a dead agent.
@@ -472,7 +472,7 @@ pub fn write_textfile(path: &Path, metrics: &Metrics) -> Result<(), TextfileErro
     if !named_prom {
         return Err(TextfileError::NotProm(path.to_path_buf()));
     }
-    crate::fsutil::write_atomic(path, metrics.render().as_bytes(), 0o644).map_err(|source| {
+    crate::platform::fs::write_atomic(path, metrics.render().as_bytes(), 0o644).map_err(|source| {
         TextfileError::Io {
             path: path.to_path_buf(),
             source,

@@ -566,10 +566,10 @@ fn main() {
         b.start(WATCHDOG_UNIT);
         let pid = b.main_host_pid(WATCHDOG_UNIT);
         let ids = [
-            ("executed", warden::agent::message_id::RESTART_EXECUTED),
-            ("blocked", warden::agent::message_id::RESTART_BLOCKED),
-            ("failed", warden::agent::message_id::RESTART_FAILED),
-            ("rejected", warden::agent::message_id::FLAG_REJECTED),
+            ("executed", warden::systemd::journal::RESTART_EXECUTED),
+            ("blocked", warden::systemd::journal::RESTART_BLOCKED),
+            ("failed", warden::systemd::journal::RESTART_FAILED),
+            ("rejected", warden::systemd::journal::FLAG_REJECTED),
         ];
         let before: Vec<usize> = ids.iter().map(|(_, id)| journal_count(&b, id)).collect();
         b.ev.poll();

@@ -517,7 +517,7 @@ fn unauthorized_callers_change_nothing_and_cannot_take_the_name() {
     let audit = a.sb.journal_query(&[
         "-u",
         WATCHDOG_UNIT,
-        &format!("MESSAGE_ID={}", warden::control::dbus::ACCESS_DENIED_ID),
+        &format!("MESSAGE_ID={}", warden::systemd::journal::ACCESS_DENIED),
     ]);
     for want in [
         "USER=nobody",
@@ -1098,7 +1098,7 @@ fn a_flood_of_calls_does_not_starve_the_watchdog() {
     let audit = a.sb.journal_query(&[
         "-u",
         WATCHDOG_UNIT,
-        &format!("MESSAGE_ID={}", warden::agent::message_id::KILL_SWITCH),
+        &format!("MESSAGE_ID={}", warden::systemd::journal::KILL_SWITCH),
     ]);
     for i in 0..flips {
         assert!(
@@ -1115,7 +1115,7 @@ fn a_flood_of_calls_does_not_starve_the_watchdog() {
     let executed = a.sb.journal_query(&[
         "-u",
         WATCHDOG_UNIT,
-        &format!("MESSAGE_ID={}", warden::agent::message_id::RESTART_EXECUTED),
+        &format!("MESSAGE_ID={}", warden::systemd::journal::RESTART_EXECUTED),
     ]);
     assert_eq!(
         executed
@@ -1142,7 +1142,7 @@ fn await_refusals_audited(sb: &Sandbox, user: &str, want: u64) -> (u64, u64) {
         ])
         .arg(format!(
             "MESSAGE_ID={}",
-            warden::control::dbus::ACCESS_DENIED_ID
+            warden::systemd::journal::ACCESS_DENIED
         ))
         .env("SYSBOX_DIR", &sb.dir)
         .stdout(std::process::Stdio::piped())

@@ -182,7 +182,7 @@ fn the_control_surface_end_to_end() {
     let audit = l.sb.journal_query(&[
         "-u",
         WATCHDOG_UNIT,
-        &format!("MESSAGE_ID={}", warden::control::dbus::ACCESS_DENIED_ID),
+        &format!("MESSAGE_ID={}", warden::systemd::journal::ACCESS_DENIED),
     ]);
     assert!(audit.contains("USER=nobody"), "{audit}");
 

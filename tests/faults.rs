@@ -322,7 +322,7 @@ fn sigkill_at_random_moments_loses_no_sighup_from_the_history() {
     let count = |d: &str| {
         doc.history
             .iter()
-            .filter(|e| e.decision.as_deref() == Some(d))
+            .filter(|e| e.decision.as_ref().map(ToString::to_string).as_deref() == Some(d))
             .count()
     };
     let (executed, unknown, intended) = (count("executed"), count("unknown"), count("intended"));
@@ -362,10 +362,13 @@ fn sigkill_at_random_moments_loses_no_sighup_from_the_history() {
     for e in doc
         .history
         .iter()
-        .filter(|e| e.decision.as_deref() == Some("unknown"))
+        .filter(|e| e.decision.as_ref().map(ToString::to_string).as_deref() == Some("unknown"))
     {
         assert_eq!(
-            e.decision_reason.as_deref(),
+            e.decision_reason
+                .as_ref()
+                .map(ToString::to_string)
+                .as_deref(),
             Some("agent_stopped_before_recording_the_outcome")
         );
     }
@@ -601,7 +604,10 @@ fn a_full_disk_degrades_the_agent_and_loses_nothing() {
         .map(|e| {
             (
                 e.requested_by.clone().unwrap_or_default(),
-                e.decision.clone().unwrap_or_default(),
+                e.decision
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
             )
         })
         .collect();

@@ -24,7 +24,7 @@ fn sighup_through_a_pidfd_replaces_the_workers_and_keeps_the_master() {
         classify(std::process::id()),
         Role::NotGunicorn { .. }
     ));
-    let listener = warden::platform::sockets::listeners()
+    let listener = warden::platform::sockets::diag_listeners()
         .unwrap()
         .into_iter()
         .find(|l| l.port == f.port)

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use warden::config::PolicyConfig;
-use warden::control::metrics::{Decision, Metrics, serve_unix};
-use warden::ledger::policy::{self, Executed, RequestSource};
+use warden::control::metrics::{Metrics, serve_unix};
+use warden::ledger::model::{Decision, RequestSource};
+use warden::ledger::policy::{self, Executed};
 
 fn populated() -> Metrics {
     let m = Metrics::new(env!("CARGO_PKG_VERSION"));
@@ -27,7 +28,7 @@ fn populated() -> Metrics {
     }
     let now = 1_700_000_000_000;
     let history = [Executed { at_ms: now - 5_000 }];
-    m.set_policy(&policy::evaluate(&history, now, &PolicyConfig::default()));
+    m.set_policy(&policy::evaluate(&history, now, &PolicyConfig::defaults()));
     m.set_kill_switch(true);
     m.set_contract_valid(true);
     m.watchdog_ping();

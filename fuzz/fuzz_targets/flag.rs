@@ -4,6 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use warden::agent::flag::{self, MAX_FLAG_BYTES};
+use warden::ledger::model::RequestSource;
 
 /// The longest text field the parser keeps (`flag::MAX_FIELD`).
 const MAX_FIELD: usize = 1024;
@@ -15,7 +16,10 @@ fuzz_target!(|data: &[u8]| {
     }
     match flag::parse(data) {
         Ok(req) => {
-            assert!(req.source == "manual" || req.source == "auto");
+            assert!(matches!(
+                req.source,
+                RequestSource::Manual | RequestSource::Auto
+            ));
             for f in [
                 &req.user,
                 &req.ip,
@@ -34,7 +38,7 @@ fuzz_target!(|data: &[u8]| {
         }
         Err(r) => {
             // The code and the message are what the history and the journal record.
-            assert!(r.to_string().starts_with(r.code()));
+            assert!(r.to_string().starts_with(r.reason().as_str()));
         }
     }
 });

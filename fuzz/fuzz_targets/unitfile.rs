@@ -37,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
                 .map(|(_, v)| v.clone())
         };
         for c in u.exec_start.iter().chain(&u.exec_start_pre) {
-            let _ = unitfile::expand_argv(&c.argv, &lookup);
+            let _ = warden::systemd::words::expand_argv(&c.argv, &lookup);
         }
         if let Some(p) = &u.pid_file {
             assert!(p.is_absolute());

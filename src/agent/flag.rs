@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::ledger::policy::{Request, RequestSource};
+use crate::ledger::model::{Reason, RequestSource};
+use crate::ledger::policy::Request;
 
 /// The largest flag read.
 pub const MAX_FLAG_BYTES: u64 = 64 * 1024;
@@ -26,7 +27,7 @@ pub struct FlagRequest {
     pub ip: Option<String>,
     pub timestamp: Option<String>,
     pub worker_pid: Option<i64>,
-    pub source: String,
+    pub source: RequestSource,
     pub manual_override: bool,
     pub override_acknowledged: bool,
     pub override_reason: Option<String>,
@@ -39,11 +40,7 @@ impl FlagRequest {
     /// The request the policy decides.
     pub fn policy_request(&self) -> Request {
         Request {
-            source: if self.source == "auto" {
-                RequestSource::Auto
-            } else {
-                RequestSource::Manual
-            },
+            source: self.source,
             manual_override: self.manual_override,
             override_acknowledged: self.override_acknowledged,
             override_reason: self.override_reason.clone(),
@@ -51,46 +48,60 @@ impl FlagRequest {
     }
 }
 
-/// Why a flag was not executed. The names are stable: they go to the history and the journal.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a flag was not executed. Shown as its stable reason, then what was seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rejection {
-    #[error("flag_symlink: the flag is a symbolic link")]
     Symlink,
-    #[error("flag_not_regular: the flag is {0}")]
     NotRegular(&'static str),
-    #[error("flag_too_large: the flag is {0} bytes, over {MAX_FLAG_BYTES}")]
     TooLarge(u64),
-    #[error("flag_world_writable: the flag's mode {0:04o} lets any user write it")]
     WorldWritable(u32),
-    #[error(
-        "flag_untrusted_owner: the flag is owned by uid {0}, not root, the service user or a member of the admin group"
-    )]
     UntrustedOwner(u32),
-    #[error("flag_not_json: {0}")]
     NotJson(String),
-    #[error("flag_invalid_field: {0}")]
     InvalidField(String),
-    #[error("flag_dir_replaced: {0}")]
     DirReplaced(String),
-    #[error(
-        "flag_dir_unsafe: the flag's directory has mode {0:04o}: others may write in it and it has no sticky bit"
-    )]
     DirUnsafe(u32),
 }
 
-impl Rejection {
-    /// The stable name, for the history's `decision_reason`.
-    pub fn code(&self) -> &'static str {
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: ", self.reason())?;
         match self {
-            Rejection::Symlink => "flag_symlink",
-            Rejection::NotRegular(_) => "flag_not_regular",
-            Rejection::TooLarge(_) => "flag_too_large",
-            Rejection::WorldWritable(_) => "flag_world_writable",
-            Rejection::UntrustedOwner(_) => "flag_untrusted_owner",
-            Rejection::NotJson(_) => "flag_not_json",
-            Rejection::InvalidField(_) => "flag_invalid_field",
-            Rejection::DirReplaced(_) => "flag_dir_replaced",
-            Rejection::DirUnsafe(_) => "flag_dir_unsafe",
+            Rejection::Symlink => f.write_str("the flag is a symbolic link"),
+            Rejection::NotRegular(kind) => write!(f, "the flag is {kind}"),
+            Rejection::TooLarge(n) => write!(f, "the flag is {n} bytes, over {MAX_FLAG_BYTES}"),
+            Rejection::WorldWritable(mode) => {
+                write!(f, "the flag's mode {mode:04o} lets any user write it")
+            }
+            Rejection::UntrustedOwner(uid) => write!(
+                f,
+                "the flag is owned by uid {uid}, not root, the service user or a member of the admin group"
+            ),
+            Rejection::NotJson(why)
+            | Rejection::InvalidField(why)
+            | Rejection::DirReplaced(why) => f.write_str(why),
+            Rejection::DirUnsafe(mode) => write!(
+                f,
+                "the flag's directory has mode {mode:04o}: others may write in it and it has no sticky bit"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+impl Rejection {
+    /// The stable reason, for the history's `decision_reason`.
+    pub fn reason(&self) -> Reason {
+        match self {
+            Rejection::Symlink => Reason::FlagSymlink,
+            Rejection::NotRegular(_) => Reason::FlagNotRegular,
+            Rejection::TooLarge(_) => Reason::FlagTooLarge,
+            Rejection::WorldWritable(_) => Reason::FlagWorldWritable,
+            Rejection::UntrustedOwner(_) => Reason::FlagUntrustedOwner,
+            Rejection::NotJson(_) => Reason::FlagNotJson,
+            Rejection::InvalidField(_) => Reason::FlagInvalidField,
+            Rejection::DirReplaced(_) => Reason::FlagDirReplaced,
+            Rejection::DirUnsafe(_) => Reason::FlagDirUnsafe,
         }
     }
 }
@@ -182,10 +193,7 @@ fn flag_bool(obj: &serde_json::Map<String, Value>, k: &str) -> Result<bool, Reje
 /// Parses a flag's content. Empty (or blank) is a plain manual request.
 pub fn parse(bytes: &[u8]) -> Result<FlagRequest, Rejection> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(FlagRequest {
-            source: "manual".into(),
-            ..FlagRequest::default()
-        });
+        return Ok(FlagRequest::default());
     }
     let v: Value = serde_json::from_slice(bytes).map_err(|e| Rejection::NotJson(e.to_string()))?;
     let Value::Object(obj) = v else {
@@ -193,12 +201,20 @@ pub fn parse(bytes: &[u8]) -> Result<FlagRequest, Rejection> {
             "the flag is JSON but not an object".into(),
         ));
     };
-    let source = text(&obj, "source")?.unwrap_or_else(|| "manual".into());
-    if source != "manual" && source != "auto" {
-        return Err(Rejection::InvalidField(format!(
-            "source is {source:?}; it must be \"manual\" or \"auto\""
-        )));
-    }
+    // A flag asks as an operator or as automation; a rollback is the kill-switch's to ask.
+    let source = match text(&obj, "source")? {
+        None => RequestSource::Manual,
+        Some(s) => match RequestSource::parse(&s) {
+            Some(src @ (RequestSource::Manual | RequestSource::Auto)) => src,
+            _ => {
+                return Err(Rejection::InvalidField(format!(
+                    "source is {s:?}; it must be {:?} or {:?}",
+                    RequestSource::Manual.as_str(),
+                    RequestSource::Auto.as_str()
+                )));
+            }
+        },
+    };
     let worker_pid = match obj.get("worker_pid") {
         None | Some(Value::Null) => None,
         Some(Value::Number(n)) => n.as_i64(),
@@ -229,19 +245,10 @@ pub struct Trust {
 }
 
 impl Trust {
-    /// Root, the user the agent runs as (the service user), and every user whose primary or
-    /// supplementary group is `admin_group` (from /etc/passwd and /etc/group).
-    pub fn resolve(admin_group: Option<&str>) -> Trust {
+    /// Root, the user the agent runs as (the service user), and the admins.
+    pub fn new(admins: &crate::platform::accounts::Admins) -> Trust {
         let mut uids = vec![0, nix::unistd::geteuid().as_raw()];
-        if let Some(gid) = admin_group.and_then(crate::platform::accounts::group_gid) {
-            let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-            let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
-            uids.extend(crate::platform::accounts::group_member_uids(
-                &passwd,
-                &group,
-                gid.as_raw(),
-            ));
-        }
+        uids.extend(&admins.uids);
         uids.sort_unstable();
         uids.dedup();
         Trust { uids }
@@ -279,6 +286,24 @@ impl Claimed {
             Err(e) => Err(e),
         }
     }
+}
+
+/// A request queued as a flag, as the MES admin API writes it (for when no agent answers).
+#[derive(Debug, Serialize)]
+pub struct Queued<'a> {
+    pub user: Option<&'a str>,
+    pub timestamp: String,
+    pub source: RequestSource,
+    pub manual_override: bool,
+    pub override_acknowledged: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub override_reason: Option<&'a str>,
+}
+
+/// Writes the flag atomically, for the agent to take when it starts or sees it.
+pub fn queue(flag: &Path, request: &Queued<'_>) -> std::io::Result<()> {
+    let body = serde_json::to_vec(request).map_err(std::io::Error::other)?;
+    crate::platform::fs::write_atomic(flag, &body, 0o640)
 }
 
 /// Puts back requests that agents claimed and never finished (they were killed in between):
@@ -351,7 +376,7 @@ mod tests {
 
     #[test]
     fn empty_and_admin_api_flags() {
-        assert_eq!(parse(b"").unwrap().source, "manual");
+        assert_eq!(parse(b"").unwrap().source, RequestSource::Manual);
         assert_eq!(
             parse(b" \n").unwrap().policy_request().source,
             RequestSource::Manual
@@ -379,19 +404,28 @@ mod tests {
 
     #[test]
     fn bad_flags_are_named() {
-        assert_eq!(parse(b"{").unwrap_err().code(), "flag_not_json");
-        assert_eq!(parse(b"[1]").unwrap_err().code(), "flag_not_json");
+        assert_eq!(parse(b"{").unwrap_err().reason().as_str(), "flag_not_json");
         assert_eq!(
-            parse(br#"{"source": "cron"}"#).unwrap_err().code(),
+            parse(b"[1]").unwrap_err().reason().as_str(),
+            "flag_not_json"
+        );
+        assert_eq!(
+            parse(br#"{"source": "cron"}"#)
+                .unwrap_err()
+                .reason()
+                .as_str(),
             "flag_invalid_field"
         );
         assert_eq!(
-            parse(br#"{"manual_override": "yes"}"#).unwrap_err().code(),
+            parse(br#"{"manual_override": "yes"}"#)
+                .unwrap_err()
+                .reason()
+                .as_str(),
             "flag_invalid_field"
         );
         let long = format!(r#"{{"override_reason": "{}"}}"#, "x".repeat(2000));
         assert_eq!(
-            parse(long.as_bytes()).unwrap_err().code(),
+            parse(long.as_bytes()).unwrap_err().reason().as_str(),
             "flag_invalid_field"
         );
     }
@@ -407,7 +441,7 @@ mod tests {
 
         std::fs::write(&flag, "").unwrap();
         let c = claim(&flag, &me).unwrap().unwrap();
-        assert_eq!(c.result.as_ref().unwrap().source, "manual");
+        assert_eq!(c.result.as_ref().unwrap().source, RequestSource::Manual);
         assert!(!flag.exists(), "claimed away at once");
         c.finish().unwrap();
 
@@ -422,14 +456,17 @@ mod tests {
 
         nix::unistd::mkfifo(&flag, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         let c = claim(&flag, &me).unwrap().unwrap();
-        assert_eq!(c.result.as_ref().unwrap_err().code(), "flag_not_regular");
+        assert_eq!(
+            c.result.as_ref().unwrap_err().reason().as_str(),
+            "flag_not_regular"
+        );
         c.finish().unwrap();
 
         std::fs::write(&flag, "").unwrap();
         let stranger = Trust { uids: vec![12345] };
         let c = claim(&flag, &stranger).unwrap().unwrap();
         assert_eq!(
-            c.result.as_ref().unwrap_err().code(),
+            c.result.as_ref().unwrap_err().reason().as_str(),
             "flag_untrusted_owner"
         );
         c.finish().unwrap();
@@ -438,7 +475,10 @@ mod tests {
         std::fs::set_permissions(&flag, std::os::unix::fs::PermissionsExt::from_mode(0o666))
             .unwrap();
         let c = claim(&flag, &me).unwrap().unwrap();
-        assert_eq!(c.result.as_ref().unwrap_err().code(), "flag_world_writable");
+        assert_eq!(
+            c.result.as_ref().unwrap_err().reason().as_str(),
+            "flag_world_writable"
+        );
         c.finish().unwrap();
         assert_eq!(
             std::fs::read_dir(d.path()).unwrap().count(),
@@ -459,7 +499,10 @@ mod tests {
         assert_eq!(pin.check(&flag), Ok(()));
         // Others may write, without the sticky bit: refused; with it (as /tmp): taken.
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-        assert_eq!(pin.check(&flag).unwrap_err().code(), "flag_dir_unsafe");
+        assert_eq!(
+            pin.check(&flag).unwrap_err().reason().as_str(),
+            "flag_dir_unsafe"
+        );
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
         assert_eq!(pin.check(&flag), Ok(()));
         // Open at the start already (RUNTIME_CONTRACT_ENFORCE=false ran it anyway): kept.
@@ -471,12 +514,21 @@ mod tests {
         std::fs::create_dir(&elsewhere).unwrap();
         std::fs::rename(&dir, d.path().join("moved")).unwrap();
         std::os::unix::fs::symlink(&elsewhere, &dir).unwrap();
-        assert_eq!(pin.check(&flag).unwrap_err().code(), "flag_dir_replaced");
+        assert_eq!(
+            pin.check(&flag).unwrap_err().reason().as_str(),
+            "flag_dir_replaced"
+        );
         std::fs::remove_file(&dir).unwrap();
         std::fs::create_dir(&dir).unwrap();
-        assert_eq!(pin.check(&flag).unwrap_err().code(), "flag_dir_replaced");
+        assert_eq!(
+            pin.check(&flag).unwrap_err().reason().as_str(),
+            "flag_dir_replaced"
+        );
         std::fs::remove_dir(&dir).unwrap();
-        assert_eq!(pin.check(&flag).unwrap_err().code(), "flag_dir_replaced");
+        assert_eq!(
+            pin.check(&flag).unwrap_err().reason().as_str(),
+            "flag_dir_replaced"
+        );
         std::fs::rename(d.path().join("moved"), &dir).unwrap();
         assert_eq!(pin.check(&flag), Ok(()), "back in place");
     }

@@ -10,7 +10,7 @@ use clap::{Args, CommandFactory, Subcommand};
 use clap_mangen::Man;
 use clap_mangen::roff::{Roff, bold, roman};
 
-use crate::cli::exit;
+use super::exit::Exit;
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
@@ -42,7 +42,7 @@ pub enum Shell {
     Fish,
 }
 
-pub fn main(a: &GenerateArgs) -> u8 {
+pub fn main(a: &GenerateArgs) -> Exit {
     match &a.what {
         What::Man { out } => match write_man_pages(out) {
             Ok(paths) => {
@@ -50,23 +50,23 @@ pub fn main(a: &GenerateArgs) -> u8 {
                 for p in paths {
                     let _ = writeln!(stdout, "{}", p.display());
                 }
-                exit::OK
+                Exit::Ok
             }
             Err(e) => {
                 eprintln!("warden: error: {e}\n  help: {}", e.help());
-                exit::USAGE
+                Exit::Usage
             }
         },
         What::Completion { shell } => {
             let mut buf = Vec::new();
             completion(*shell, &mut buf);
             match std::io::stdout().lock().write_all(&buf) {
-                Ok(()) => exit::OK,
+                Ok(()) => Exit::Ok,
                 // A reader that stops early is not an error.
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::OK,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Exit::Ok,
                 Err(e) => {
                     eprintln!("warden: error: cannot write the completion script: {e}");
-                    exit::USAGE
+                    Exit::Usage
                 }
             }
         }
@@ -99,7 +99,7 @@ impl GenerateError {
 
 /// The CLI as users see it: the implicit `help` subcommand has no page of its own.
 fn command() -> clap::Command {
-    let mut cmd = crate::cli::Cli::command().disable_help_subcommand(true);
+    let mut cmd = super::Cli::command().disable_help_subcommand(true);
     // Building sets each subcommand's display name (`warden-check`), which names its page.
     cmd.build();
     cmd
@@ -224,7 +224,7 @@ pub fn completion(shell: Shell, w: &mut dyn std::io::Write) {
     // clap_complete offers hidden subcommands too, and clap cannot remove one: rebuild the top
     // level from the visible subcommands (the top level has no arguments of its own beyond
     // --help and --version, which clap adds back).
-    let full = crate::cli::Cli::command();
+    let full = super::Cli::command();
     let name = full.get_name().to_owned();
     let mut cmd = clap::Command::new("warden")
         .version(env!("CARGO_PKG_VERSION"))

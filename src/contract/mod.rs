@@ -1,11 +1,13 @@
 //! The runtime-contract check: runs every rule over the resolved configuration, the units of the
 //! contract and the files they name, and collects findings. Each concern lives in its own module.
 
-pub(crate) mod bind;
+mod bind;
 pub mod conda;
 pub mod finding;
+pub mod inputs;
 mod paths;
 mod python;
+pub mod startup;
 pub mod texts;
 mod units;
 mod version;
@@ -20,8 +22,6 @@ use crate::contract::finding::{Code, Finding};
 use crate::systemd::envfile::EnvFile;
 use crate::systemd::unit::UnitDef;
 use conda::ResolvedPrefix;
-
-pub use bind::{BindAddr, parse_bind};
 
 /// When the check runs relative to the application.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -119,18 +119,7 @@ impl Report {
 
 /// Runs every rule.
 pub fn check(inputs: &Inputs<'_>) -> Report {
-    let mut findings: Vec<Finding> = inputs
-        .invalid
-        .iter()
-        .map(|e| {
-            Finding::new(
-                Code::InvalidValue,
-                e.var.clone(),
-                format!("{:?} {} (from {})", e.value, e.reason, e.origin),
-                e.help.clone(),
-            )
-        })
-        .collect();
+    let mut findings: Vec<Finding> = inputs.invalid.iter().map(invalid_value).collect();
 
     let mut env_files = BTreeMap::new();
     let units: Vec<&UnitDef> = inputs
@@ -178,6 +167,24 @@ pub fn check(inputs: &Inputs<'_>) -> Report {
         .sort_by(|a, b| (a.severity, a.code, &a.subject).cmp(&(b.severity, b.code, &b.subject)));
     findings.dedup();
     Report { findings, resolved }
+}
+
+/// An invalid value: `E01`, or for the bind its own rule's `B01`.
+fn invalid_value(e: &InvalidValue) -> Finding {
+    if e.var == crate::config::vars::GUNICORN_BIND.name {
+        return Finding::new(
+            Code::BindInvalid,
+            e.var,
+            format!("{:?} (from {}): {}", e.value, e.origin, e.reason),
+            e.help.clone(),
+        );
+    }
+    Finding::new(
+        Code::InvalidValue,
+        e.var,
+        format!("{:?} {} (from {})", e.value, e.reason, e.origin),
+        e.help.clone(),
+    )
 }
 
 fn read_env_file(p: &Path) -> EnvFileRead {

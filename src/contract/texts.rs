@@ -5,7 +5,9 @@
 use std::path::Path;
 
 use super::Context;
-use crate::config::{CONTRACT_VARS, Settings};
+use crate::config::Settings;
+use crate::config::values::{parse_bool, parse_count};
+use crate::config::vars::{self, Kind, Var};
 use crate::contract::finding::{Code, Finding};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +41,7 @@ pub fn scan(text: &str) -> Vec<Mention> {
     let mut out = Vec::new();
     for (idx, line) in text.lines().enumerate() {
         let lineno = idx + 1;
-        for var in CONTRACT_VARS {
+        for var in vars::contract().map(|v| v.name) {
             let mut from = 0;
             while let Some(pos) = line[from..].find(var) {
                 let start = from + pos;
@@ -143,28 +145,11 @@ fn placeholder(v: &str) -> bool {
     v.starts_with('<') || v.contains("...") || v.contains('…') || v == "VALUE"
 }
 
-/// The contract's value of `var`, as text.
-pub(super) fn contract_value(s: &Settings, var: &str) -> Option<String> {
-    let p = |x: &Path| x.display().to_string();
-    Some(match var {
-        "RUNTIME_CONTRACT_VERSION" => s.contract_version.value.clone(),
-        "WATCHDOG_RUNTIME_DIR" => p(&s.runtime_dir.value),
-        "WATCHDOG_RESTART_FLAG" => p(&s.restart_flag.value),
-        "WATCHDOG_PID_FILE" => p(&s.pid_file.value),
-        "WATCHDOG_STATE_FILE" => p(&s.state_file.value),
-        "GUNICORN_BIND" => s.bind.value.clone(),
-        "CONDA_BIN" => p(&s.conda_bin.as_ref()?.value),
-        "CONDA_ENV_NAME" => s.conda_env_name.value.clone(),
-        "CONDA_PREFIX" => p(&s.conda_prefix.as_ref()?.value),
-        "WARDEN_PYTHON_PREFIX" => p(&s.python_prefix.as_ref()?.value),
-        "WORKER_RESTART_COOLDOWN" => s.policy.cooldown_seconds.to_string(),
-        "WORKER_RESTART_RETRY_BUDGET" => s.policy.retry_budget.to_string(),
-        "WORKER_RESTART_CHURN_THRESHOLD" => s.policy.churn_threshold.to_string(),
-        "WORKER_RESTART_WINDOW_SECONDS" => s.policy.window_seconds.to_string(),
-        "WORKER_GUARDED_MODE_ENABLED" => s.policy.guarded_mode.to_string(),
-        "WATCHDOG_RESTART_HISTORY_MAX" => s.history_max.to_string(),
-        _ => return None,
-    })
+/// The contract's value of the variable named `name`, as text.
+fn contract_value(s: &Settings, name: &str) -> Option<String> {
+    vars::by_name(name)
+        .and_then(|v| s.stated(v))
+        .map(|x| x.value.clone())
 }
 
 /// Expands `$NAME`, `${NAME}` and `${NAME:-default}` (also `-`, `:=`, `=`) the way the shell
@@ -219,24 +204,25 @@ pub fn expand_shell(text: &str, lookup: &dyn Fn(&str) -> Option<String>, depth: 
     out
 }
 
-/// Whether a stated value means the contract's value.
-fn agrees(s: &Settings, var: &str, stated: &str) -> bool {
-    let Some(want) = contract_value(s, var) else {
+/// Whether a stated value means the contract's value, read as the variable's kind reads it.
+fn agrees(s: &Settings, var: &Var, stated: &str) -> bool {
+    let Some(want) = s.stated(var) else {
         return true;
     };
+    let want = want.value.as_str();
     // Expand references to other contract variables (`${WATCHDOG_RUNTIME_DIR:-/run/x}/g.pid`).
     let expanded = expand_shell(stated, &|k| contract_value(s, k), 0);
-    if var == "WORKER_GUARDED_MODE_ENABLED" {
-        let b = matches!(
-            expanded.to_ascii_lowercase().as_str(),
-            "1" | "true" | "yes" | "on"
-        );
-        return b == s.policy.guarded_mode;
+    match var.kind {
+        Kind::Bool => parse_bool(&expanded).is_some() && parse_bool(&expanded) == parse_bool(want),
+        Kind::Count { .. } | Kind::Seconds { .. } => {
+            parse_count(&expanded, 0).ok().is_some()
+                && parse_count(&expanded, 0) == parse_count(want, 0)
+        }
+        Kind::Path | Kind::AbsolutePath | Kind::PromFile if want.starts_with('/') => {
+            super::same_path(Path::new(&expanded), Path::new(want))
+        }
+        _ => expanded == want,
     }
-    if want.starts_with('/') {
-        return super::same_path(Path::new(&expanded), Path::new(&want));
-    }
-    expanded == want
 }
 
 pub(super) fn check(ctx: &Context<'_>, out: &mut Vec<Finding>) {
@@ -247,21 +233,17 @@ pub(super) fn check(ctx: &Context<'_>, out: &mut Vec<Finding>) {
     ] {
         for t in inputs {
             for m in scan(&t.text) {
-                if m.var == "RUNTIME_CONTRACT_VERSION" {
-                    continue; // reported by the version rule, with every declaration side by side
-                }
-                if agrees(s, &m.var, &m.value) {
+                let Some(var) = vars::by_name(&m.var) else {
+                    continue;
+                };
+                // The version is the version rule's, with every declaration side by side.
+                if std::ptr::eq(var, &vars::RUNTIME_CONTRACT_VERSION) || agrees(s, var, &m.value) {
                     continue;
                 }
-                let want = contract_value(s, &m.var).unwrap_or_default();
-                let src = match m.var.as_str() {
-                    "WATCHDOG_PID_FILE" => s.pid_file.source.to_string(),
-                    "WATCHDOG_RESTART_FLAG" => s.restart_flag.source.to_string(),
-                    "WATCHDOG_STATE_FILE" => s.state_file.source.to_string(),
-                    "WATCHDOG_RUNTIME_DIR" => s.runtime_dir.source.to_string(),
-                    "GUNICORN_BIND" => s.bind.source.to_string(),
-                    _ => "the contract".into(),
-                };
+                let (want, src) = s
+                    .stated(var)
+                    .map(|w| (w.value.clone(), w.source.to_string()))
+                    .unwrap_or_default();
                 out.push(Finding::new(
                     code,
                     format!("{}:{}", t.path.display(), m.line),

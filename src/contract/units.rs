@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::{Context, EnvFileRead, same_path};
-use crate::config::CONTRACT_VARS;
+use crate::config::vars;
 use crate::contract::conda;
 use crate::contract::finding::{Code, Finding, Severity};
 use crate::systemd::unit::{CondaTarget, Invocation, ProgramKind, UnitDef, analyze, gunicorn_args};
-use crate::systemd::unitfile::expand_argv;
+use crate::systemd::words::expand_argv;
 
 /// systemd's default `PATH` for system services.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -351,7 +351,7 @@ fn gunicorn(
         }
         let want = &s.bind.value;
         match (g.binds.as_slice(), &g.config) {
-            ([one], _) if one == want => {}
+            ([one], _) if one.parse::<crate::config::BindAddr>().as_ref() == Ok(want) => {}
             ([], Some(cfg)) => out.push(
                 Finding::new(
                     Code::BindMismatch,
@@ -418,8 +418,8 @@ fn drift(envs: &[(&UnitDef, BTreeMap<String, String>)], out: &mut Vec<Finding>) 
     if envs.len() < 2 {
         return;
     }
-    for var in CONTRACT_VARS {
-        let vals: Vec<Option<&String>> = envs.iter().map(|(_, e)| e.get(*var)).collect();
+    for var in vars::contract().map(|v| v.name) {
+        let vals: Vec<Option<&String>> = envs.iter().map(|(_, e)| e.get(var)).collect();
         if vals.windows(2).all(|w| w[0] == w[1]) {
             continue;
         }

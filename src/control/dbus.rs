@@ -1,5 +1,5 @@
-//! warden's D-Bus API on the system bus: the agent's interface (served by `warden run`) and the
-//! client side used by `warden status|restart|kill-switch`.
+//! warden's D-Bus API on the system bus: the agent's interface (served by `warden run`) and its
+//! proxy (for `crate::control::client`).
 //!
 //! Name `io.warden.Agent`, object `/io/warden/Agent`, interface `io.warden.Agent1` (the version
 //! is in the name: an incompatible change gets `Agent2`). Reads are open to every local user;
@@ -15,12 +15,17 @@ use zbus::fdo;
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 
+use crate::agent::protocol::{Caller, Change, Decided};
+use crate::ledger::entry::Entry;
+use crate::ledger::policy::Evaluation;
+use crate::ledger::state::StateDoc;
+use crate::ledger::time::format_time;
+use crate::platform::accounts::Admins;
+use crate::systemd::journal;
+
 pub const BUS_NAME: &str = "io.warden.Agent";
 pub const OBJECT_PATH: &str = "/io/warden/Agent";
 pub const INTERFACE: &str = "io.warden.Agent1";
-
-/// journald MESSAGE_ID of a refused caller.
-pub const ACCESS_DENIED_ID: &str = "5b1c6f0e8c3a4f7e9d2a6b4c8e0f1a3d";
 
 /// Longest reason accepted over the bus (the state file's own bound is checked again later).
 const MAX_REASON_BYTES: usize = 4096;
@@ -38,80 +43,43 @@ pub struct Snapshot {
     pub contract_valid: bool,
 }
 
-/// Who called, as the bus daemon reports it.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub uid: u32,
-    /// The user's name when `/etc/passwd` (or NSS) knows it, else `uid:N`.
-    pub name: String,
-}
-
-/// What the D-Bus methods ask of the agent.
-pub enum Ask {
-    /// Answered by the event loop.
-    Status(oneshot::Sender<String>),
-    /// Carried out by the restart executor, which alone changes the state.
-    Change(Change),
-}
-
-/// A mutating request, from a caller already authorized.
-pub enum Change {
-    Restart {
-        caller: Caller,
-        reason: String,
-        manual_override: bool,
-        acknowledged: bool,
-        reply: oneshot::Sender<RestartReply>,
-    },
-    KillSwitch {
-        caller: Caller,
-        engaged: bool,
-        reason: String,
-        reply: oneshot::Sender<Result<String, String>>,
-    },
-}
-
-/// The decision on a restart request, given before anything is signalled.
-#[derive(Debug, Clone)]
-pub struct RestartReply {
-    pub decision: String,
-    pub reason: String,
-    pub requires_acknowledgement: bool,
-    /// The history entry's id; `RestartCompleted` carries it.
-    pub id: String,
-}
-
-/// Who may change things.
-#[derive(Debug, Clone, Default)]
-pub struct Authz {
-    /// `WARDEN_ADMIN_GROUP` resolved: its gid and its members' uids (from /etc/group).
-    pub admin_gid: Option<u32>,
-    pub admin_uids: Vec<u32>,
-}
-
-impl Authz {
-    pub fn resolve(group: Option<&str>) -> Authz {
-        let Some(gid) = group.and_then(crate::platform::accounts::group_gid) else {
-            return Authz::default();
-        };
-        let read = |p| std::fs::read_to_string(p).unwrap_or_default();
-        Authz {
-            admin_gid: Some(gid.as_raw()),
-            admin_uids: crate::platform::accounts::group_member_uids(
-                &read("/etc/passwd"),
-                &read("/etc/group"),
-                gid.as_raw(),
-            ),
+impl Snapshot {
+    /// The properties for `doc`, with the policy evaluated as `eval`.
+    pub fn of(doc: &StateDoc, eval: &Evaluation, contract_valid: bool) -> Snapshot {
+        let ks = doc.kill_switch.clone().unwrap_or_default();
+        let last_executed = doc
+            .history
+            .iter()
+            .rev()
+            .find(|h| h.executed())
+            .and_then(Entry::executed_at_ms)
+            .and_then(chrono::DateTime::<chrono::Utc>::from_timestamp_millis)
+            .map(format_time);
+        Snapshot {
+            policy_state: eval.state.as_str().into(),
+            cooldown_remaining: eval.cooldown_remaining_seconds,
+            attempts_in_window: eval.attempts_in_window,
+            kill_switch_engaged: ks.engaged,
+            kill_switch_reason: ks.reason.unwrap_or_default(),
+            last_restart_at: last_executed.unwrap_or_default(),
+            last_restart_decision: doc
+                .last_restart
+                .as_ref()
+                .and_then(|l| l.decision.as_ref())
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            contract_valid,
         }
     }
+}
 
-    fn allows(&self, uid: u32, gids: Option<&[u32]>) -> bool {
-        uid == 0
-            || self.admin_uids.contains(&uid)
-            || self
-                .admin_gid
-                .is_some_and(|g| gids.is_some_and(|gs| gs.contains(&g)))
-    }
+/// What the D-Bus methods ask of the event loop.
+#[derive(Debug)]
+pub enum Ask {
+    /// The status document, answered by the event loop.
+    Status(oneshot::Sender<String>),
+    /// A change, for the agent's executor.
+    Change(Change),
 }
 
 /// The properties as last published, shared by the interface (which answers `Get`) and the
@@ -189,7 +157,7 @@ fn summarize_denied(denied: &std::sync::Mutex<DeniedLog>) {
         .collect::<Vec<_>>()
         .join(", ");
     tracing::warn!(
-        message_id = ACCESS_DENIED_ID,
+        message_id = journal::ACCESS_DENIED,
         suppressed = n,
         "{n} more D-Bus calls refused, not logged one by one (at most {DENIED_LOGGED_PER_WINDOW} \
          every {} s): {by}",
@@ -200,20 +168,20 @@ fn summarize_denied(denied: &std::sync::Mutex<DeniedLog>) {
 pub struct AgentIface {
     snap: SharedSnapshot,
     asks: mpsc::Sender<Ask>,
-    authz: Arc<std::sync::RwLock<Authz>>,
+    admins: Arc<std::sync::RwLock<Admins>>,
     denied: Arc<std::sync::Mutex<DeniedLog>>,
 }
 
 impl AgentIface {
     pub fn new(
         asks: mpsc::Sender<Ask>,
-        authz: Arc<std::sync::RwLock<Authz>>,
+        admins: Arc<std::sync::RwLock<Admins>>,
         snap: SharedSnapshot,
     ) -> AgentIface {
         AgentIface {
             snap,
             asks,
-            authz,
+            admins,
             denied: Arc::default(),
         }
     }
@@ -243,10 +211,10 @@ impl AgentIface {
         let name =
             crate::platform::accounts::user_name(uid).unwrap_or_else(|| format!("uid:{uid}"));
         let allowed = self
-            .authz
+            .admins
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .allows(uid, gids);
+            .admit(uid, gids);
         if !allowed {
             let audit = self
                 .denied
@@ -255,7 +223,7 @@ impl AgentIface {
                 .admit(&name, std::time::Instant::now());
             match audit {
                 Audit::Log => tracing::warn!(
-                    message_id = ACCESS_DENIED_ID,
+                    message_id = journal::ACCESS_DENIED,
                     uid,
                     user = %name,
                     method,
@@ -343,7 +311,7 @@ impl AgentIface {
         let caller = self.authorize(conn, &hdr, "RequestRestart").await?;
         check_reason(&reason)?;
         let (tx, rx) = oneshot::channel();
-        let r = self
+        let r: Decided = self
             .ask(
                 Ask::Change(Change::Restart {
                     caller,
@@ -355,7 +323,12 @@ impl AgentIface {
                 rx,
             )
             .await?;
-        Ok((r.decision, r.reason, r.requires_acknowledgement, r.id))
+        Ok((
+            r.ruling.verdict.as_str().to_string(),
+            r.ruling.reason.as_str().to_string(),
+            r.ruling.requires_acknowledgement,
+            r.id,
+        ))
     }
 
     /// Engages or releases the kill-switch: published for the app, then one graceful reload
@@ -380,6 +353,7 @@ impl AgentIface {
             rx,
         )
         .await?
+        .map(Option::unwrap_or_default)
         .map_err(fdo::Error::InvalidArgs)
     }
 
@@ -478,6 +452,22 @@ pub async fn publish(
     .await
 }
 
+/// Emits `RestartCompleted` for a handled request.
+pub async fn completed(conn: &zbus::Connection, e: &Entry) -> zbus::Result<()> {
+    let (Some(id), Some(decision)) = (&e.id, &e.decision) else {
+        return Ok(());
+    };
+    let emitter = SignalEmitter::new(conn, OBJECT_PATH)?;
+    AgentIface::restart_completed(
+        &emitter,
+        id,
+        &decision.to_string(),
+        e.verified == Some(true),
+        &e.outcome_detail(),
+    )
+    .await
+}
+
 /// Serves the interface on the system bus (`DBUS_SYSTEM_BUS_ADDRESS` honoured) under the
 /// well-known name, held for the agent's lifetime: not taken from another holder, and not
 /// given up to a later claimant (zbus's default flags allow both, which let any process of
@@ -530,20 +520,6 @@ pub trait Agent1 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_root_and_the_admin_group_may_change_things() {
-        let a = Authz {
-            admin_gid: Some(1500),
-            admin_uids: vec![1001],
-        };
-        assert!(a.allows(0, None));
-        assert!(a.allows(1001, None), "listed member");
-        assert!(a.allows(1002, Some(&[100, 1500])), "group from the bus");
-        assert!(!a.allows(1002, Some(&[100])));
-        assert!(!a.allows(1002, None));
-        assert!(!Authz::default().allows(33, Some(&[33])));
-    }
 
     #[test]
     fn refusals_are_logged_a_few_per_window_and_the_rest_counted() {

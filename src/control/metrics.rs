@@ -22,63 +22,25 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinSet;
 
-use crate::ledger::policy::{Evaluation, RequestSource, State};
+use crate::ledger::entry::Entry;
+use crate::ledger::model::{Decision, RequestSource};
+use crate::ledger::policy::{Evaluation, PolicyState as State};
+use crate::ledger::state::StateDoc;
 
-/// How a restart request ended, as the history records it (`decision`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    /// The master was signalled (whether or not the reload was then verified).
-    Executed,
-    /// The policy refused it.
-    Blocked,
-    /// Allowed, but nothing could be signalled (no live master, signal failed).
-    Failed,
-    /// The flag or the request was malformed.
-    Rejected,
-}
-
-impl Decision {
-    /// In declaration order, which indexes `Metrics::restarts`.
-    const ALL: [Decision; 4] = [
-        Decision::Executed,
-        Decision::Blocked,
-        Decision::Failed,
-        Decision::Rejected,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Decision::Executed => "executed",
-            Decision::Blocked => "blocked",
-            Decision::Failed => "failed",
-            Decision::Rejected => "rejected",
-        }
-    }
-}
-
+/// The sources counted, in the order of `Metrics::restarts`' columns.
 const SOURCES: [RequestSource; 3] = [
     RequestSource::Manual,
     RequestSource::Auto,
     RequestSource::KillSwitch,
 ];
 
-fn source_str(s: RequestSource) -> &'static str {
-    match s {
-        RequestSource::Manual => "manual",
-        RequestSource::Auto => "auto",
-        RequestSource::KillSwitch => "kill_switch",
-    }
-}
-
 fn source_index(s: RequestSource) -> usize {
-    match s {
-        RequestSource::Manual => 0,
-        RequestSource::Auto => 1,
-        RequestSource::KillSwitch => 2,
-    }
+    SOURCES.iter().position(|x| *x == s).unwrap_or(0)
 }
 
-const STATES: [State; 3] = [State::Allowed, State::Cooldown, State::Blocked];
+fn decision_index(d: Decision) -> Option<usize> {
+    Decision::OUTCOMES.iter().position(|x| *x == d)
+}
 
 const MS: u64 = 1_000_000;
 const S: u64 = 1_000_000_000;
@@ -187,7 +149,7 @@ pub struct Metrics {
     version: String,
     /// Since the Unix epoch.
     started: Duration,
-    /// `[decision][source]`, in the order of `Decision::ALL` and `SOURCES`.
+    /// `[decision][source]`, in the order of `Decision::OUTCOMES` and `SOURCES`.
     restarts: [[AtomicU64; 3]; 4],
     policy: Mutex<PolicySnapshot>,
     kill_switch: AtomicBool,
@@ -224,7 +186,32 @@ impl Metrics {
 
     /// Counts one handled request.
     pub fn record_restart(&self, decision: Decision, source: RequestSource) {
-        self.restarts[decision as usize][source_index(source)].fetch_add(1, Relaxed);
+        if let Some(d) = decision_index(decision) {
+            self.restarts[d][source_index(source)].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Counts a handled request as its entry records it, with its timings.
+    pub fn count(&self, e: &Entry) {
+        let Some(decision) = e.decided() else { return };
+        self.record_restart(decision, e.source().unwrap_or_default());
+        if decision == Decision::Executed
+            && let Some(t) = &e.timings
+        {
+            let ms = |v: f64| Duration::from_secs_f64(v.max(0.0) / 1e3);
+            if let Some(v) = t.flag_to_signal_ms {
+                self.observe_flag_to_signal(ms(v));
+            }
+            if let Some(v) = t.workers_replaced_ms {
+                self.observe_reload(ms(v));
+            }
+        }
+    }
+
+    /// Refreshes the gauges that follow the state.
+    pub fn follow(&self, eval: &Evaluation, doc: &StateDoc) {
+        self.set_policy(eval);
+        self.set_kill_switch(doc.kill_switch.as_ref().is_some_and(|k| k.engaged));
     }
 
     /// The restart flag's write to the SIGHUP (`timings.flag_to_signal_ms`).
@@ -312,13 +299,13 @@ impl Metrics {
             "counter",
         )?;
         // Every combination from the start: increase() needs the zero before the first event.
-        for (d, row) in Decision::ALL.iter().zip(&self.restarts) {
+        for (d, row) in Decision::OUTCOMES.iter().zip(&self.restarts) {
             for (s, n) in SOURCES.iter().zip(row) {
                 writeln!(
                     out,
                     "warden_restarts_total{{decision=\"{}\",source=\"{}\"}} {}",
                     d.as_str(),
-                    source_str(*s),
+                    s.as_str(),
                     n.load(Relaxed)
                 )?;
             }
@@ -340,7 +327,7 @@ impl Metrics {
             "The restart policy's state: 1 for the current one.",
             "gauge",
         )?;
-        for s in STATES {
+        for s in State::ALL {
             writeln!(
                 out,
                 "warden_policy_state{{state=\"{}\"}} {}",
@@ -678,6 +665,25 @@ fn response(
     r
 }
 
+/// Binds the metrics socket, replacing a stale socket (never another kind of file).
+pub fn bind_socket(p: &Path) -> std::io::Result<std::os::unix::net::UnixListener> {
+    use std::os::unix::fs::FileTypeExt;
+    if let Ok(m) = p.symlink_metadata() {
+        if m.file_type().is_socket() {
+            std::fs::remove_file(p)?;
+        } else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "exists and is not a socket",
+            ));
+        }
+    }
+    let l = std::os::unix::net::UnixListener::bind(p)?;
+    // tokio takes it over only non-blocking.
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
 // Shared between the event loop and the server task.
 const _: () = {
     const fn send_sync<T: Send + Sync>() {}
@@ -847,7 +853,7 @@ mod tests {
     fn policy_gauges() {
         let m = Metrics::new("t");
         let state_of = |text: &str| {
-            STATES
+            State::ALL
                 .iter()
                 .filter(|s| {
                     value(

@@ -1,18 +1,16 @@
-//! What the agent shows of itself: the status document (observed from the files and the live
-//! Gunicorn master; blocking I/O, run off the event loop), the D-Bus properties, the metrics'
-//! gauges, and the files it publishes for applications (status, kill-switch).
+//! The status document as observed now: built from the settings and the state, with what the
+//! files and the live Gunicorn master show (blocking I/O: run it off the event loop), and
+//! published for applications that do not speak D-Bus.
 
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
 
 use crate::config::Settings;
-use crate::control::dbus::Snapshot;
-use crate::control::metrics::Metrics;
 use crate::control::status::{
-    self, AgentInfo, FilesPresent, Gunicorn, Inputs, Source, StatusDoc, Validation,
+    self, AgentInfo, DocumentSource, FilesPresent, Gunicorn, Observed, StatusDoc, Validation,
 };
-use crate::ledger::state::{KillSwitch, StateDoc};
+use crate::ledger::state::StateDoc;
 use crate::platform::process::{Role, children, classify, read_pid_file};
 
 /// The running agent, for the document's `agent` section.
@@ -37,7 +35,7 @@ pub fn document(
         .ok()
         .filter(|p| matches!(classify(*p), Role::Master));
     let exists = |p: &Path| p.symlink_metadata().is_ok();
-    status::document(&Inputs {
+    status::document(&Observed {
         settings: s,
         state: doc,
         now: Utc::now(),
@@ -57,67 +55,19 @@ pub fn document(
         gunicorn: Gunicorn {
             master_pid: master,
             workers: master.map(children).unwrap_or_default(),
-            bind: s.bind.value.clone(),
+            bind: s.bind.value.to_string(),
         },
         source: if agent.is_some() {
-            Source::Agent
+            DocumentSource::Agent
         } else {
-            Source::StateFile
+            DocumentSource::StateFile
         },
     })
-}
-
-/// The D-Bus properties for `doc` now.
-pub fn snapshot(s: &Settings, doc: &StateDoc, contract_valid: bool) -> Snapshot {
-    let now = Utc::now().timestamp_millis();
-    let e = crate::ledger::policy::evaluate(&doc.executed(), now, &s.policy);
-    let ks = doc.kill_switch.clone().unwrap_or_default();
-    let last_executed = doc
-        .history
-        .iter()
-        .rev()
-        .find(|h| h.executed())
-        .and_then(|h| h.executed_at_ms())
-        .and_then(|ms| {
-            DateTime::<Utc>::from_timestamp_millis(ms).map(crate::ledger::state::format_time)
-        });
-    Snapshot {
-        policy_state: e.state.as_str().into(),
-        cooldown_remaining: e.cooldown_remaining_seconds,
-        attempts_in_window: e.attempts_in_window,
-        kill_switch_engaged: ks.engaged,
-        kill_switch_reason: ks.reason.unwrap_or_default(),
-        last_restart_at: last_executed.unwrap_or_default(),
-        last_restart_decision: doc
-            .last_restart
-            .as_ref()
-            .and_then(|l| l.decision.clone())
-            .unwrap_or_default(),
-        contract_valid,
-    }
-}
-
-/// Refreshes the gauges that follow the state.
-pub fn gauges(m: &Metrics, s: &Settings, doc: &StateDoc) {
-    let now = Utc::now().timestamp_millis();
-    m.set_policy(&crate::ledger::policy::evaluate(
-        &doc.executed(),
-        now,
-        &s.policy,
-    ));
-    m.set_kill_switch(doc.kill_switch.as_ref().is_some_and(|k| k.engaged));
 }
 
 /// Writes `WARDEN_STATUS_FILE` (readable by the app: 0644).
 pub fn publish_status(path: &Path, d: &StatusDoc) -> std::io::Result<()> {
     let mut bytes = serde_json::to_vec_pretty(d).map_err(std::io::Error::other)?;
-    bytes.push(b'\n');
-    crate::platform::fs::write_atomic(path, &bytes, 0o644)
-}
-
-/// Writes `WARDEN_KILL_SWITCH_FILE`: `{engaged, reason, changed_by, changed_at}` (0644).
-pub fn publish_kill_switch(path: &Path, k: &KillSwitch) -> std::io::Result<()> {
-    let mut bytes = serde_json::to_vec_pretty(k).map_err(std::io::Error::other)?;
     bytes.push(b'\n');
     crate::platform::fs::write_atomic(path, &bytes, 0o644)
 }

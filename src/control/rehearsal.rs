@@ -1,83 +1,41 @@
-//! `warden rehearse`: the runbook's pre-cutover rehearsal as a command. It checks the contract,
-//! asks the running agent for one graceful reload, and then verifies from outside what an
-//! operator would: the master is the same process, every worker was replaced, the listening
-//! socket is the same one and the health URL answers. `--rollback-drill` adds the kill-switch:
-//! engaged (the rollback, timed against a target) and released.
+//! The runbook's pre-cutover rehearsal (`warden rehearse`): checks the contract, asks the
+//! running agent for one graceful reload, and then verifies from outside what an operator
+//! would: the master is the same process, every worker was replaced, the listening socket is
+//! the same one and the health URL answers. The rollback drill adds the kill-switch: engaged
+//! (the rollback, timed against a target) and released.
 //!
-//! The judgements are pure functions of before/after snapshots; the I/O is at the edge.
+//! The judgements are pure functions of before/after observations and of the agent's typed
+//! answers; the I/O is at the edge.
 
 use std::time::{Duration, Instant};
 
-use clap::Args;
 use serde::Serialize;
 
-use crate::cli::SourceArgs;
-use crate::contract::bind::{self, BindAddr};
-use crate::contract::{self, Inputs, Phase};
-use crate::control::client::{self as admin, Said};
-use crate::platform::http::{self as health, HealthUrl};
+use super::client::{Agent, ClientError, FlipAnswer, RestartAnswer};
+use crate::config::{BindAddr, Settings, vars};
+use crate::contract::inputs::Gathered;
+use crate::contract::{self, Phase};
+use crate::ledger::model::Verdict;
+use crate::platform::http::{self, HealthUrl};
+use crate::platform::process::{self, Role};
 
-/// Exit codes of `warden rehearse`.
-pub mod code {
-    /// Every step passed.
-    pub const OK: u8 = 0;
-    /// A step failed (the report says which, and why).
-    pub const FAILED: u8 = 1;
-    /// Bad usage or an unreadable env file.
-    pub const USAGE: u8 = 2;
-}
-
-pub const EXIT_CODES_HELP: &str = "\
-Exit codes:
-  0  every step passed
-  1  a step failed: the report names it, with what was seen and how to fix it
-  2  bad usage or an unreadable env file";
-
-#[derive(Debug, Args)]
-pub struct RehearseArgs {
-    #[command(flatten)]
-    pub source: SourceArgs,
-    /// Why (recorded with the reload in the history and the journal)
-    #[arg(long, value_name = "TEXT", default_value = "pre-cutover rehearsal")]
+/// What the operator asked of the rehearsal.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Recorded with the reload in the history and the journal.
     pub reason: String,
-    /// Override the cooldown or guarded mode for the rehearsal's reload (needs --acknowledge)
-    #[arg(long = "override", requires = "acknowledge")]
     pub manual_override: bool,
-    /// Acknowledge that the override bypasses the churn policy
-    #[arg(long, requires = "manual_override")]
     pub acknowledge: bool,
-    /// The URL that must answer 2xx after the reload [default: WARDEN_HEALTH_URL, else
-    /// http://GUNICORN_BIND/health]
-    #[arg(long, value_name = "URL")]
+    /// The URL that must answer 2xx after the reload (else `WARDEN_HEALTH_URL`, else
+    /// `/health` on the bind).
     pub health_url: Option<HealthUrl>,
-    /// Then engage the kill-switch (the rollback, timed) and release it; refused when an
-    /// operator has already engaged it
-    #[arg(long)]
     pub rollback_drill: bool,
-    /// The rollback must be verified within this many seconds
-    #[arg(
-        long,
-        value_name = "SECONDS",
-        default_value = "60",
-        value_parser = positive_seconds,
-        requires = "rollback_drill"
-    )]
     pub target_seconds: f64,
-    /// Print the report as JSON
-    #[arg(long)]
-    pub json: bool,
-}
-
-fn positive_seconds(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        _ => Err(format!("`{s}` is not a positive number of seconds")),
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Verdict {
+pub enum StepVerdict {
     Pass,
     Fail,
     /// Not run: an earlier step it depends on failed.
@@ -87,7 +45,7 @@ pub enum Verdict {
 #[derive(Debug, Clone, Serialize)]
 pub struct Step {
     pub name: &'static str,
-    pub verdict: Verdict,
+    pub verdict: StepVerdict,
     pub detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
@@ -103,8 +61,9 @@ pub struct Rollback {
     pub met: bool,
 }
 
+/// The rehearsal's report.
 #[derive(Debug, Clone, Serialize)]
-pub struct Report {
+pub struct Rehearsal {
     pub passed: bool,
     pub contract_version: String,
     pub steps: Vec<Step>,
@@ -117,20 +76,25 @@ pub struct Report {
     pub total_ms: f64,
 }
 
-impl Report {
-    fn push(&mut self, name: &'static str, r: Result<String, Failure>, ms: Option<f64>) -> bool {
+impl Rehearsal {
+    fn push(
+        &mut self,
+        name: &'static str,
+        r: Result<String, StepFailure>,
+        ms: Option<f64>,
+    ) -> bool {
         let ok = r.is_ok();
         self.steps.push(match r {
             Ok(detail) => Step {
                 name,
-                verdict: Verdict::Pass,
+                verdict: StepVerdict::Pass,
                 detail,
                 hint: None,
                 ms,
             },
             Err(f) => Step {
                 name,
-                verdict: Verdict::Fail,
+                verdict: StepVerdict::Fail,
                 detail: f.what,
                 hint: Some(f.hint.to_string()).filter(|h| !h.is_empty()),
                 ms,
@@ -143,64 +107,24 @@ impl Report {
         for name in names {
             self.steps.push(Step {
                 name,
-                verdict: Verdict::Skip,
+                verdict: StepVerdict::Skip,
                 detail: why.to_string(),
                 hint: None,
                 ms: None,
             });
         }
     }
-
-    /// The report as text: one line per step, then the verdict.
-    pub fn render(&self) -> String {
-        let mut out = format!("warden rehearse: contract {}\n", self.contract_version);
-        for s in &self.steps {
-            let tag = match s.verdict {
-                Verdict::Pass => "PASS",
-                Verdict::Fail => "FAIL",
-                Verdict::Skip => "skip",
-            };
-            let ms = s.ms.map(fmt_ms).unwrap_or_default();
-            out.push_str(&format!("  {tag}  {:<9} {}{ms}\n", s.name, s.detail));
-            if let Some(h) = &s.hint {
-                out.push_str(&format!("        help: {h}\n"));
-            }
-        }
-        if let Some(p) = &self.policy_after {
-            out.push_str(&format!("  policy after: {p}\n"));
-        }
-        let passed = self
-            .steps
-            .iter()
-            .filter(|s| s.verdict == Verdict::Pass)
-            .count();
-        out.push_str(&format!(
-            "rehearsal {}: {passed}/{} steps passed in {:.2} s",
-            if self.passed { "passed" } else { "FAILED" },
-            self.steps.len(),
-            self.total_ms / 1000.0
-        ));
-        out
-    }
-}
-
-fn fmt_ms(ms: f64) -> String {
-    if ms >= 1000.0 {
-        format!("  ({:.2} s)", ms / 1000.0)
-    } else {
-        format!("  ({ms:.1} ms)")
-    }
 }
 
 /// Why a step failed, and what to do about it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Failure {
+pub struct StepFailure {
     pub what: String,
     pub hint: &'static str,
 }
 
-fn fail(what: impl Into<String>, hint: &'static str) -> Failure {
-    Failure {
+fn fail(what: impl Into<String>, hint: &'static str) -> StepFailure {
+    StepFailure {
         what: what.into(),
         hint,
     }
@@ -215,7 +139,7 @@ pub struct Proc {
 
 /// What the rehearsal sees of the app at one moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Snapshot {
+pub struct AppState {
     pub master: Proc,
     pub workers: Vec<u32>,
     /// The inode of the listening socket on the bind that the master holds.
@@ -223,7 +147,7 @@ pub struct Snapshot {
 }
 
 /// The master after the reload is the master before: same PID, same start time.
-pub fn judge_master(before: &Proc, after: Result<Proc, String>) -> Result<String, Failure> {
+pub fn judge_master(before: &Proc, after: Result<Proc, String>) -> Result<String, StepFailure> {
     match after {
         Ok(a) if a == *before => Ok(format!("pid {} unchanged", a.pid)),
         Ok(a) if a.pid == before.pid => Err(fail(
@@ -245,7 +169,7 @@ pub fn judge_master(before: &Proc, after: Result<Proc, String>) -> Result<String
 }
 
 /// Every worker of before is gone, and at least as many new ones serve.
-pub fn judge_workers(before: &[u32], after: &[u32]) -> Result<String, Failure> {
+pub fn judge_workers(before: &[u32], after: &[u32]) -> Result<String, StepFailure> {
     let stale: Vec<u32> = after
         .iter()
         .copied()
@@ -277,7 +201,11 @@ pub fn judge_workers(before: &[u32], after: &[u32]) -> Result<String, Failure> {
 }
 
 /// The listening socket is the one the master held before (a reload never rebinds).
-pub fn judge_bind(bind: &str, before: Option<u64>, after: Option<u64>) -> Result<String, Failure> {
+pub fn judge_bind(
+    bind: &str,
+    before: Option<u64>,
+    after: Option<u64>,
+) -> Result<String, StepFailure> {
     match (before, after) {
         (Some(b), Some(a)) if a == b => Ok(format!(
             "{bind}: the same socket (inode {a}), held by the master"
@@ -304,69 +232,98 @@ fn pids(p: &[u32]) -> String {
     p.iter().map(u32::to_string).collect::<Vec<_>>().join(" ")
 }
 
-/// The health URL to probe: the flag, else `WARDEN_HEALTH_URL`, else `/health` on the bind.
+/// The agent's answer to the rehearsal's reload.
+pub fn judge_reload(answer: Result<RestartAnswer, ClientError>) -> Result<String, StepFailure> {
+    const POLICY: &str =
+        "the policy refused: wait, or rehearse with --override --acknowledge --reason TEXT";
+    const JOURNAL: &str =
+        "the agent's journal (journalctl -u warden.service) has the reload's details";
+    match answer {
+        Ok(RestartAnswer::Completed { outcome, .. }) if outcome.succeeded() => {
+            Ok(format!("restart executed and verified: {}", outcome.detail))
+        }
+        Ok(RestartAnswer::Completed { outcome, .. }) => Err(fail(
+            format!("restart {}: {}", outcome.decision, outcome.detail),
+            JOURNAL,
+        )),
+        Ok(RestartAnswer::Refused {
+            verdict, reason, ..
+        }) if verdict.known() == Some(Verdict::Refused) => Err(fail(
+            format!("refused: {reason}"),
+            "an override needs --acknowledge and a --reason",
+        )),
+        Ok(RestartAnswer::Refused {
+            reason,
+            cooldown_left,
+            ..
+        }) => Err(fail(
+            match cooldown_left {
+                Some(left) => format!("in cooldown for {left} s more ({reason})"),
+                None => format!("blocked by guarded mode ({reason})"),
+            },
+            POLICY,
+        )),
+        Ok(RestartAnswer::NoOutcome { id, waited }) => Err(fail(
+            format!("no outcome for request {id} within {} s", waited.as_secs()),
+            JOURNAL,
+        )),
+        Ok(RestartAnswer::Accepted { id, .. }) => Err(fail(
+            format!("request {id} accepted; its outcome was not waited for"),
+            JOURNAL,
+        )),
+        Err(e @ ClientError::Denied(_)) => Err(fail(
+            e.to_string(),
+            "run as root or as a member of WARDEN_ADMIN_GROUP",
+        )),
+        Err(e) => Err(fail(e.to_string(), JOURNAL)),
+    }
+}
+
+/// The health URL to probe: the one given, else `WARDEN_HEALTH_URL`, else `/health` on the
+/// bind.
 pub fn health_url(
-    flag: Option<&HealthUrl>,
+    given: Option<&HealthUrl>,
     configured: Option<&HealthUrl>,
     bind: &BindAddr,
 ) -> HealthUrl {
-    if let Some(u) = flag.or(configured) {
+    if let Some(u) = given.or(configured) {
         return u.clone();
     }
-    let host = match bind.ip {
-        Some(ip) if ip.is_unspecified() => {
-            if ip.is_ipv4() {
-                "127.0.0.1".to_string()
-            } else {
-                "::1".to_string()
-            }
-        }
-        _ => bind.host.clone(),
-    };
     HealthUrl {
-        host,
+        host: bind.local_host(),
         port: bind.port,
         path: "/health".into(),
     }
 }
 
 fn proc_of(pid: u32) -> Result<Proc, String> {
-    match crate::platform::process::classify(pid) {
-        crate::platform::process::Role::Master => {}
-        crate::platform::process::Role::Worker { master } => {
+    match process::classify(pid) {
+        Role::Master => {}
+        Role::Worker { master } => {
             return Err(format!("pid {pid} is a worker of {master}, not the master"));
         }
-        crate::platform::process::Role::NotGunicorn { comm } => {
-            return Err(format!("pid {pid} is {comm:?}, not gunicorn"));
-        }
-        crate::platform::process::Role::NotRunning => {
-            return Err(format!("pid {pid} is not running"));
-        }
+        Role::NotGunicorn { comm } => return Err(format!("pid {pid} is {comm:?}, not gunicorn")),
+        Role::NotRunning => return Err(format!("pid {pid} is not running")),
     }
-    let st =
-        crate::platform::process::stat(pid).ok_or_else(|| format!("pid {pid} is not running"))?;
+    let st = process::stat(pid).ok_or_else(|| format!("pid {pid} is not running"))?;
     Ok(Proc {
         pid,
         start_ticks: st.start_ticks,
     })
 }
 
-fn master(s: &crate::config::Settings) -> Result<Proc, String> {
-    let pid =
-        crate::platform::process::read_pid_file(&s.pid_file.value).map_err(|e| e.to_string())?;
-    proc_of(pid)
-}
-
-fn snapshot(s: &crate::config::Settings, bind: &BindAddr) -> Result<Snapshot, String> {
-    let master = master(s)?;
-    let socket = bind::listeners()
+fn observe(s: &Settings) -> Result<AppState, String> {
+    let pid = process::read_pid_file(&s.pid_file.value).map_err(|e| e.to_string())?;
+    let master = proc_of(pid)?;
+    let bind = &s.bind.value;
+    let socket = crate::platform::sockets::listeners()
         .into_iter()
-        .filter(|l| bind::overlaps(bind, l))
+        .filter(|l| bind.covers(l.ip, l.port))
         .map(|l| l.inode)
-        .find(|i| crate::platform::process::holds_socket(master.pid, *i));
-    Ok(Snapshot {
+        .find(|i| process::holds_socket(master.pid, *i));
+    Ok(AppState {
         master,
-        workers: crate::platform::process::children(master.pid),
+        workers: process::children(master.pid),
         socket,
     })
 }
@@ -375,57 +332,13 @@ fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1000.0
 }
 
-fn said(s: Said, hint: &'static str) -> Result<String, Failure> {
-    if s.code == admin::code::OK {
-        Ok(s.out)
-    } else {
-        Err(fail(s.out, hint))
-    }
-}
-
-fn reload_hint(code: u8) -> &'static str {
-    match code {
-        admin::code::COOLDOWN | admin::code::GUARDED => {
-            "the policy refused: wait, or rehearse with --override --acknowledge --reason TEXT"
-        }
-        admin::code::DENIED => "run as root or as a member of WARDEN_ADMIN_GROUP",
-        admin::code::NO_AGENT => "start the agent: systemctl start warden.service",
-        _ => "the agent's journal (journalctl -u warden.service) has the reload's details",
-    }
-}
-
 const AFTER_RELOAD: &[&str] = &["master", "workers", "bind", "health"];
 
-/// `warden rehearse`.
-pub fn main(a: &RehearseArgs) -> u8 {
-    let t0 = Instant::now();
-    let g = match crate::cli::gather(&a.source) {
-        Ok(g) => g,
-        Err(e) => {
-            eprintln!("warden: error: {e}\n  help: {}", e.help());
-            return code::USAGE;
-        }
-    };
-    let report = rehearse(a, &g, t0);
-    if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
-        );
-    } else {
-        println!("{}", report.render());
-    }
-    if report.passed {
-        code::OK
-    } else {
-        code::FAILED
-    }
-}
-
-/// `t0`: when the contract's inputs began to be read (the contract step's time includes it).
-fn rehearse(a: &RehearseArgs, g: &crate::cli::Gathered, t0: Instant) -> Report {
-    let s = &g.settings;
-    let mut r = Report {
+/// Runs the rehearsal. `t0`: when the contract's inputs began to be read (the contract step's
+/// time includes it).
+pub fn rehearse(plan: &Plan, g: &Gathered, t0: Instant) -> Rehearsal {
+    let s = &g.loaded.settings;
+    let mut r = Rehearsal {
         passed: false,
         contract_version: s.contract_version.value.clone(),
         steps: Vec::new(),
@@ -435,15 +348,7 @@ fn rehearse(a: &RehearseArgs, g: &crate::cli::Gathered, t0: Instant) -> Report {
     };
 
     // 1. The contract, as `warden check --phase running` sees it.
-    let report = contract::check(&Inputs {
-        layers: &g.layers,
-        settings: s,
-        invalid: &g.invalid,
-        units: &g.units,
-        scripts: &[],
-        docs: &[],
-        phase: Phase::Running,
-    });
+    let report = contract::check(&g.inputs(&[], &[], Phase::Running));
     let verdict = if report.errors() == 0 {
         Ok(format!(
             "valid: {} warning(s) ({} units read)",
@@ -465,23 +370,24 @@ fn rehearse(a: &RehearseArgs, g: &crate::cli::Gathered, t0: Instant) -> Report {
     r.push("contract", verdict, Some(ms(t0)));
 
     // 2. The app before the reload.
-    let bind = match bind::parse_bind(&s.bind.value) {
-        Ok(b) => b,
-        Err(e) => {
-            r.push(
-                "app",
-                Err(fail(
-                    format!("GUNICORN_BIND={}: {e}", s.bind.value),
-                    "set GUNICORN_BIND to the host:port the app binds",
-                )),
-                None,
-            );
-            r.skip(&["reload"], "no app to reload");
-            r.skip(AFTER_RELOAD, "no app to reload");
-            return finish(r, t0);
-        }
+    let bad_bind = g
+        .loaded
+        .invalid
+        .iter()
+        .find(|i| i.var == vars::GUNICORN_BIND.name);
+    let before = match bad_bind {
+        Some(i) => Err(fail(
+            format!("GUNICORN_BIND={}: {}", i.value, i.reason),
+            "set GUNICORN_BIND to the host:port the app binds",
+        )),
+        None => observe(s).map_err(|e| {
+            fail(
+                format!("{} ({})", e, s.pid_file.value.display()),
+                "start the app unit first; the PID file must name its gunicorn master",
+            )
+        }),
     };
-    let before = match snapshot(s, &bind) {
+    let before = match before {
         Ok(b) => {
             r.push(
                 "app",
@@ -495,31 +401,43 @@ fn rehearse(a: &RehearseArgs, g: &crate::cli::Gathered, t0: Instant) -> Report {
             );
             b
         }
-        Err(e) => {
-            r.push(
-                "app",
-                Err(fail(
-                    format!("{} ({})", e, s.pid_file.value.display()),
-                    "start the app unit first; the PID file must name its gunicorn master",
-                )),
-                None,
-            );
+        Err(f) => {
+            r.push("app", Err(f), None);
             r.skip(&["reload"], "no app to reload");
             r.skip(AFTER_RELOAD, "no app to reload");
             return finish(r, t0);
         }
     };
 
-    let wait = Duration::from_secs(s.reload_timeout_seconds + 30);
-    let url = health_url(a.health_url.as_ref(), s.health_url.as_ref(), &bind);
-    admin::runtime().block_on(async {
+    let wait = s.reload_timeout + Duration::from_secs(30);
+    let url = health_url(
+        plan.health_url.as_ref(),
+        s.health_url.as_ref(),
+        &s.bind.value,
+    );
+    let rt = match super::client::runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            r.push(
+                "reload",
+                Err(fail(
+                    format!("cannot start the async runtime: {e}"),
+                    "the system is out of resources (threads, file descriptors)",
+                )),
+                None,
+            );
+            r.skip(AFTER_RELOAD, "no reload");
+            return finish(r, t0);
+        }
+    };
+    rt.block_on(async {
         // 3. One reload through the agent, as an operator asks for it.
-        let Some(p) = admin::agent().await else {
+        let Some(agent) = Agent::find().await else {
             r.push(
                 "reload",
                 Err(fail(
                     "no agent on the bus",
-                    reload_hint(admin::code::NO_AGENT),
+                    "start the agent: systemctl start warden.service",
                 )),
                 None,
             );
@@ -527,17 +445,21 @@ fn rehearse(a: &RehearseArgs, g: &crate::cli::Gathered, t0: Instant) -> Report {
             return;
         };
         let t = Instant::now();
-        let reply =
-            admin::request_restart(&p, &a.reason, a.manual_override, a.acknowledge, Some(wait))
-                .await;
-        let hint = reload_hint(reply.code);
-        if !r.push("reload", said(reply, hint), Some(ms(t))) {
+        let answer = agent
+            .restart(
+                &plan.reason,
+                plan.manual_override,
+                plan.acknowledge,
+                Some(wait),
+            )
+            .await;
+        if !r.push("reload", judge_reload(answer), Some(ms(t))) {
             r.skip(AFTER_RELOAD, "no reload");
             return;
         }
 
         // 4. What an operator would check from outside.
-        let after = snapshot(s, &bind);
+        let after = observe(s);
         r.push(
             "master",
             judge_master(
@@ -555,7 +477,7 @@ fn rehearse(a: &RehearseArgs, g: &crate::cli::Gathered, t0: Instant) -> Report {
         r.push(
             "bind",
             judge_bind(
-                &s.bind.value,
+                &s.bind.value.to_string(),
                 before.socket,
                 after.as_ref().and_then(|x| x.socket),
             ),
@@ -563,35 +485,45 @@ fn rehearse(a: &RehearseArgs, g: &crate::cli::Gathered, t0: Instant) -> Report {
         );
         r.push_health(&url).await;
 
-        if a.rollback_drill {
-            drill(&mut r, &p, a, wait, &url).await;
+        if plan.rollback_drill {
+            drill(&mut r, &agent, plan, wait, &url).await;
         }
-        r.policy_after = policy(&p).await;
+        r.policy_after = agent.policy().await.ok().map(|p| {
+            format!(
+                "{}, {} restart(s) in the window{}",
+                p.state,
+                p.attempts_in_window,
+                if p.cooldown_remaining > 0 {
+                    format!(", cooldown {} s", p.cooldown_remaining)
+                } else {
+                    String::new()
+                }
+            )
+        });
     });
     finish(r, t0)
 }
 
-impl Report {
+impl Rehearsal {
     async fn push_health(&mut self, url: &HealthUrl) {
         let u = url.clone();
-        let probe = tokio::task::spawn_blocking(move || health::probe(&u, Duration::from_secs(5)))
+        let probe = tokio::task::spawn_blocking(move || http::probe(&u, Duration::from_secs(5)))
             .await
-            .unwrap_or_else(|e| health::Probe::Failed(e.to_string()));
-        let shown = format!("http://{}:{}{}", url.host, url.port, url.path);
+            .unwrap_or_else(|e| http::Probe::Failed(e.to_string()));
         let (verdict, elapsed) = match &probe {
-            health::Probe::Answered { status, elapsed } if probe.healthy() => {
-                (Ok(format!("{shown} answered {status}")), Some(*elapsed))
+            http::Probe::Answered { status, elapsed } if probe.healthy() => {
+                (Ok(format!("{url} answered {status}")), Some(*elapsed))
             }
-            health::Probe::Answered { status, elapsed } => (
+            http::Probe::Answered { status, elapsed } => (
                 Err(fail(
-                    format!("{shown} answered {status}"),
+                    format!("{url} answered {status}"),
                     "the app is up but unhealthy: its /health body and journal say why",
                 )),
                 Some(*elapsed),
             ),
-            health::Probe::Failed(e) => (
+            http::Probe::Failed(e) => (
                 Err(fail(
-                    format!("{shown}: {e}"),
+                    format!("{url}: {e}"),
                     "check --health-url or WARDEN_HEALTH_URL, and that the app answers on it",
                 )),
                 None,
@@ -602,15 +534,8 @@ impl Report {
 }
 
 /// The rollback drill: engage the kill-switch (timed to the verified reload), then release it.
-async fn drill(
-    r: &mut Report,
-    p: &crate::control::dbus::Agent1Proxy<'_>,
-    a: &RehearseArgs,
-    wait: Duration,
-    url: &HealthUrl,
-) {
-    if p.kill_switch_engaged().await.unwrap_or(false) {
-        let why = p.kill_switch_reason().await.unwrap_or_default();
+async fn drill(r: &mut Rehearsal, agent: &Agent, plan: &Plan, wait: Duration, url: &HealthUrl) {
+    if let Ok((true, why)) = agent.kill_switch().await {
         r.push(
             "rollback",
             Err(fail(
@@ -623,76 +548,94 @@ async fn drill(
         return;
     }
     let t = Instant::now();
-    let on = admin::flip(
-        p,
-        true,
-        &format!("rollback drill: {}", a.reason),
-        Some(wait),
-    )
-    .await;
+    let on = agent
+        .flip(
+            true,
+            &format!("rollback drill: {}", plan.reason),
+            Some(wait),
+        )
+        .await;
     let seconds = t.elapsed().as_secs_f64();
-    let flipped = on.code == admin::code::OK || on.code == admin::code::FAILED;
-    let met = on.code == admin::code::OK && seconds <= a.target_seconds;
+    // Engaged (recorded and published), whatever became of its reload.
+    let engaged = matches!(
+        on,
+        Ok(FlipAnswer::Reloaded { .. } | FlipAnswer::NoOutcome { .. })
+    );
+    let reloaded = match &on {
+        Ok(FlipAnswer::Reloaded { outcome, .. }) if outcome.succeeded() => {
+            Some(outcome.detail.clone())
+        }
+        _ => None,
+    };
+    let met = reloaded.is_some() && seconds <= plan.target_seconds;
     r.rollback = Some(Rollback {
         seconds,
-        target_seconds: a.target_seconds,
+        target_seconds: plan.target_seconds,
         met,
     });
-    let verdict = match said(on, "the agent's journal has the reload's details") {
-        Ok(d) if met => Ok(format!(
-            "{d}; {seconds:.2} s (target {} s)",
-            a.target_seconds
+    let verdict = match (reloaded, on) {
+        (Some(d), _) if met => Ok(format!(
+            "kill-switch engaged; every worker reloaded: {d}; {seconds:.2} s (target {} s)",
+            plan.target_seconds
         )),
-        Ok(d) => Err(fail(
+        (Some(d), _) => Err(fail(
             format!(
-                "{d}; {seconds:.2} s, over the target of {} s",
-                a.target_seconds
+                "kill-switch engaged; every worker reloaded: {d}; {seconds:.2} s, over the target of {} s",
+                plan.target_seconds
             ),
             "the graceful reload is slow: look at worker boot time (preload, imports) and graceful_timeout",
         )),
-        Err(f) => Err(f),
+        (None, answer) => Err(fail(
+            flip_failure(answer),
+            "the agent's journal has the reload's details",
+        )),
     };
     r.push("rollback", verdict, Some(seconds * 1000.0));
-    if flipped {
-        r.push_health(url).await;
-    }
-    // Released whenever it was engaged, even if the rollback was slow: a drill never leaves the
-    // switch on.
-    if !flipped {
+    if !engaged {
         r.skip(&["release"], "the kill-switch was not engaged");
         return;
     }
+    r.push_health(url).await;
+    // Released whenever it was engaged, even if the rollback was slow: a drill never leaves
+    // the switch on.
     let t = Instant::now();
-    let off = admin::flip(
-        p,
-        false,
-        &format!("rollback drill over: {}", a.reason),
-        Some(wait),
-    )
-    .await;
-    r.push(
-        "release",
-        said(off, "release it by hand: warden kill-switch off"),
-        Some(ms(t)),
-    );
+    let off = agent
+        .flip(
+            false,
+            &format!("rollback drill over: {}", plan.reason),
+            Some(wait),
+        )
+        .await;
+    let verdict = match off {
+        Ok(FlipAnswer::Reloaded { outcome, .. }) if outcome.succeeded() => Ok(format!(
+            "kill-switch released; every worker reloaded: {}",
+            outcome.detail
+        )),
+        other => Err(fail(
+            flip_failure(other),
+            "release it by hand: warden kill-switch off",
+        )),
+    };
+    r.push("release", verdict, Some(ms(t)));
 }
 
-async fn policy(p: &crate::control::dbus::Agent1Proxy<'_>) -> Option<String> {
-    let state = p.policy_state().await.ok()?;
-    let attempts = p.attempts_in_window().await.ok()?;
-    let left = p.cooldown_remaining().await.unwrap_or(0);
-    Some(format!(
-        "{state}, {attempts} restart(s) in the window{}",
-        if left > 0 {
-            format!(", cooldown {left} s")
-        } else {
-            String::new()
+/// What went wrong with a flip, in words.
+fn flip_failure(answer: Result<FlipAnswer, ClientError>) -> String {
+    match answer {
+        Ok(FlipAnswer::Reloaded { outcome, .. }) => {
+            format!("the reload {}: {}", outcome.decision, outcome.detail)
         }
-    ))
+        Ok(FlipAnswer::NoOutcome { waited, .. }) => {
+            format!("no reload outcome within {} s", waited.as_secs())
+        }
+        Ok(FlipAnswer::Unchanged) => "the kill-switch was already in that position".into(),
+        Ok(FlipAnswer::Reloading { id }) => format!("reload {id} under way, not waited for"),
+        Err(e) => e.to_string(),
+    }
 }
 
-fn finish(mut r: Report, t0: Instant) -> Report {
-    r.passed = r.steps.iter().all(|s| s.verdict == Verdict::Pass);
+fn finish(mut r: Rehearsal, t0: Instant) -> Rehearsal {
+    r.passed = r.steps.iter().all(|s| s.verdict == StepVerdict::Pass);
     r.total_ms = ms(t0);
     r
 }
@@ -743,13 +686,13 @@ mod tests {
 
     #[test]
     fn the_health_url_defaults_to_the_bind() {
-        let b = bind::parse_bind("0.0.0.0:8080").unwrap();
+        let b = "0.0.0.0:8080".parse::<BindAddr>().unwrap();
         let u = health_url(None, None, &b);
         assert_eq!(
             (u.host.as_str(), u.port, u.path.as_str()),
             ("127.0.0.1", 8080, "/health")
         );
-        let b6 = bind::parse_bind("[::]:8080").unwrap();
+        let b6 = "[::]:8080".parse::<BindAddr>().unwrap();
         assert_eq!(health_url(None, None, &b6).host, "::1");
         let set: HealthUrl = "http://127.0.0.1:9/ready".parse().unwrap();
         assert_eq!(health_url(None, Some(&set), &b), set);
@@ -758,33 +701,58 @@ mod tests {
     }
 
     #[test]
-    fn a_report_passes_only_when_every_step_passed() {
-        let mut r = Report {
+    fn a_rehearsal_passes_only_when_every_step_passed() {
+        let mut r = empty();
+        r.push("contract", Ok("valid".into()), Some(1.0));
+        assert!(finish(r.clone(), Instant::now()).passed);
+        r.skip(&["reload"], "no app");
+        assert!(
+            !finish(r, Instant::now()).passed,
+            "a skipped step is not a pass"
+        );
+    }
+
+    pub(crate) fn empty() -> Rehearsal {
+        Rehearsal {
             passed: false,
             contract_version: "v".into(),
             steps: vec![],
             rollback: None,
             policy_after: None,
             total_ms: 0.0,
-        };
-        r.push("contract", Ok("valid".into()), Some(1.0));
-        let r1 = finish(r.clone(), Instant::now());
-        assert!(r1.passed);
-        r.skip(&["reload"], "no app");
-        let r2 = finish(r, Instant::now());
-        assert!(!r2.passed, "a skipped step is not a pass");
-        let text = r2.render();
-        assert!(text.contains("PASS  contract"), "{text}");
-        assert!(text.contains("skip  reload"), "{text}");
-        assert!(text.ends_with("s"), "{text}");
-        assert!(text.contains("FAILED: 1/2"), "{text}");
+        }
     }
 
     #[test]
-    fn target_seconds_are_positive() {
-        assert_eq!(positive_seconds("2.5"), Ok(2.5));
-        for bad in ["0", "-1", "nan", "inf", "x"] {
-            assert!(positive_seconds(bad).is_err(), "{bad}");
-        }
+    fn the_agents_answer_decides_the_reload_step() {
+        use crate::control::client::Outcome;
+        use crate::ledger::model::{Decision, Reason};
+        let done = |d: Decision, verified| {
+            Ok(RestartAnswer::Completed {
+                id: "1".into(),
+                outcome: Outcome {
+                    decision: d.into(),
+                    verified,
+                    detail: "workers replaced in 9.0 ms".into(),
+                },
+            })
+        };
+        assert_eq!(
+            judge_reload(done(Decision::Executed, true)).unwrap(),
+            "restart executed and verified: workers replaced in 9.0 ms"
+        );
+        assert!(judge_reload(done(Decision::Executed, false)).is_err());
+        assert!(judge_reload(done(Decision::Failed, false)).is_err());
+        let cooldown = judge_reload(Ok(RestartAnswer::Refused {
+            verdict: Verdict::Blocked.into(),
+            reason: Reason::CooldownOverrideRequired.into(),
+            requires_acknowledgement: true,
+            cooldown_left: Some(42),
+        }))
+        .unwrap_err();
+        assert!(cooldown.what.contains("42 s"), "{cooldown:?}");
+        assert!(cooldown.hint.contains("--override --acknowledge"));
+        let denied = judge_reload(Err(ClientError::Denied("no".into()))).unwrap_err();
+        assert!(denied.hint.contains("WARDEN_ADMIN_GROUP"));
     }
 }

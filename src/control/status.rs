@@ -32,7 +32,7 @@ pub const HISTORY_SHOWN: usize = 20;
 /// Where the document's facts came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Source {
+pub enum DocumentSource {
     /// The running agent.
     Agent,
     /// The state file, read while no agent answered.
@@ -78,7 +78,7 @@ pub struct Gunicorn {
 
 /// Everything the document is built from.
 #[derive(Debug, Clone)]
-pub struct Inputs<'a> {
+pub struct Observed<'a> {
     pub settings: &'a Settings,
     pub state: &'a StateDoc,
     pub now: DateTime<Utc>,
@@ -87,7 +87,7 @@ pub struct Inputs<'a> {
     /// `None` when no agent answered (the document then comes from the state file).
     pub agent: Option<AgentInfo<'a>>,
     pub gunicorn: Gunicorn,
-    pub source: Source,
+    pub source: DocumentSource,
 }
 
 /// The status document. Field order is the serialized order.
@@ -101,9 +101,9 @@ pub struct StatusDoc {
     pub last_restart: LastRestart,
     pub kill_switch: KillSwitchStatus,
     /// `null` when no agent answered.
-    pub agent: Option<Agent>,
+    pub agent: Option<AgentSection>,
     pub gunicorn: Gunicorn,
-    pub source: Source,
+    pub source: DocumentSource,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,8 +168,36 @@ pub struct RestartChurn {
 /// What the operator should do, in the original's machine-readable words.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recommendation {
-    pub action: String,
-    pub reason: String,
+    pub action: RecoveryAction,
+    pub reason: RecoveryReason,
+}
+
+/// The original's recovery actions (those the policy alone can advise).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecoveryAction {
+    None,
+    ThrottleAndInvestigateQueries,
+    WaitForRestartCooldown,
+    ObserveAndRetry,
+}
+
+/// Why the action is advised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecoveryReason {
+    Healthy,
+    RestartChurnExceeded,
+    RestartCooldownActive,
+    RetryBudgetExhausted,
+}
+
+/// The serde name of a unit variant.
+fn word<T: Serialize>(t: &T) -> String {
+    serde_json::to_value(t)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 /// The last request's summary, as the original's route shapes it (every key, `null` if unknown).
@@ -192,7 +220,7 @@ pub struct KillSwitchStatus {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Agent {
+pub struct AgentSection {
     pub pid: u32,
     pub version: String,
     pub started_at: String,
@@ -229,25 +257,24 @@ fn utc_entry(e: &Entry) -> Entry {
 /// The original's `build_recovery_recommendation` as its status route calls it: advice only
 /// when the policy blocks (in cooldown alone it says "healthy").
 fn recommendation(e: &Evaluation, churn_exceeded: bool) -> Recommendation {
+    use RecoveryAction as A;
+    use RecoveryReason as R;
     let (action, reason) = if !e.blocked {
-        ("none", "healthy")
+        (A::None, R::Healthy)
     } else if churn_exceeded {
-        ("throttle_and_investigate_queries", "restart_churn_exceeded")
+        (A::ThrottleAndInvestigateQueries, R::RestartChurnExceeded)
     } else if e.cooldown {
-        ("wait_for_restart_cooldown", "restart_cooldown_active")
+        (A::WaitForRestartCooldown, R::RestartCooldownActive)
     } else {
         // Blocked by the retry budget alone. The original names this "db_pool_saturated" (the
         // condition it feeds its advisor to reach this branch); warden names the actual cause.
-        ("observe_and_retry", "retry_budget_exhausted")
+        (A::ObserveAndRetry, R::RetryBudgetExhausted)
     };
-    Recommendation {
-        action: action.into(),
-        reason: reason.into(),
-    }
+    Recommendation { action, reason }
 }
 
 /// Builds the document.
-pub fn document(i: &Inputs) -> StatusDoc {
+pub fn document(i: &Observed) -> StatusDoc {
     let s = i.settings;
     let cfg = &s.policy;
     let eval = policy::evaluate(&i.state.executed(), i.now.timestamp_millis(), cfg);
@@ -259,10 +286,10 @@ pub fn document(i: &Inputs) -> StatusDoc {
         .filter_map(|e| e.completed_at.as_deref().and_then(state::parse_time))
         .max();
     let churn = RestartChurn {
-        window_seconds: cfg.window_seconds,
-        threshold: cfg.churn_threshold,
+        window_seconds: eval.window_seconds,
+        threshold: eval.churn_threshold,
         count: eval.attempts_in_window,
-        exceeded: eval.attempts_in_window >= cfg.churn_threshold,
+        exceeded: eval.attempts_in_window >= eval.churn_threshold,
         last_completed_at: last_completed.map(state::format_time),
     };
     let path = |p: &std::path::Path| p.display().to_string();
@@ -272,7 +299,7 @@ pub fn document(i: &Inputs) -> StatusDoc {
         runtime_contract: RuntimeContract {
             version: s.contract_version.value.clone(),
             validation: i.validation.clone(),
-            single_port_bind: s.bind.value.clone(),
+            single_port_bind: s.bind.value.to_string(),
             watchdog: WatchdogPaths {
                 runtime_dir: path(&s.runtime_dir.value),
                 flag_path: path(&s.restart_flag.value),
@@ -292,8 +319,8 @@ pub fn document(i: &Inputs) -> StatusDoc {
                 degraded_alert_seconds: DEGRADED_ALERT_SECONDS,
                 pool_saturation_warning: POOL_SATURATION_WARNING,
                 pool_saturation_critical: POOL_SATURATION_CRITICAL,
-                restart_churn_window_seconds: cfg.window_seconds,
-                restart_churn_threshold: cfg.churn_threshold,
+                restart_churn_window_seconds: eval.window_seconds,
+                restart_churn_threshold: eval.churn_threshold,
             },
             alerts: Alerts {
                 restart_churn_exceeded: churn.exceeded,
@@ -322,7 +349,7 @@ pub fn document(i: &Inputs) -> StatusDoc {
                 changed_at: utc(k.changed_at.as_deref()),
             })
             .unwrap_or_default(),
-        agent: i.agent.as_ref().map(|a| Agent {
+        agent: i.agent.as_ref().map(|a| AgentSection {
             pid: a.pid,
             version: a.version.to_string(),
             started_at: state::format_time(a.started_at),
@@ -400,8 +427,12 @@ pub fn summary(d: &StatusDoc) -> String {
     }
     out.push(line);
     let r = &d.resilience.recovery_recommendation;
-    if r.action != "none" {
-        out.push(format!("recommendation: {} ({})", r.action, r.reason));
+    if r.action != RecoveryAction::None {
+        out.push(format!(
+            "recommendation: {} ({})",
+            word(&r.action),
+            word(&r.reason)
+        ));
     }
     let k = &d.kill_switch;
     out.push(if k.engaged {
@@ -418,10 +449,14 @@ pub fn summary(d: &StatusDoc) -> String {
     out.push(match d.restart_history.last() {
         Some(e) => format!(
             "last request: {}{} at {}",
-            clean(e.decision.as_deref().unwrap_or("undecided")),
+            clean(
+                &e.decision
+                    .as_ref()
+                    .map_or_else(|| "undecided".to_string(), ToString::to_string)
+            ),
             e.decision_reason
-                .as_deref()
-                .map(|r| format!(" ({})", clean(r)))
+                .as_ref()
+                .map(|r| format!(" ({})", clean(&r.to_string())))
                 .unwrap_or_default(),
             clean(
                 e.completed_at
@@ -459,14 +494,14 @@ pub fn summary(d: &StatusDoc) -> String {
         ));
     }
     out.push(match (&d.source, &d.agent) {
-        (Source::Agent, Some(a)) => format!(
+        (DocumentSource::Agent, Some(a)) => format!(
             "source: agent (pid {}, warden {}, since {})",
             a.pid,
             clean(&a.version),
             a.started_at
         ),
-        (Source::Agent, None) => "source: agent".to_string(),
-        (Source::StateFile, _) => "source: state file (no agent answered)".to_string(),
+        (DocumentSource::Agent, None) => "source: agent".to_string(),
+        (DocumentSource::StateFile, _) => "source: state file (no agent answered)".to_string(),
     });
     out.join("\n")
 }
@@ -549,7 +584,8 @@ pub const KEY_PATHS: &[&str] = &[
 mod tests {
     use super::*;
     use crate::config::{Layers, PolicyConfig};
-    use crate::ledger::policy::State;
+    use crate::ledger::model::{Decision, Reason, Recorded};
+    use crate::ledger::policy::PolicyState as State;
     use crate::ledger::state::KillSwitch;
     use proptest::prelude::*;
     use serde_json::Value;
@@ -558,15 +594,15 @@ mod tests {
     fn settings() -> Settings {
         let l =
             Layers::load_from([("WARDEN_PROJECT_ROOT".into(), "/srv/app".into())], &[]).unwrap();
-        Settings::resolve(&l).0
+        Settings::resolve(&l, std::path::Path::new("/")).0
     }
 
     fn t(s: &str) -> DateTime<Utc> {
         state::parse_time(s).unwrap()
     }
 
-    fn inputs<'a>(s: &'a Settings, d: &'a StateDoc, now: &str) -> Inputs<'a> {
-        Inputs {
+    fn inputs<'a>(s: &'a Settings, d: &'a StateDoc, now: &str) -> Observed<'a> {
+        Observed {
             settings: s,
             state: d,
             now: t(now),
@@ -591,7 +627,7 @@ mod tests {
                 workers: vec![101, 102, 103, 104],
                 bind: "0.0.0.0:8080".into(),
             },
-            source: Source::Agent,
+            source: DocumentSource::Agent,
         }
     }
 
@@ -600,8 +636,8 @@ mod tests {
             requested_at: Some(at.into()),
             completed_at: Some(at.into()),
             success: Some(true),
-            decision: Some("executed".into()),
-            decision_reason: Some("policy_allows_manual_restart".into()),
+            decision: Some(Decision::Executed.into()),
+            decision_reason: Some(Reason::PolicyAllowsManualRestart.into()),
             ..Entry::default()
         }
     }
@@ -609,7 +645,11 @@ mod tests {
     fn doc_with(history: Vec<Entry>) -> StateDoc {
         let mut d = StateDoc::default();
         for e in history {
-            d.push(e, 50, crate::ledger::policy::retain(&Default::default(), 0));
+            d.push(
+                e,
+                50,
+                crate::ledger::policy::retain(&PolicyConfig::defaults(), 0),
+            );
         }
         d
     }
@@ -699,7 +739,7 @@ mod tests {
         let d = StateDoc::default();
         let mut i = inputs(&s, &d, "2026-02-10T08:05:00Z");
         i.agent = None;
-        i.source = Source::StateFile;
+        i.source = DocumentSource::StateFile;
         i.gunicorn = Gunicorn::default();
         let doc = document(&i);
         let v = serde_json::to_value(&doc).unwrap();
@@ -756,7 +796,10 @@ mod tests {
         );
         assert_eq!(p.cooldown_remaining_seconds, 40);
         // In cooldown alone the original advises nothing.
-        assert_eq!(doc.resilience.recovery_recommendation.action, "none");
+        assert_eq!(
+            doc.resilience.recovery_recommendation.action,
+            RecoveryAction::None
+        );
         assert_eq!(
             doc.resilience.restart_churn.last_completed_at.as_deref(),
             Some("2026-02-10T08:00:00.000Z")
@@ -781,8 +824,8 @@ mod tests {
     fn only_executed_restarts_start_a_cooldown() {
         let s = settings();
         let mut blocked = executed("2026-02-10T08:00:00Z");
-        blocked.decision = Some("blocked".into());
-        blocked.decision_reason = Some("cooldown_override_required".into());
+        blocked.decision = Some(Decision::Blocked.into());
+        blocked.decision_reason = Some(Reason::CooldownOverrideRequired.into());
         blocked.success = Some(false);
         let d = doc_with(vec![blocked]);
         let doc = document(&inputs(&s, &d, "2026-02-10T08:00:10Z"));
@@ -830,8 +873,8 @@ mod tests {
         assert_eq!(
             r.recovery_recommendation,
             Recommendation {
-                action: "throttle_and_investigate_queries".into(),
-                reason: "restart_churn_exceeded".into()
+                action: RecoveryAction::ThrottleAndInvestigateQueries,
+                reason: RecoveryReason::RestartChurnExceeded
             }
         );
         let text = summary(&doc);
@@ -844,27 +887,33 @@ mod tests {
         // Blocked by the retry budget below the churn threshold.
         let mut s2 = settings();
         s2.policy = PolicyConfig {
-            retry_budget: 2,
-            churn_threshold: 5,
-            ..PolicyConfig::default()
+            retry_budget: std::num::NonZeroU32::new(2).unwrap(),
+            churn_threshold: std::num::NonZeroU32::new(5).unwrap(),
+            ..PolicyConfig::defaults()
         };
         let doc = document(&inputs(&s2, &d, "2026-02-10T08:05:00Z"));
         let r = &doc.resilience;
         assert!(r.alerts.restart_blocked && !r.alerts.restart_churn_exceeded);
-        assert_eq!(r.recovery_recommendation.reason, "retry_budget_exhausted");
+        assert_eq!(
+            r.recovery_recommendation.reason,
+            RecoveryReason::RetryBudgetExhausted
+        );
         assert_eq!(r.thresholds.restart_churn_threshold, 5);
         // And within the cooldown too.
         let doc = document(&inputs(&s2, &d, "2026-02-10T08:02:30Z"));
         assert_eq!(
             doc.resilience.recovery_recommendation.action,
-            "wait_for_restart_cooldown"
+            RecoveryAction::WaitForRestartCooldown
         );
 
         // Guarded mode off: never blocked, no advice, though churn is over its threshold.
         s2.policy.guarded_mode = false;
         let doc = document(&inputs(&s2, &d, "2026-02-10T08:05:00Z"));
         assert!(!doc.resilience.alerts.restart_blocked);
-        assert_eq!(doc.resilience.recovery_recommendation.action, "none");
+        assert_eq!(
+            doc.resilience.recovery_recommendation.action,
+            RecoveryAction::None
+        );
     }
 
     #[test]
@@ -940,7 +989,7 @@ mod tests {
     fn the_summary_escapes_what_the_file_says() {
         let s = settings();
         let mut d = doc_with(vec![Entry {
-            decision: Some("executed\u{1b}[2J".into()),
+            decision: Some(Recorded::Other("executed\u{1b}[2J".into())),
             ..executed("2026-02-10T08:00:00Z")
         }]);
         // Written by another tool, not through `KillSwitch::flip`.
@@ -994,7 +1043,7 @@ mod tests {
                 "allowed",
                 "manual_override",
             ])
-            .prop_map(|d| Some(d.to_string())),
+            .prop_map(|d| Some(d.parse::<Recorded<Decision>>().unwrap())),
         ];
         (
             decisions,
@@ -1030,7 +1079,7 @@ mod tests {
             s.policy = cfg;
             let mut d = StateDoc::default();
             for e in history {
-                d.push(e, 50, crate::ledger::policy::retain(&Default::default(), 0));
+                d.push(e, 50, crate::ledger::policy::retain(&PolicyConfig::defaults(), 0));
             }
             d.kill_switch = Some(KillSwitch { engaged, reason, ..KillSwitch::default() });
             let now = DateTime::from_timestamp(1_770_710_400 + now_offset, 0).unwrap();
@@ -1043,8 +1092,8 @@ mod tests {
             prop_assert_eq!(doc.cooldown, Cooldown { active: e.cooldown, remaining_seconds: e.cooldown_remaining_seconds });
             prop_assert_eq!(r.alerts.restart_blocked, e.blocked);
             prop_assert_eq!(r.restart_churn.count, e.attempts_in_window);
-            prop_assert_eq!(r.alerts.restart_churn_exceeded, e.attempts_in_window >= s.policy.churn_threshold);
-            prop_assert_eq!(r.recovery_recommendation.action == "none", !e.blocked);
+            prop_assert_eq!(r.alerts.restart_churn_exceeded, e.attempts_in_window >= s.policy.churn_threshold.get());
+            prop_assert_eq!(r.recovery_recommendation.action == RecoveryAction::None, !e.blocked);
             prop_assert!(doc.restart_history.len() <= HISTORY_SHOWN);
             let v = serde_json::to_value(&doc).unwrap();
             for p in KEY_PATHS {

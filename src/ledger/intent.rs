@@ -165,7 +165,7 @@ mod tests {
     fn entry(id: &str) -> Entry {
         Entry {
             id: Some(id.into()),
-            decision: Some("intended".into()),
+            decision: Some(crate::ledger::model::Decision::Intended.into()),
             requested_by: Some("alice".into()),
             ..Entry::default()
         }

@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::model::{Reason, RequestSource, Verdict};
 use crate::config::PolicyConfig;
 
 /// What the history's length limit (`WATCHDOG_RESTART_HISTORY_MAX`) must never drop: the
@@ -21,24 +22,16 @@ pub struct Retain {
     pub since_ms: i64,
 }
 
+fn millis(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// The [`Retain`] rule for `cfg` at `now_ms`.
 pub fn retain(cfg: &PolicyConfig, now_ms: i64) -> Retain {
     Retain {
-        executed: cfg.retry_budget.max(cfg.churn_threshold).max(1) as usize,
-        since_ms: now_ms.saturating_sub((cfg.window_seconds as i64).saturating_mul(1000)),
+        executed: cfg.retry_budget.max(cfg.churn_threshold).get() as usize,
+        since_ms: now_ms.saturating_sub(millis(cfg.window)),
     }
-}
-
-/// Who asked for a restart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RequestSource {
-    /// An operator (admin API, CLI, a flag written by hand).
-    Manual,
-    /// Automation (the app's own recovery logic).
-    Auto,
-    /// A kill-switch flip: an operator rollback, never blocked by the policy.
-    KillSwitch,
 }
 
 /// A restart request as the policy sees it.
@@ -57,28 +50,39 @@ pub struct Executed {
     pub at_ms: i64,
 }
 
+/// The policy's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum State {
+pub enum PolicyState {
     Allowed,
     Cooldown,
     Blocked,
 }
 
-impl State {
+impl PolicyState {
+    pub const ALL: [PolicyState; 3] = [
+        PolicyState::Allowed,
+        PolicyState::Cooldown,
+        PolicyState::Blocked,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
-            State::Allowed => "allowed",
-            State::Cooldown => "cooldown",
-            State::Blocked => "blocked",
+            PolicyState::Allowed => "allowed",
+            PolicyState::Cooldown => "cooldown",
+            PolicyState::Blocked => "blocked",
         }
+    }
+
+    pub fn parse(s: &str) -> Option<PolicyState> {
+        PolicyState::ALL.into_iter().find(|p| p.as_str() == s)
     }
 }
 
-/// The policy state, field for field as the MES status document's `policy_state`.
+/// The policy evaluated, field for field as the MES status document's `policy_state`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Evaluation {
-    pub state: State,
+    pub state: PolicyState,
     pub allowed: bool,
     pub cooldown: bool,
     pub blocked: bool,
@@ -91,103 +95,99 @@ pub struct Evaluation {
 
 /// Evaluates the policy at `now_ms` over the executed restarts in `history` (any order).
 pub fn evaluate(history: &[Executed], now_ms: i64, cfg: &PolicyConfig) -> Evaluation {
-    let window_ms = (cfg.window_seconds as i64).saturating_mul(1000);
+    let window_ms = millis(cfg.window);
     // Entries from the future (a clock stepped back) count as now: they never make the window
     // or the cooldown shorter than it should be.
     let age = |e: &Executed| now_ms.saturating_sub(e.at_ms).max(0);
     let attempts = history.iter().filter(|e| age(e) < window_ms).count();
     let attempts = u32::try_from(attempts).unwrap_or(u32::MAX);
     let last_age = history.iter().map(age).min();
-    let cooldown_ms = (cfg.cooldown_seconds as i64).saturating_mul(1000);
+    let cooldown_ms = millis(cfg.cooldown);
     let remaining_ms = last_age.map_or(0, |a| (cooldown_ms - a).max(0));
     let cooldown = remaining_ms > 0;
-    let blocked =
-        cfg.guarded_mode && (attempts >= cfg.retry_budget || attempts >= cfg.churn_threshold);
+    let blocked = cfg.guarded_mode
+        && (attempts >= cfg.retry_budget.get() || attempts >= cfg.churn_threshold.get());
     let state = if blocked {
-        State::Blocked
+        PolicyState::Blocked
     } else if cooldown {
-        State::Cooldown
+        PolicyState::Cooldown
     } else {
-        State::Allowed
+        PolicyState::Allowed
     };
     Evaluation {
         state,
-        allowed: state == State::Allowed,
+        allowed: state == PolicyState::Allowed,
         cooldown,
         blocked,
         // Rounded up: "wait 0 seconds" while still in cooldown would be wrong.
         cooldown_remaining_seconds: ((remaining_ms + 999) / 1000) as u64,
         attempts_in_window: attempts,
-        retry_budget: cfg.retry_budget,
-        churn_threshold: cfg.churn_threshold,
-        window_seconds: cfg.window_seconds,
+        retry_budget: cfg.retry_budget.get(),
+        churn_threshold: cfg.churn_threshold.get(),
+        window_seconds: cfg.window.as_secs(),
     }
 }
 
-/// What the policy says to a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    Allowed,
-    ManualOverride,
-    Blocked,
-    /// Malformed: an override without a reason. Not a policy decision; the caller's error.
-    Refused,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Decision {
-    pub allowed: bool,
-    pub decision: Verdict,
-    /// The original's reason strings, kept for the dashboard and alerting.
-    pub reason: &'static str,
+/// What the policy rules on a request, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ruling {
+    pub verdict: Verdict,
+    /// The original's reason words, kept for the dashboard and alerting.
+    pub reason: Reason,
     pub requires_acknowledgement: bool,
 }
 
-impl Decision {
-    fn new(decision: Verdict, reason: &'static str, requires_acknowledgement: bool) -> Self {
-        Decision {
-            allowed: matches!(decision, Verdict::Allowed | Verdict::ManualOverride),
-            decision,
+impl Ruling {
+    fn new(verdict: Verdict, reason: Reason, requires_acknowledgement: bool) -> Self {
+        Ruling {
+            verdict,
             reason,
             requires_acknowledgement,
         }
     }
+
+    pub fn allowed(&self) -> bool {
+        self.verdict.allows()
+    }
 }
 
 /// The decision table (`decide_restart_request`).
-pub fn decide(req: &Request, eval: &Evaluation) -> Decision {
+pub fn decide(req: &Request, eval: &Evaluation) -> Ruling {
     let reason_given = req
         .override_reason
         .as_deref()
         .is_some_and(|r| !r.trim().is_empty());
     match req.source {
-        RequestSource::KillSwitch => Decision::new(Verdict::Allowed, "kill_switch_rollback", false),
+        RequestSource::KillSwitch => {
+            Ruling::new(Verdict::Allowed, Reason::KillSwitchRollback, false)
+        }
         RequestSource::Auto if eval.blocked => {
-            Decision::new(Verdict::Blocked, "guarded_mode_blocked", false)
+            Ruling::new(Verdict::Blocked, Reason::GuardedModeBlocked, false)
         }
         RequestSource::Auto if eval.cooldown => {
-            Decision::new(Verdict::Blocked, "cooldown_active", false)
+            Ruling::new(Verdict::Blocked, Reason::CooldownActive, false)
         }
-        RequestSource::Auto => Decision::new(Verdict::Allowed, "policy_allows_auto_restart", false),
+        RequestSource::Auto => {
+            Ruling::new(Verdict::Allowed, Reason::PolicyAllowsAutoRestart, false)
+        }
         RequestSource::Manual if req.manual_override && !reason_given => {
-            Decision::new(Verdict::Refused, "override_reason_required", true)
+            Ruling::new(Verdict::Refused, Reason::OverrideReasonRequired, true)
         }
         RequestSource::Manual if eval.blocked || eval.cooldown => {
             if req.manual_override && req.override_acknowledged {
-                Decision::new(
-                    Verdict::ManualOverride,
-                    "operator_override_acknowledged",
+                Ruling::new(
+                    Verdict::Override,
+                    Reason::OperatorOverrideAcknowledged,
                     false,
                 )
             } else if eval.blocked {
-                Decision::new(Verdict::Blocked, "manual_override_required", true)
+                Ruling::new(Verdict::Blocked, Reason::ManualOverrideRequired, true)
             } else {
-                Decision::new(Verdict::Blocked, "cooldown_override_required", true)
+                Ruling::new(Verdict::Blocked, Reason::CooldownOverrideRequired, true)
             }
         }
         RequestSource::Manual => {
-            Decision::new(Verdict::Allowed, "policy_allows_manual_restart", false)
+            Ruling::new(Verdict::Allowed, Reason::PolicyAllowsManualRestart, false)
         }
     }
 }
@@ -202,10 +202,10 @@ pub(crate) mod strategy {
     pub fn config() -> impl Strategy<Value = PolicyConfig> {
         (1u64..120, 1u32..6, 1u32..6, 30u64..900, any::<bool>()).prop_map(|(c, b, t, w, g)| {
             PolicyConfig {
-                cooldown_seconds: c,
-                retry_budget: b,
-                churn_threshold: t,
-                window_seconds: w,
+                cooldown: std::time::Duration::from_secs(c),
+                retry_budget: std::num::NonZeroU32::new(b).unwrap(),
+                churn_threshold: std::num::NonZeroU32::new(t).unwrap(),
+                window: std::time::Duration::from_secs(w),
                 guarded_mode: g,
             }
         })
@@ -218,7 +218,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn cfg() -> PolicyConfig {
-        PolicyConfig::default()
+        PolicyConfig::defaults()
     }
 
     fn req(source: RequestSource, ovr: bool, ack: bool, reason: Option<&str>) -> Request {
@@ -236,7 +236,7 @@ mod tests {
     fn states_follow_the_original() {
         let c = cfg();
         let now = 1_000_000 * S;
-        assert_eq!(evaluate(&[], now, &c).state, State::Allowed);
+        assert_eq!(evaluate(&[], now, &c).state, PolicyState::Allowed);
         let e = evaluate(
             &[Executed {
                 at_ms: now - 10 * S,
@@ -246,24 +246,27 @@ mod tests {
         );
         assert_eq!(
             (e.state, e.cooldown_remaining_seconds),
-            (State::Cooldown, 50)
+            (PolicyState::Cooldown, 50)
         );
         let three: Vec<_> = [500, 300, 100]
             .iter()
             .map(|a| Executed { at_ms: now - a * S })
             .collect();
         let e = evaluate(&three, now, &c);
-        assert_eq!((e.state, e.attempts_in_window), (State::Blocked, 3));
+        assert_eq!((e.state, e.attempts_in_window), (PolicyState::Blocked, 3));
         // Past the window, nothing counts.
         let e = evaluate(&three, now + 600 * S, &c);
-        assert_eq!((e.state, e.attempts_in_window), (State::Allowed, 0));
+        assert_eq!((e.state, e.attempts_in_window), (PolicyState::Allowed, 0));
         // Guarded mode off: never blocked, cooldown still applies.
         let off = PolicyConfig {
             guarded_mode: false,
             ..c
         };
-        assert_eq!(evaluate(&three, now, &off).state, State::Allowed);
-        assert_eq!(evaluate(&three, now - 90 * S, &off).state, State::Cooldown);
+        assert_eq!(evaluate(&three, now, &off).state, PolicyState::Allowed);
+        assert_eq!(
+            evaluate(&three, now - 90 * S, &off).state,
+            PolicyState::Cooldown
+        );
     }
 
     #[test]
@@ -281,7 +284,12 @@ mod tests {
         let blocked = evaluate(&three, now, &c);
         let d = |r: &Request, e: &Evaluation| {
             let d = decide(r, e);
-            (d.allowed, d.decision, d.reason, d.requires_acknowledgement)
+            (
+                d.allowed(),
+                d.verdict,
+                d.reason.as_str(),
+                d.requires_acknowledgement,
+            )
         };
         assert_eq!(
             d(&req(Auto, false, false, None), &blocked),
@@ -311,7 +319,7 @@ mod tests {
             d(&req(Manual, true, true, Some("db failover")), &blocked),
             (
                 true,
-                Verdict::ManualOverride,
+                Verdict::Override,
                 "operator_override_acknowledged",
                 false
             )
@@ -374,25 +382,25 @@ mod tests {
                 let d = decide(&r, &e);
                 if s.source == RequestSource::Auto {
                     // Auto requests never run in cooldown, nor when guarded mode blocks.
-                    prop_assert!(!(d.allowed && (e.cooldown || e.blocked)));
+                    prop_assert!(!(d.allowed() && (e.cooldown || e.blocked)));
                 }
-                if d.decision == Verdict::ManualOverride {
+                if d.verdict == Verdict::Override {
                     prop_assert!(s.ovr && s.ack && s.reason);
                 }
-                if d.allowed {
-                    executed.push((now, d.decision == Verdict::ManualOverride));
+                if d.allowed() {
+                    executed.push((now, d.verdict == Verdict::Override));
                 }
             }
             if c.guarded_mode {
                 // No window holds more than the limit of restarts executed without an override.
-                let limit = c.retry_budget.min(c.churn_threshold) as usize;
-                let w = c.window_seconds as i64 * 1000;
+                let limit = c.retry_budget.min(c.churn_threshold).get() as usize;
+                let w = millis(c.window);
                 for (i, (t, _)) in executed.iter().enumerate() {
                     let n = executed[..=i]
                         .iter()
                         .filter(|(u, ovr)| !ovr && t - u < w)
                         .count();
-                    prop_assert!(n <= limit, "{} non-override restarts within {}s", n, c.window_seconds);
+                    prop_assert!(n <= limit, "{} non-override restarts within {}s", n, c.window.as_secs());
                 }
             }
         }
@@ -401,7 +409,7 @@ mod tests {
         fn evaluation_never_panics(times in proptest::collection::vec(any::<i64>(), 0..20), now in any::<i64>(), c in policy()) {
             let h: Vec<Executed> = times.into_iter().map(|at_ms| Executed { at_ms }).collect();
             let e = evaluate(&h, now, &c);
-            prop_assert_eq!(e.allowed, e.state == State::Allowed);
+            prop_assert_eq!(e.allowed, e.state == PolicyState::Allowed);
         }
     }
 }

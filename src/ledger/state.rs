@@ -11,81 +11,18 @@
 
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, Local, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub use super::entry::Entry;
+pub use super::time::{format_time, parse_time};
 use crate::ledger::policy::{Executed, Retain};
 
 /// The schema warden writes. A file without `schema_version` was written by the original.
 pub const SCHEMA_VERSION: u32 = 1;
 /// The largest state file warden reads (the original keeps 50 entries: a few tens of KiB).
 pub const MAX_STATE_BYTES: u64 = 4 * 1024 * 1024;
-
-/// One restart request and what became of it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Entry {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub requested_by: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub requested_at: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub requested_ip: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub completed_at: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub success: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source: Option<String>,
-    /// `executed`, `blocked`, `failed`, `rejected`, or `intended` while a restart is under way
-    /// (an `intended` entry found at start is a crash between signal and record: unknown).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub decision: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub decision_reason: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub manual_override: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub override_reason: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub policy_state: Option<Value>,
-    /// Fields of other writers (and of later warden versions), kept as they are.
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
-}
-
-impl Entry {
-    /// Whether this entry is a restart that was carried out, and so counts toward the churn
-    /// window and the cooldown. The original's entries count when they succeeded and were not
-    /// blocked.
-    pub fn executed(&self) -> bool {
-        match self.decision.as_deref() {
-            Some("executed") | Some("intended") | Some("unknown") => true,
-            Some("blocked") | Some("failed") | Some("rejected") => false,
-            // The original's decisions ("allowed", "manual_override") with its success flag.
-            _ => self.success == Some(true),
-        }
-    }
-
-    /// Whether this restart counts toward the churn window and the cooldown: an executed one
-    /// that was not a kill-switch flip. The policy never blocks a flip, and the churn it limits
-    /// is the restart path's; counting an operator's rollback (and its release) would put the
-    /// watchdog's own recovery restarts into guarded mode behind it.
-    pub fn counts(&self) -> bool {
-        self.executed() && self.source.as_deref() != Some("kill_switch")
-    }
-
-    /// When it was executed, in UTC milliseconds: completion time, else request time.
-    pub fn executed_at_ms(&self) -> Option<i64> {
-        self.completed_at
-            .as_deref()
-            .and_then(parse_time)
-            .or_else(|| self.requested_at.as_deref().and_then(parse_time))
-            .map(|t| t.timestamp_millis())
-    }
-}
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StateDoc {
@@ -179,6 +116,16 @@ impl KillSwitch {
     }
 }
 
+impl KillSwitch {
+    /// Publishes the switch for the app (`WARDEN_KILL_SWITCH_FILE`): `{engaged, reason,
+    /// changed_by, changed_at}`, readable by all (0644), replaced atomically.
+    pub fn publish(&self, path: &Path) -> std::io::Result<()> {
+        let mut bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        bytes.push(b'\n');
+        crate::platform::fs::write_atomic(path, &bytes, 0o644)
+    }
+}
+
 impl StateDoc {
     /// The executed restarts the policy counts (kill-switch flips excluded: [`Entry::counts`]).
     pub fn executed(&self) -> Vec<Executed> {
@@ -231,31 +178,6 @@ impl StateDoc {
     }
 }
 
-/// Parses a timestamp the way the state file may hold it: RFC 3339 with an offset, or the
-/// original's naive ISO-8601, which it wrote in local time.
-pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
-    let s = s.trim();
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Some(t.with_timezone(&Utc));
-    }
-    // Python's isoformat with an offset but a space separator, or with "+00:00" and micros.
-    if let Ok(t) = DateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f%:z") {
-        return Some(t.with_timezone(&Utc));
-    }
-    let naive = NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
-        .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f"))
-        .ok()?;
-    Local
-        .from_local_datetime(&naive)
-        .earliest()
-        .map(|t| t.with_timezone(&Utc))
-}
-
-/// UTC RFC 3339 with milliseconds, as warden writes every timestamp.
-pub fn format_time(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error(transparent)]
@@ -270,7 +192,7 @@ pub enum StateError {
 
 /// How a load went.
 #[derive(Debug)]
-pub enum Loaded {
+pub enum LoadedState {
     /// No file yet: a fresh history.
     Fresh(StateDoc),
     Ok(StateDoc),
@@ -282,10 +204,10 @@ pub enum Loaded {
     },
 }
 
-impl Loaded {
+impl LoadedState {
     pub fn doc(self) -> StateDoc {
         match self {
-            Loaded::Fresh(d) | Loaded::Ok(d) | Loaded::SetAside { doc: d, .. } => d,
+            LoadedState::Fresh(d) | LoadedState::Ok(d) | LoadedState::SetAside { doc: d, .. } => d,
         }
     }
 }
@@ -294,12 +216,10 @@ impl Loaded {
 /// verbatim rather than dropped, and counts as nothing.
 fn lenient_entry(v: Value) -> Option<Entry> {
     let Value::Object(obj) = v else { return None };
-    Some(
-        serde_json::from_value(Value::Object(obj.clone())).unwrap_or(Entry {
-            extra: obj,
-            ..Entry::default()
-        }),
-    )
+    Some(Entry::from_object(obj).unwrap_or_else(|obj| Entry {
+        extra: obj,
+        ..Entry::default()
+    }))
 }
 
 /// A kill switch from JSON. A boolean `engaged` is honoured even when the other fields are of
@@ -359,11 +279,11 @@ pub fn parse(bytes: &[u8]) -> Result<StateDoc, String> {
 
 /// Loads the state file. A missing file is a fresh history; one that cannot be parsed is set
 /// aside as `<file>.corrupt-<UTC time>` and replaced by a fresh history.
-pub fn load(path: &Path) -> Result<Loaded, StateError> {
+pub fn load(path: &Path) -> Result<LoadedState, StateError> {
     let bytes = match crate::platform::fs::read_untrusted(path, MAX_STATE_BYTES) {
         Ok(u) => u.bytes,
         Err(crate::platform::fs::ReadError::Missing(_)) => {
-            return Ok(Loaded::Fresh(StateDoc::default()));
+            return Ok(LoadedState::Fresh(StateDoc::default()));
         }
         Err(e @ crate::platform::fs::ReadError::TooLarge { .. }) => {
             return set_aside(path, e.to_string());
@@ -371,12 +291,12 @@ pub fn load(path: &Path) -> Result<Loaded, StateError> {
         Err(e) => return Err(e.into()),
     };
     match parse(&bytes) {
-        Ok(doc) => Ok(Loaded::Ok(doc)),
+        Ok(doc) => Ok(LoadedState::Ok(doc)),
         Err(why) => set_aside(path, why),
     }
 }
 
-fn set_aside(path: &Path, why: String) -> Result<Loaded, StateError> {
+fn set_aside(path: &Path, why: String) -> Result<LoadedState, StateError> {
     let stamp = Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".corrupt-{stamp}"));
@@ -385,7 +305,7 @@ fn set_aside(path: &Path, why: String) -> Result<Loaded, StateError> {
         path: kept_as.clone(),
         source,
     })?;
-    Ok(Loaded::SetAside {
+    Ok(LoadedState::SetAside {
         doc: StateDoc::default(),
         kept_as,
         why,
@@ -412,6 +332,8 @@ pub fn save(path: &Path, doc: &StateDoc) -> Result<(), StateError> {
 mod tests {
     use super::*;
     use crate::config::PolicyConfig;
+    use crate::ledger::model::{Decision, RequestSource};
+    use chrono::{Local, NaiveDateTime, TimeZone};
     use proptest::prelude::*;
 
     /// A file as the original watchdog writes it (naive local times, its decisions, a stray
@@ -437,14 +359,18 @@ mod tests {
 
     #[test]
     fn kill_switch_reloads_do_not_count_toward_the_policy() {
-        let entry = |source: &str| Entry {
+        let entry = |source: RequestSource| Entry {
             requested_at: Some("2026-02-10T08:00:00Z".into()),
             source: Some(source.into()),
-            decision: Some("executed".into()),
+            decision: Some(Decision::Executed.into()),
             ..Entry::default()
         };
         let d = StateDoc {
-            history: vec![entry("kill_switch"), entry("manual"), entry("kill_switch")],
+            history: vec![
+                entry(RequestSource::KillSwitch),
+                entry(RequestSource::Manual),
+                entry(RequestSource::KillSwitch),
+            ],
             ..StateDoc::default()
         };
         assert!(
@@ -500,7 +426,7 @@ mod tests {
         let p = dir.path().join("state.json");
         std::fs::write(&p, "{\"history\": [").unwrap();
         match load(&p).unwrap() {
-            Loaded::SetAside { kept_as, doc, .. } => {
+            LoadedState::SetAside { kept_as, doc, .. } => {
                 assert!(doc.history.is_empty());
                 assert_eq!(
                     std::fs::read_to_string(&kept_as).unwrap(),
@@ -516,7 +442,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(load(&p).unwrap(), Loaded::Fresh(_)));
+        assert!(matches!(load(&p).unwrap(), LoadedState::Fresh(_)));
         // A symlink in place of the state file is refused, not followed.
         std::os::unix::fs::symlink("/etc/passwd", &p).unwrap();
         assert!(matches!(
@@ -535,7 +461,7 @@ mod tests {
                     ..Entry::default()
                 },
                 50,
-                crate::ledger::policy::retain(&PolicyConfig::default(), 0),
+                crate::ledger::policy::retain(&PolicyConfig::defaults(), 0),
             );
         }
         assert_eq!(d.history.len(), 50);
@@ -546,14 +472,21 @@ mod tests {
     fn entry_at(ms: i64, executed: bool) -> Entry {
         Entry {
             completed_at: Some(format_time(Utc.timestamp_millis_opt(ms).unwrap())),
-            decision: Some(if executed { "executed" } else { "blocked" }.into()),
+            decision: Some(
+                if executed {
+                    Decision::Executed
+                } else {
+                    Decision::Blocked
+                }
+                .into(),
+            ),
             ..Entry::default()
         }
     }
 
     #[test]
     fn a_flood_of_blocked_requests_does_not_reopen_the_cooldown() {
-        let cfg = PolicyConfig::default();
+        let cfg = PolicyConfig::defaults();
         let t0 = 1_800_000_000_000_i64;
         let mut d = StateDoc::default();
         d.push(
@@ -570,7 +503,7 @@ mod tests {
             );
         }
         assert_eq!(d.history.len(), 50);
-        assert_eq!(d.history[0].decision.as_deref(), Some("executed"));
+        assert_eq!(d.history[0].decided(), Some(Decision::Executed));
         let e = crate::ledger::policy::evaluate(&d.executed(), t0 + 10_000, &cfg);
         assert!(e.cooldown && !e.allowed, "{e:?}");
     }
@@ -708,8 +641,11 @@ mod tests {
             window in 30u64..900, guarded in any::<bool>(),
         ) {
             let cfg = PolicyConfig {
-                cooldown_seconds: cooldown, retry_budget: budget, churn_threshold: threshold,
-                window_seconds: window, guarded_mode: guarded,
+                cooldown: std::time::Duration::from_secs(cooldown),
+                retry_budget: std::num::NonZeroU32::new(budget).unwrap(),
+                churn_threshold: std::num::NonZeroU32::new(threshold).unwrap(),
+                window: std::time::Duration::from_secs(window),
+                guarded_mode: guarded,
             };
             let keep = budget.max(threshold) as usize;
             let (mut d, mut all) = (StateDoc::default(), Vec::new());

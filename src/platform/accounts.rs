@@ -143,6 +143,39 @@ pub fn group_gid(name: &str) -> Option<Gid> {
     }
 }
 
+/// The members of the admin group (`WARDEN_ADMIN_GROUP`), resolved once: who may write the
+/// restart flag and call the mutating D-Bus methods besides root.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Admins {
+    /// The group's gid, when it exists.
+    pub gid: Option<u32>,
+    /// Every user whose primary or supplementary group it is.
+    pub uids: Vec<u32>,
+}
+
+impl Admins {
+    /// Resolves `group` (a name or gid) from /etc/group and /etc/passwd, else NSS.
+    pub fn resolve(group: Option<&str>) -> Admins {
+        let Some(gid) = group.and_then(group_gid) else {
+            return Admins::default();
+        };
+        let read = |p| std::fs::read_to_string(p).unwrap_or_default();
+        Admins {
+            gid: Some(gid.as_raw()),
+            uids: group_member_uids(&read("/etc/passwd"), &read("/etc/group"), gid.as_raw()),
+        }
+    }
+
+    /// Whether the user `uid`, member of `gids` when known, is root or an admin.
+    pub fn admit(&self, uid: u32, gids: Option<&[u32]>) -> bool {
+        uid == 0
+            || self.uids.contains(&uid)
+            || self
+                .gid
+                .is_some_and(|g| gids.is_some_and(|gs| gs.contains(&g)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +201,20 @@ mod tests {
         let mut m = group_member_uids(&passwd, GROUP, 990);
         m.sort();
         assert_eq!(m, vec![33, 1000]);
+    }
+
+    #[test]
+    fn only_root_and_the_admin_group_are_admitted() {
+        let a = Admins {
+            gid: Some(1500),
+            uids: vec![1001],
+        };
+        assert!(a.admit(0, None));
+        assert!(a.admit(1001, None), "listed member");
+        assert!(a.admit(1002, Some(&[100, 1500])), "group from the bus");
+        assert!(!a.admit(1002, Some(&[100])));
+        assert!(!a.admit(1002, None));
+        assert!(!Admins::default().admit(33, Some(&[33])));
     }
 
     #[test]

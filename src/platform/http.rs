@@ -60,6 +60,16 @@ impl std::str::FromStr for HealthUrl {
     }
 }
 
+impl std::fmt::Display for HealthUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "http://[{}]:{}{}", self.host, self.port, self.path)
+        } else {
+            write!(f, "http://{}:{}{}", self.host, self.port, self.path)
+        }
+    }
+}
+
 /// What the probe saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Probe {

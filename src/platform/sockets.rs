@@ -1,4 +1,5 @@
-//! Listening TCP sockets from the kernel's sock_diag netlink interface (what `ss -ltn` uses).
+//! Listening TCP sockets, from the kernel's sock_diag netlink interface (what `ss -ltn` uses),
+//! else from `/proc/net/tcp{,6}`, and the process holding one.
 //!
 //! Asking for the LISTEN state only lets the kernel skip the established-socket hash, which
 //! `/proc/net/tcp` walks in full on every read (about a millisecond per read on a large-memory
@@ -26,8 +27,8 @@ const REQ_LEN: usize = 56;
 /// uid, inode.
 const MSG_LEN: usize = 72;
 
-/// Every listening TCP socket (IPv4 and IPv6) in this network namespace.
-pub fn listeners() -> std::io::Result<Vec<Listener>> {
+/// Every listening TCP socket (IPv4 and IPv6) in this network namespace, from sock_diag.
+pub fn diag_listeners() -> std::io::Result<Vec<Listener>> {
     // SAFETY: plain socket(2); the fd is owned by `OwnedFd` from here on.
     let fd = unsafe {
         libc::socket(
@@ -131,16 +132,120 @@ pub fn parse(mut b: &[u8], out: &mut Vec<Listener>) -> std::io::Result<bool> {
     Ok(false)
 }
 
+/// Parses the text of `/proc/net/tcp` or `/proc/net/tcp6`, keeping LISTEN sockets.
+pub fn parse_proc_net_tcp(text: &str) -> Vec<Listener> {
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() < 10 || f[3] != "0A" {
+                return None;
+            }
+            let (addr, port) = f[1].split_once(':')?;
+            let port = u16::from_str_radix(port, 16).ok()?;
+            let ip = match addr.len() {
+                8 => IpAddr::from(
+                    u32::from_str_radix(addr, 16)
+                        .ok()?
+                        .swap_bytes()
+                        .to_be_bytes(),
+                ),
+                32 => {
+                    // Four 32-bit words, each in host (little-endian) order.
+                    let mut b = [0u8; 16];
+                    for i in 0..4 {
+                        let w = u32::from_str_radix(&addr[i * 8..i * 8 + 8], 16).ok()?;
+                        b[i * 4..i * 4 + 4].copy_from_slice(&w.swap_bytes().to_be_bytes());
+                    }
+                    IpAddr::from(b)
+                }
+                _ => return None,
+            };
+            Some(Listener {
+                ip,
+                port,
+                inode: f[9].parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// Reads a /proc file in large chunks: the kernel regenerates `/proc/net/tcp` on every read,
+/// and `read_to_string`'s small first reads make that several times slower.
+fn read_proc(p: &str) -> Option<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(p).ok()?;
+    let mut buf = Vec::with_capacity(64 * 1024);
+    loop {
+        if buf.capacity() - buf.len() < 16 * 1024 {
+            buf.reserve(64 * 1024);
+        }
+        let spare = buf.capacity() - buf.len();
+        let start = buf.len();
+        buf.resize(start + spare, 0);
+        let n = f.read(&mut buf[start..]).ok()?;
+        buf.truncate(start + n);
+        // A seq_file read returns less than asked only at the end: no extra read to see EOF.
+        if n < spare {
+            break;
+        }
+    }
+    String::from_utf8(buf).ok()
+}
+
+/// Every listening TCP socket: from sock_diag, else from `/proc/net/tcp{,6}`.
+pub fn listeners() -> Vec<Listener> {
+    if let Ok(l) = diag_listeners() {
+        return l;
+    }
+    // sock_diag can be filtered out (seccomp, RestrictAddressFamilies=): fall back to /proc.
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|p| read_proc(p))
+        .flat_map(|t| parse_proc_net_tcp(&t))
+        .collect()
+}
+
+/// The first process found holding `inode`, as `pid (comm)`.
+pub fn holder(inode: u64) -> Option<String> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        super::process::holds_socket(pid, inode).then(|| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            format!("{pid} ({})", comm.trim())
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
 
     #[test]
+    fn proc_net_tcp() {
+        let t = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 12345 1 0 100 0 0 10 0\n   1: 0100007F:1F91 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 999 1\n";
+        let l = parse_proc_net_tcp(t);
+        assert_eq!(
+            l,
+            vec![Listener {
+                ip: "127.0.0.1".parse().unwrap(),
+                port: 8080,
+                inode: 12345
+            }]
+        );
+        let t6 = "h\n 0: 00000000000000000000000001000000:1F90 00000000000000000000000000000000:0000 0A 0:0 0:0 0 0 0 77 1\n";
+        assert_eq!(
+            parse_proc_net_tcp(t6)[0].ip,
+            "::1".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
     fn sees_a_real_listener() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
-        let found = listeners().unwrap();
+        let found = diag_listeners().unwrap();
         let mine: Vec<_> = found.iter().filter(|x| x.port == port).collect();
         assert_eq!(mine.len(), 1, "{found:?}");
         assert_eq!(mine[0].ip, "127.0.0.1".parse::<IpAddr>().unwrap());
@@ -158,6 +263,7 @@ mod tests {
         #[test]
         fn hostile_replies_never_panic(b in proptest::collection::vec(any::<u8>(), 0..400)) {
             let _ = parse(&b, &mut Vec::new());
+            let _ = parse_proc_net_tcp(&String::from_utf8_lossy(&b));
         }
     }
 }

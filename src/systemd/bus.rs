@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use zbus::{Connection, DeserializeDict, Message, Type};
 
-use crate::systemd::unit::{ExecCommand, UnitDef, UnitOrigin};
+use super::unit::{ExecCommand, UnitDef, UnitOrigin};
 
 const DEST: &str = "org.freedesktop.systemd1";
 /// A bus that does not answer within this is treated as unreachable, so that `ExecStartPre=`

@@ -6,3 +6,4 @@ pub mod envfile;
 pub mod journal;
 pub mod unit;
 pub mod unitfile;
+pub mod words;

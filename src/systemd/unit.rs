@@ -252,7 +252,7 @@ fn analyze_words(words: &[String], via_shell: bool, out: &mut Vec<Invocation>, d
 fn shell_segments(script: &str) -> Vec<Vec<String>> {
     let mut segments = vec![Vec::new()];
     for line in script.split('\n') {
-        for w in crate::systemd::unitfile::split_words(line) {
+        for w in super::words::split_words(line) {
             let (word, ends) = match w.strip_suffix(';') {
                 Some(s) => (s.to_string(), true),
                 None => (w.clone(), false),

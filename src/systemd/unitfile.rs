@@ -4,11 +4,12 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::systemd::unit::{ExecCommand, UnitDef, UnitOrigin};
+use super::unit::{ExecCommand, UnitDef, UnitOrigin};
+use super::words::split_words;
 
-/// One `Key=Value` line of a unit file, in file order.
+/// One `Key=Value` directive of a unit file, in file order.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
+pub struct Directive {
     pub section: String,
     pub key: String,
     pub value: String,
@@ -18,7 +19,7 @@ pub struct Entry {
 
 /// Parses one unit file. Lines outside any section and lines without `=` are skipped, as
 /// systemd does (it logs and ignores them).
-pub fn parse(text: &str, file: &Path) -> Vec<Entry> {
+pub fn parse(text: &str, file: &Path) -> Vec<Directive> {
     let mut out = Vec::new();
     let mut section = String::new();
     let mut pending: Option<(String, usize)> = None;
@@ -61,12 +62,12 @@ pub fn parse(text: &str, file: &Path) -> Vec<Entry> {
     out
 }
 
-fn push_line(out: &mut Vec<Entry>, section: &str, line: &str, lineno: usize, file: &Path) {
+fn push_line(out: &mut Vec<Directive>, section: &str, line: &str, lineno: usize, file: &Path) {
     if section.is_empty() {
         return;
     }
     if let Some((k, v)) = line.split_once('=') {
-        out.push(Entry {
+        out.push(Directive {
             section: section.to_string(),
             key: k.trim().to_string(),
             value: v.trim().to_string(),
@@ -148,7 +149,7 @@ pub fn load(name: &str, located: &Located) -> std::io::Result<UnitDef> {
 }
 
 /// Builds the unit model from parsed entries (pure; used by [`load`] and tests).
-pub fn from_entries(name: &str, entries: &[Entry], located: &Located) -> UnitDef {
+pub fn from_entries(name: &str, entries: &[Directive], located: &Located) -> UnitDef {
     let spec = Specifiers::new(name);
     let mut u = UnitDef {
         name: name.to_string(),
@@ -293,93 +294,6 @@ impl Specifiers {
     }
 }
 
-/// Splits a command line or an `Environment=` value into words the way systemd does:
-/// blanks separate words, single and double quotes group, and C escapes are decoded.
-pub fn split_words(s: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut cur = String::new();
-    let mut in_word = false;
-    let mut quote: Option<char> = None;
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (quote, c) {
-            (Some(q), c) if c == q => quote = None,
-            (_, '\\') => {
-                in_word = true;
-                match chars.next() {
-                    Some('n') => cur.push('\n'),
-                    Some('t') => cur.push('\t'),
-                    Some(o) => cur.push(o),
-                    None => {}
-                }
-            }
-            (Some(_), c) => cur.push(c),
-            (None, '"') | (None, '\'') => {
-                quote = Some(c);
-                in_word = true;
-            }
-            (None, c) if c.is_whitespace() => {
-                if in_word {
-                    words.push(std::mem::take(&mut cur));
-                    in_word = false;
-                }
-            }
-            (None, c) => {
-                cur.push(c);
-                in_word = true;
-            }
-        }
-    }
-    if in_word {
-        words.push(cur);
-    }
-    words
-}
-
-/// Expands `${VAR}` and `$VAR` in one argv the way systemd does at exec time: `${VAR}` stays one
-/// word, an unbraced `$VAR` that is a whole word splits on blanks. Unknown variables expand to
-/// nothing.
-pub fn expand_argv(argv: &[String], lookup: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
-    let mut out = Vec::with_capacity(argv.len());
-    for w in argv {
-        if let Some(name) = w.strip_prefix('$')
-            && !name.starts_with('{')
-            && crate::systemd::envfile::valid_name(name)
-        {
-            out.extend(
-                lookup(name)
-                    .unwrap_or_default()
-                    .split_whitespace()
-                    .map(str::to_string),
-            );
-            continue;
-        }
-        out.push(expand_braced(w, lookup));
-    }
-    out
-}
-
-fn expand_braced(w: &str, lookup: &dyn Fn(&str) -> Option<String>) -> String {
-    let mut out = String::with_capacity(w.len());
-    let mut rest = w;
-    while let Some(i) = rest.find("${") {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 2..];
-        match after.find('}') {
-            Some(j) if crate::systemd::envfile::valid_name(&after[..j]) => {
-                out.push_str(&lookup(&after[..j]).unwrap_or_default());
-                rest = &after[j + 1..];
-            }
-            _ => {
-                out.push_str("${");
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -422,23 +336,6 @@ mod tests {
     }
 
     #[test]
-    fn braced_and_bare_variables_expand() {
-        let env = |k: &str| match k {
-            "PID" => Some("/run/a/g.pid".to_string()),
-            "OPTS" => Some("-w 2 --x".to_string()),
-            _ => None,
-        };
-        let argv: Vec<String> = ["g", "--pid", "${PID}", "$OPTS", "x${NOPE}y", "${"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        assert_eq!(
-            expand_argv(&argv, &env),
-            vec!["g", "--pid", "/run/a/g.pid", "-w", "2", "--x", "xy", "${"]
-        );
-    }
-
-    #[test]
     fn templates_and_dropins_are_located() {
         let d = tempfile::tempdir().unwrap();
         let a = d.path().join("a");
@@ -466,9 +363,5 @@ mod tests {
             let _ = from_entries("a@b.service", &e, &loc());
         }
 
-        #[test]
-        fn plain_words_split_on_blanks(words in proptest::collection::vec("[a-zA-Z0-9/._=-]{1,12}", 0..8)) {
-            prop_assert_eq!(split_words(&words.join("  ")), words);
-        }
     }
 }

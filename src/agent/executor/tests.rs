@@ -1,0 +1,330 @@
+//! The agent's flow through its seams: flags and commands in, the policy, the intent, the
+//! signal, the verification and the record, with a fake master and a real state directory. No
+//! root, no processes.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::oneshot;
+
+use super::*;
+use crate::agent::master::fake::FakeMaster;
+use crate::config::{Layers, Settings};
+use crate::ledger::model::{Decision, Failure, FailureKind, Reason, Verdict};
+use crate::platform::accounts::Admins;
+
+struct Rig {
+    dir: tempfile::TempDir,
+    settings: Settings,
+    app: FakeMaster,
+    executor: Executor,
+    reports: UnboundedReceiver<Update>,
+    rt: tokio::runtime::Runtime,
+}
+
+fn settings(dir: &Path, extra: &[(&str, &str)]) -> Settings {
+    let run = dir.join("run");
+    let state = dir.join("state");
+    let mut vars = vec![
+        ("WATCHDOG_RUNTIME_DIR", run.display().to_string()),
+        (
+            "WATCHDOG_STATE_FILE",
+            state.join("state.json").display().to_string(),
+        ),
+        (
+            "WARDEN_KILL_SWITCH_FILE",
+            run.join("kill_switch.json").display().to_string(),
+        ),
+    ];
+    vars.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    let layers =
+        Layers::load_from(vars.into_iter().map(|(k, v)| (k.into(), v.into())), &[]).unwrap();
+    let (s, invalid) = Settings::resolve(&layers, dir);
+    assert!(invalid.is_empty(), "{invalid:?}");
+    s
+}
+
+impl Rig {
+    fn new(extra: &[(&str, &str)]) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("run")).unwrap();
+        std::fs::create_dir(dir.path().join("state")).unwrap();
+        let settings = settings(dir.path(), extra);
+        let (ledger, _) = Ledger::open(
+            &settings.state_file.value,
+            settings.history_max,
+            settings.policy,
+        )
+        .unwrap();
+        let app = FakeMaster::default();
+        let (tx, reports) = tokio::sync::mpsc::unbounded_channel();
+        let executor = Executor::spawn(
+            Parts {
+                ledger,
+                flag_dir: FlagDir::pin(&settings.restart_flag.value).unwrap(),
+                trust: Trust::new(&Admins::default()),
+                settings: settings.clone(),
+                master: app.clone(),
+            },
+            tx,
+        )
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        Rig {
+            dir,
+            settings,
+            app,
+            executor,
+            reports,
+            rt,
+        }
+    }
+
+    fn flag(&self, body: &str) {
+        std::fs::write(&self.settings.restart_flag.value, body).unwrap();
+        self.executor.flag_events().changed();
+    }
+
+    /// The next report. The timeout is a guard against a hung executor, not a measurement.
+    fn report(&mut self) -> Update {
+        let reports = &mut self.reports;
+        self.rt
+            .block_on(async { tokio::time::timeout(Duration::from_secs(60), reports.recv()).await })
+            .expect("a report within a minute")
+            .expect("the executor is running")
+    }
+
+    fn handled(&mut self) -> Entry {
+        loop {
+            if let Some(e) = self.report().handled {
+                return e;
+            }
+        }
+    }
+
+    fn restart(&mut self, manual_override: bool, reason: &str) -> (Decided, Entry) {
+        let (reply, answer) = oneshot::channel();
+        self.executor.change(Change::Restart {
+            caller: caller(),
+            reason: reason.into(),
+            manual_override,
+            acknowledged: manual_override,
+            reply,
+        });
+        let decided = answer.blocking_recv().unwrap();
+        (decided, self.handled())
+    }
+
+    fn saved(&self) -> StateDoc {
+        crate::ledger::state::load(&self.settings.state_file.value)
+            .unwrap()
+            .doc()
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+}
+
+fn caller() -> Caller {
+    Caller {
+        uid: 0,
+        name: "root".into(),
+    }
+}
+
+#[test]
+fn a_flag_is_decided_signalled_verified_and_recorded() {
+    let mut r = Rig::new(&[]);
+    r.flag("");
+    let e = r.handled();
+    assert_eq!(e.decided(), Some(Decision::Executed));
+    assert_eq!((e.verified, e.success), (Some(true), Some(true)));
+    assert_eq!(e.source(), Some(RequestSource::Manual));
+    assert_eq!(
+        e.decision_reason.as_ref().and_then(|r| r.known()),
+        Some(Reason::PolicyAllowsManualRestart)
+    );
+    let t = e.timings.as_ref().unwrap();
+    assert!(t.workers_replaced_ms.is_some() && t.flag_to_signal_ms.is_some());
+    assert_eq!(r.app.app().reloads, 1);
+    // The file holds what was reported, and the flag is consumed.
+    assert_eq!(r.saved().history, vec![e]);
+    assert!(!r.settings.restart_flag.value.exists());
+}
+
+#[test]
+fn the_cooldown_blocks_and_an_acknowledged_override_goes_through() {
+    let mut r = Rig::new(&[]);
+    r.flag("");
+    assert_eq!(r.handled().decided(), Some(Decision::Executed));
+    r.flag("");
+    let e = r.handled();
+    assert_eq!(e.decided(), Some(Decision::Blocked));
+    assert_eq!(
+        e.decision_reason.as_ref().and_then(|r| r.known()),
+        Some(Reason::CooldownOverrideRequired)
+    );
+    assert_eq!(r.app.app().reloads, 1, "nothing signalled");
+    // An override without a reason is the caller's error.
+    let (d, e) = r.restart(true, "");
+    assert_eq!(d.ruling.verdict, Verdict::Refused);
+    assert_eq!(e.decided(), Some(Decision::Rejected));
+    // With one, it runs, and says it overrode.
+    let (d, e) = r.restart(true, "db failover");
+    assert_eq!(d.ruling.verdict, Verdict::Override);
+    assert_eq!(Some(d.id), e.id);
+    assert_eq!(e.decided(), Some(Decision::Executed));
+    assert_eq!(e.override_acknowledged, Some(true));
+    assert_eq!(e.reason.as_deref(), Some("db failover"));
+    assert_eq!(r.app.app().reloads, 2);
+}
+
+#[test]
+fn a_pid_that_is_not_the_master_is_never_signalled() {
+    let mut r = Rig::new(&[]);
+    r.app.app().found = Err(Failure::new(
+        FailureKind::PidNotGunicornMaster,
+        "4242 is sleep",
+    ));
+    r.flag("");
+    let e = r.handled();
+    assert_eq!(e.decided(), Some(Decision::Failed));
+    assert_eq!(
+        e.failure.as_ref().map(ToString::to_string).as_deref(),
+        Some("pid_not_gunicorn_master: 4242 is sleep")
+    );
+    assert_eq!(r.app.app().reloads, 0);
+    // A failed restart does not count toward the cooldown.
+    r.app.app().found = FakeMaster::default().app().found.clone();
+    r.flag("");
+    assert_eq!(r.handled().decided(), Some(Decision::Executed));
+}
+
+#[test]
+fn a_reload_that_does_not_replace_the_workers_is_executed_but_not_verified() {
+    let mut r = Rig::new(&[("WARDEN_HEALTH_URL", "http://127.0.0.1:9/health")]);
+    {
+        let mut app = r.app.app();
+        app.replaces = false;
+        app.healthy = false;
+        app.holds_port = false;
+    }
+    r.flag("");
+    let e = r.handled();
+    assert_eq!(e.decided(), Some(Decision::Executed));
+    assert_eq!((e.verified, e.success), (Some(false), Some(false)));
+    let problems = e.verification_problems.clone().unwrap();
+    assert_eq!(problems.len(), 3, "{problems:?}");
+    assert!(problems[0].starts_with("workers not replaced"));
+    assert!(problems[1].contains("no longer held"));
+    assert!(problems[2].starts_with("health check failed"));
+    assert_eq!(e.outcome_detail(), problems.join("; "));
+    // It was signalled: it counts.
+    assert_eq!(r.saved().executed().len(), 1);
+}
+
+#[test]
+fn the_kill_switch_is_recorded_published_and_reloaded_once_outside_the_policy() {
+    let mut r = Rig::new(&[]);
+    // A restart first: the policy is in cooldown, which the flip does not care about.
+    r.flag("");
+    r.handled();
+    let flip = |r: &mut Rig, engaged: bool, reason: &str| {
+        let (reply, answer) = oneshot::channel();
+        r.executor.change(Change::KillSwitch {
+            caller: caller(),
+            engaged,
+            reason: reason.into(),
+            reply,
+        });
+        answer.blocking_recv().unwrap()
+    };
+    assert_eq!(
+        flip(&mut r, true, ""),
+        Err("engaging the kill switch needs a reason; it is kept for the audit trail".into())
+    );
+    let id = flip(&mut r, true, "release 4.2 leaks").unwrap().unwrap();
+    let e = r.handled();
+    assert_eq!(e.id.as_deref(), Some(id.as_str()));
+    assert_eq!(e.source(), Some(RequestSource::KillSwitch));
+    assert_eq!(e.decided(), Some(Decision::Executed));
+    assert!(e.timings.as_ref().unwrap().rollback_ms.is_some());
+    assert_eq!(r.app.app().reloads, 2);
+    let published: KillSwitch = serde_json::from_slice(
+        &std::fs::read(r.settings.kill_switch_file.as_ref().unwrap()).unwrap(),
+    )
+    .unwrap();
+    assert!(published.engaged);
+    let saved = r.saved();
+    assert_eq!(saved.kill_switch, Some(published));
+    // The flip's reload does not count toward the policy.
+    assert_eq!(saved.executed().len(), 1);
+    // Engaged again: recorded, nothing to reload.
+    assert_eq!(flip(&mut r, true, "still leaking"), Ok(None));
+    assert_eq!(r.app.app().reloads, 2);
+}
+
+#[test]
+fn flags_arriving_during_a_reload_coalesce_into_one_more_request() {
+    let mut r = Rig::new(&[]);
+    r.app.app().hold_reloads = true;
+    r.flag("");
+    r.app.await_reload();
+    // The reload is in progress: a flood of flags and events.
+    for _ in 0..1000 {
+        r.flag("");
+    }
+    r.app.release();
+    assert_eq!(r.handled().decided(), Some(Decision::Executed));
+    // One more request for all of them, blocked by the cooldown.
+    assert_eq!(r.handled().decided(), Some(Decision::Blocked));
+    // Nothing else is queued: an event now finds no flag and reports nothing.
+    r.executor.flag_events().changed();
+    assert!(!r.settings.restart_flag.value.exists());
+    assert_eq!(r.saved().history.len(), 2);
+    assert_eq!(r.app.app().reloads, 1);
+}
+
+#[test]
+fn when_the_state_cannot_be_written_no_restart_is_signalled_until_it_can() {
+    let mut r = Rig::new(&[]);
+    std::fs::remove_dir_all(r.state_dir()).unwrap();
+    // The intent record is open already: this restart runs, and its record cannot be saved.
+    r.flag("");
+    let executed = loop {
+        let rep = r.report();
+        if let Some(e) = rep.handled {
+            assert!(
+                rep.unsaved.is_some(),
+                "the executor says the file is behind"
+            );
+            break e;
+        }
+    };
+    assert_eq!(executed.decided(), Some(Decision::Executed));
+    // While the file is behind, an intent goes to the file too: it cannot be recorded, and
+    // nothing is signalled, even for an override the policy allows.
+    let (d, e) = r.restart(true, "disk full drill");
+    assert!(d.ruling.allowed());
+    assert_eq!(e.decided(), Some(Decision::Failed));
+    assert_eq!(
+        e.failure.as_ref().map(|f| f.kind),
+        Some(FailureKind::IntentNotRecorded)
+    );
+    assert_eq!(r.app.app().reloads, 1, "nothing more signalled");
+    // Room again: the executor's retry catches up, and says so.
+    std::fs::create_dir(r.state_dir()).unwrap();
+    let caught_up = loop {
+        let rep = r.report();
+        if rep.unsaved.is_none() {
+            break rep;
+        }
+    };
+    assert_eq!(caught_up.doc.history, vec![executed, e]);
+    assert_eq!(r.saved().history, caught_up.doc.history);
+}

@@ -1,0 +1,45 @@
+//! Argument groups several commands share.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::config::EnvFileArg;
+use crate::contract::inputs::Sources;
+
+/// Where a check reads the contract from.
+#[derive(Debug, Args)]
+pub struct SourceArgs {
+    /// Load variables from a file in systemd EnvironmentFile= syntax; repeatable, later files
+    /// override earlier ones and the environment. A leading '-' makes the file optional.
+    /// Without it (and outside systemd) the app unit's own env files are used.
+    #[arg(long = "env-file", value_name = "PATH", allow_hyphen_values = true)]
+    pub env_files: Vec<EnvFileArg>,
+    /// Read unit files (and NAME.d/*.conf drop-ins) from DIR instead of asking systemd;
+    /// repeatable, highest priority first
+    #[arg(long = "unit-path", value_name = "DIR")]
+    pub unit_paths: Vec<PathBuf>,
+    /// Never contact systemd over D-Bus; read unit files from --unit-path or systemd's
+    /// default directories
+    #[arg(long)]
+    pub offline: bool,
+}
+
+impl SourceArgs {
+    pub fn sources(&self) -> Sources {
+        Sources {
+            env_files: self.env_files.clone(),
+            unit_paths: self.unit_paths.clone(),
+            offline: self.offline,
+        }
+    }
+}
+
+/// The env files of a command that acts on the agent.
+#[derive(Debug, Args)]
+pub struct AdminEnv {
+    /// Load variables from a file in systemd EnvironmentFile= syntax (for the state and flag
+    /// paths when no agent answers); repeatable. A leading '-' makes the file optional.
+    #[arg(long = "env-file", value_name = "PATH", allow_hyphen_values = true)]
+    pub env_files: Vec<EnvFileArg>,
+}

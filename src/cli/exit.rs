@@ -1,0 +1,208 @@
+//! The exit codes of every command: one table, rendered into each command's `--help` (and man
+//! page) and into the README (a test keeps the README equal to it).
+
+use std::fmt::Write as _;
+
+/// How a command ended. The numbers are stable: scripts and systemd act on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Success.
+    Ok = 0,
+    /// A check failed.
+    CheckFailed = 1,
+    /// Bad usage, or an input that cannot be used.
+    Usage = 2,
+    /// Refused: the cooldown runs.
+    Cooldown = 3,
+    /// Refused: guarded mode blocks.
+    Guarded = 4,
+    /// The restart failed or was not verified.
+    RestartFailed = 5,
+    /// Access denied.
+    Denied = 6,
+    /// No agent, and no fallback.
+    NoAgent = 7,
+}
+
+impl Exit {
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(e: Exit) -> Self {
+        std::process::ExitCode::from(e.code())
+    }
+}
+
+/// A command, as the table names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cmd {
+    Check,
+    Contract,
+    Run,
+    Status,
+    Restart,
+    KillSwitch,
+    Rehearse,
+}
+
+impl Cmd {
+    pub const ALL: [Cmd; 7] = [
+        Cmd::Check,
+        Cmd::Contract,
+        Cmd::Run,
+        Cmd::Status,
+        Cmd::Restart,
+        Cmd::KillSwitch,
+        Cmd::Rehearse,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Cmd::Check => "check",
+            Cmd::Contract => "contract",
+            Cmd::Run => "run",
+            Cmd::Status => "status",
+            Cmd::Restart => "restart",
+            Cmd::KillSwitch => "kill-switch",
+            Cmd::Rehearse => "rehearse",
+        }
+    }
+}
+
+use Cmd::*;
+
+/// What each code means for the commands that return it.
+pub const TABLE: &[(Exit, &[Cmd], &str)] = &[
+    (
+        Exit::Ok,
+        &[Check],
+        "the contract is valid, or RUNTIME_CONTRACT_ENFORCE=false (findings are then warnings)",
+    ),
+    (Exit::Ok, &[Contract], "the contract was printed"),
+    (Exit::Ok, &[Run], "stopped by SIGTERM or SIGINT"),
+    (Exit::Ok, &[Status, Restart, KillSwitch], "done"),
+    (Exit::Ok, &[Rehearse], "every step passed"),
+    (
+        Exit::CheckFailed,
+        &[Check],
+        "the contract has errors and is enforced",
+    ),
+    (
+        Exit::CheckFailed,
+        &[Run],
+        "the startup check failed (its findings are printed), or another agent holds the state lock",
+    ),
+    (
+        Exit::CheckFailed,
+        &[Rehearse],
+        "a step failed: the report names it, with what was seen and how to fix it",
+    ),
+    (
+        Exit::Usage,
+        &[Check, Contract, Run, Rehearse],
+        "bad usage, or an input (env file, script, docs) could not be read; the message says which",
+    ),
+    (
+        Exit::Usage,
+        &[Status, Restart, KillSwitch],
+        "bad usage or an invalid configuration, or a request the agent refused as malformed (an override without a reason)",
+    ),
+    (
+        Exit::Cooldown,
+        &[Restart],
+        "refused: the cooldown runs (the message gives the seconds left)",
+    ),
+    (
+        Exit::Guarded,
+        &[Restart],
+        "refused: guarded mode blocks (the message says how to override)",
+    ),
+    (
+        Exit::RestartFailed,
+        &[Status],
+        "the agent's answer is not a status document",
+    ),
+    (
+        Exit::RestartFailed,
+        &[Restart, KillSwitch],
+        "the restart failed or was not verified (the message gives the reason)",
+    ),
+    (
+        Exit::Denied,
+        &[Restart, KillSwitch],
+        "access denied: changes are for root and members of WARDEN_ADMIN_GROUP",
+    ),
+    (
+        Exit::NoAgent,
+        &[Status, Restart, KillSwitch],
+        "no agent on the bus and no fallback possible (the kill-switch is the agent's to flip)",
+    ),
+];
+
+/// The codes `cmd` may return, for its `--help`.
+pub fn help(cmd: Cmd) -> String {
+    let mut out = String::from("Exit codes:");
+    for (exit, cmds, meaning) in TABLE {
+        if cmds.contains(&cmd) {
+            let _ = write!(out, "\n  {}  {meaning}", exit.code());
+        }
+    }
+    out
+}
+
+/// Every code of every command, for `warden --help`.
+pub fn help_all() -> String {
+    let mut out = String::from("Exit codes:");
+    for (exit, cmds, meaning) in TABLE {
+        let names: Vec<&str> = cmds.iter().map(|c| c.name()).collect();
+        let _ = write!(out, "\n  {}  {}: {meaning}", exit.code(), names.join(", "));
+    }
+    out
+}
+
+/// The README's table.
+pub fn markdown_table() -> String {
+    let mut out = String::from("| code | commands | meaning |\n|---|---|---|\n");
+    for (exit, cmds, meaning) in TABLE {
+        let names: Vec<String> = cmds.iter().map(|c| format!("`{}`", c.name())).collect();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {meaning} |",
+            exit.code(),
+            names.join(", ")
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_command_says_what_success_and_bad_usage_mean() {
+        for c in Cmd::ALL {
+            let h = help(c);
+            assert!(h.contains("\n  0  "), "{c:?}: {h}");
+            assert!(h.contains("\n  2  "), "{c:?}: {h}");
+        }
+        assert!(
+            !help(Cmd::Status).contains("\n  3  "),
+            "status is never refused"
+        );
+    }
+
+    #[test]
+    fn the_readme_shows_the_table() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+            .expect("README.md");
+        let table = markdown_table();
+        assert!(
+            readme.contains(&table),
+            "the README's exit-code table differs from the one in src/cli/exit.rs; replace it with:\n{table}"
+        );
+    }
+}

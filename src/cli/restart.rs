@@ -1,0 +1,180 @@
+//! `warden restart`: asks the agent for a graceful reload under the policy and waits for the
+//! verified outcome; with no agent on the bus, queues the request as a flag, as the MES admin
+//! API does.
+
+use std::time::Duration;
+
+use clap::Args;
+
+use super::args::AdminEnv;
+use super::errors::{self, Explain};
+use super::exit::Exit;
+use crate::agent::flag::{self, Queued};
+use crate::config::Settings;
+use crate::control::client::{self, Agent, ClientError, RestartAnswer};
+use crate::ledger::model::{RequestSource, Verdict};
+
+#[derive(Debug, Args)]
+pub struct RestartArgs {
+    #[command(flatten)]
+    pub env: AdminEnv,
+    /// Why (recorded in the history and the journal)
+    #[arg(long, value_name = "TEXT")]
+    pub reason: String,
+    /// Override the cooldown or guarded mode (needs --acknowledge; audited with --reason)
+    #[arg(long = "override", requires = "acknowledge")]
+    pub manual_override: bool,
+    /// Acknowledge that the override bypasses the churn policy
+    #[arg(long, requires = "manual_override")]
+    pub acknowledge: bool,
+    /// Return once the agent accepted the request, without waiting for the verified outcome
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+/// How long to wait for an outcome: the reload's own timeout, and a margin for the policy,
+/// the intent and the signal.
+pub fn outcome_wait(s: &Settings) -> Duration {
+    s.reload_timeout + Duration::from_secs(30)
+}
+
+pub fn main(a: RestartArgs) -> Exit {
+    let s = match super::load_strict(&a.env.env_files) {
+        Ok(l) => l.settings,
+        Err(exit) => return exit,
+    };
+    let wait = (!a.no_wait).then(|| outcome_wait(&s));
+    let asked = client::runtime().map(|rt| {
+        rt.block_on(async {
+            let agent = Agent::find().await?;
+            Some(
+                agent
+                    .restart(&a.reason, a.manual_override, a.acknowledge, wait)
+                    .await,
+            )
+        })
+    });
+    match asked {
+        Ok(Some(answer)) => render(answer),
+        Ok(None) => queue(&s, &a),
+        Err(e) => {
+            errors::report(&errors::IoProblem {
+                doing: "start the async runtime".into(),
+                source: e,
+                help: "the system is out of resources (threads, file descriptors)",
+            });
+            Exit::NoAgent
+        }
+    }
+}
+
+/// What an answer means for the operator: a message, maybe a hint, and the exit code.
+pub fn render(answer: Result<RestartAnswer, ClientError>) -> Exit {
+    let answer = match answer {
+        Ok(a) => a,
+        Err(e) => {
+            errors::report(&e);
+            return client_exit(&e);
+        }
+    };
+    const OVERRIDE: &str = "an operator may override: --override --acknowledge --reason TEXT";
+    match answer {
+        RestartAnswer::Refused {
+            verdict, reason, ..
+        } if verdict.known() == Some(Verdict::Refused) => {
+            errors::refuse(
+                &format!("refused: {reason} (an override needs --acknowledge and a --reason)"),
+                None,
+            );
+            Exit::Usage
+        }
+        RestartAnswer::Refused {
+            reason,
+            requires_acknowledgement,
+            cooldown_left: Some(left),
+            ..
+        } => {
+            errors::refuse(
+                &format!("Restart in cooldown. Please wait {left} seconds ({reason})."),
+                requires_acknowledgement.then_some(OVERRIDE),
+            );
+            Exit::Cooldown
+        }
+        RestartAnswer::Refused { reason, .. } => {
+            errors::refuse(
+                &format!("blocked by guarded mode ({reason}): too many restarts in the window"),
+                Some("to override, run again with --override --acknowledge --reason TEXT"),
+            );
+            Exit::Guarded
+        }
+        RestartAnswer::Accepted { verdict, id } => {
+            super::print(&format!("accepted ({verdict}), request {id}"));
+            Exit::Ok
+        }
+        RestartAnswer::Completed { outcome, .. } if outcome.succeeded() => {
+            super::print(&format!(
+                "restart executed and verified: {}",
+                outcome.detail
+            ));
+            Exit::Ok
+        }
+        RestartAnswer::Completed { outcome, .. } => {
+            errors::refuse(
+                &format!("restart {}: {}", outcome.decision, outcome.detail),
+                Some("the agent's journal (journalctl -u warden.service) has the reload's details"),
+            );
+            Exit::RestartFailed
+        }
+        RestartAnswer::NoOutcome { id, waited } => {
+            errors::refuse(
+                &format!("no outcome for request {id} within {} s", waited.as_secs()),
+                Some("the reload may still be running: warden status shows its outcome"),
+            );
+            Exit::RestartFailed
+        }
+    }
+}
+
+/// The exit code of a call that could not be made.
+pub fn client_exit(e: &ClientError) -> Exit {
+    match e {
+        ClientError::Denied(_) => Exit::Denied,
+        ClientError::Invalid(_) => Exit::Usage,
+        ClientError::NoAnswer(_) => Exit::NoAgent,
+    }
+}
+
+/// No agent on the bus: the request goes to the flag, written as the MES admin API writes it.
+fn queue(s: &Settings, a: &RestartArgs) -> Exit {
+    let user = crate::platform::accounts::user_name(nix::unistd::getuid().as_raw());
+    let request = Queued {
+        user: user.as_deref(),
+        timestamp: crate::ledger::time::format_time(chrono::Utc::now()),
+        source: RequestSource::Manual,
+        manual_override: a.manual_override,
+        override_acknowledged: a.acknowledge,
+        override_reason: a.manual_override.then_some(a.reason.as_str()),
+    };
+    let path = &s.restart_flag.value;
+    match flag::queue(path, &request) {
+        Ok(()) => {
+            super::print(&format!(
+                "no agent on the bus: the request is queued in {} for the agent to take",
+                path.display()
+            ));
+            Exit::Ok
+        }
+        Err(e) => {
+            let problem = errors::IoProblem {
+                doing: format!(
+                    "queue the request in {} (no agent on the bus)",
+                    path.display()
+                ),
+                source: e,
+                help: "start the agent (systemctl start warden.service), or run as a user who may write the runtime directory",
+            };
+            errors::refuse(&problem.to_string(), Some(&problem.help()));
+            Exit::NoAgent
+        }
+    }
+}

@@ -1,0 +1,330 @@
+//! `warden run`: the agent, wired to the control surface. The startup check and the agent's
+//! preparation happen before the event loop; the loop itself only routes: the executor's
+//! reports to the view (properties, signal, metrics, files) and to systemd's `STATUS=`, D-Bus
+//! calls to the view or the executor, the clock to the view and the watchdog, signals to a
+//! configuration reload or a stop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use sd_notify::NotifyState;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+use super::errors;
+use super::exit::Exit;
+use crate::agent::AgentError;
+use crate::agent::executor::{Executor, Parts};
+use crate::agent::flag::Trust;
+use crate::agent::master::ProcMaster;
+use crate::agent::startup::{self, Prepared};
+use crate::agent::watchdog::{self, notify};
+use crate::config::{self, EnvFileArg, Settings};
+use crate::control::dbus::{self, AgentIface, Ask, SharedSnapshot};
+use crate::control::metrics::{self, Metrics};
+use crate::control::observe::Meta;
+use crate::control::status::Validation;
+use crate::control::view::View;
+use crate::platform::accounts::Admins;
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Load variables from a file in systemd EnvironmentFile= syntax; repeatable, later files
+    /// override earlier ones and the environment. A leading '-' makes the file optional.
+    /// SIGHUP reloads them.
+    #[arg(long = "env-file", value_name = "PATH", allow_hyphen_values = true)]
+    pub env_files: Vec<EnvFileArg>,
+}
+
+/// Logs to the journal (with structured fields) under systemd, to stderr otherwise.
+fn init_logging() {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if crate::systemd::journal::connected()
+        && let Ok(j) = tracing_journald::layer()
+    {
+        let j = j
+            .with_field_prefix(None)
+            .with_syslog_identifier("warden".into());
+        let _ = tracing_subscriber::registry()
+            .with(filter)
+            .with(j)
+            .try_init();
+        return;
+    }
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_writer(std::io::stderr),
+        )
+        .try_init();
+}
+
+pub fn main(a: RunArgs) -> Exit {
+    init_logging();
+    let loaded = match config::load(&a.env_files) {
+        Ok(l) => l,
+        Err(e) => {
+            errors::report(&e);
+            return Exit::Usage;
+        }
+    };
+    let failed = crate::contract::startup::errors(&loaded);
+    for f in &failed {
+        tracing::error!(code = f.code.as_str(), subject = %f.subject, help = %f.help, "{}", f.headline());
+    }
+    let settings = loaded.settings;
+    if !failed.is_empty() {
+        if settings.enforce.value {
+            errors::refuse(
+                &format!(
+                    "warden run: the startup check failed ({} error(s)); not starting",
+                    failed.len()
+                ),
+                None,
+            );
+            return Exit::CheckFailed;
+        }
+        tracing::warn!("startup check failed but RUNTIME_CONTRACT_ENFORCE=false: running anyway");
+    }
+    let validation = Validation {
+        valid: failed.is_empty(),
+        errors: failed.iter().map(|f| f.headline()).collect(),
+    };
+    match run(a.env_files, settings, validation) {
+        Ok(()) => Exit::Ok,
+        Err(e) => {
+            errors::report(&e);
+            Exit::CheckFailed
+        }
+    }
+}
+
+/// Runs the agent until SIGTERM/SIGINT.
+fn run(env_files: Vec<EnvFileArg>, s: Settings, validation: Validation) -> Result<(), AgentError> {
+    // Startup I/O happens before the event loop starts, not on it.
+    let prepared = startup::prepare(&s)?;
+    let admins = Admins::resolve(s.admin_group.as_deref());
+    let metrics_listener = s.metrics_socket.as_deref().and_then(|p| {
+        metrics::bind_socket(p)
+            .map_err(|e| tracing::error!(error = %e, path = %p.display(), "metrics not served"))
+            .ok()
+    });
+    if let Some(p) = &s.kill_switch_file {
+        // The kill-switch as recorded, for the app (a tmpfs under /run starts empty at boot).
+        let ks = prepared
+            .ledger
+            .doc()
+            .kill_switch
+            .clone()
+            .unwrap_or_default();
+        if let Err(e) = ks.publish(p) {
+            tracing::error!(error = %e, "cannot publish the kill-switch file");
+        }
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(AgentError::Runtime)?;
+    rt.block_on(event_loop(
+        env_files,
+        s,
+        prepared,
+        admins,
+        validation,
+        metrics_listener,
+    ))?;
+    rt.shutdown_timeout(Duration::from_millis(100));
+    Ok(())
+}
+
+/// The configuration a SIGHUP reads: the paths stay as the agent started (its inotify watch and
+/// its state lock are on them), everything else is taken. An invalid value keeps the running
+/// configuration.
+fn reloaded(env_files: &[EnvFileArg], current: &Settings) -> Result<Settings, String> {
+    let mut new = config::load(env_files)
+        .map_err(|e| e.to_string())?
+        .strict()
+        .map_err(|i| i.to_string())?;
+    if new.restart_flag.value != current.restart_flag.value
+        || new.state_file.value != current.state_file.value
+    {
+        tracing::warn!(
+            "the flag and state paths change only when the agent restarts; kept as they are"
+        );
+        new.restart_flag = current.restart_flag.clone();
+        new.state_file = current.state_file.clone();
+    }
+    Ok(new)
+}
+
+async fn event_loop(
+    env_files: Vec<EnvFileArg>,
+    s: Settings,
+    prepared: Prepared,
+    admins: Admins,
+    validation: Validation,
+    metrics_listener: Option<std::os::unix::net::UnixListener>,
+) -> Result<(), AgentError> {
+    let Prepared {
+        lock: _lock,
+        ledger,
+        flag_dir,
+    } = prepared;
+    let (reports_tx, mut reports) = mpsc::unbounded_channel();
+    let unsaved = ledger.unsaved().map(str::to_string);
+    let known = ledger.doc().clone();
+    let executor = Executor::spawn(
+        Parts {
+            ledger,
+            settings: s.clone(),
+            trust: Trust::new(&admins),
+            flag_dir,
+            master: ProcMaster::new(s.pid_file.value.clone(), s.app_unit.clone()),
+        },
+        reports_tx,
+    )
+    .map_err(AgentError::Runtime)?;
+    let watcher = crate::agent::watch::watch(&s.restart_flag.value, executor.flag_events())?;
+    // A flag already there at start is taken.
+    executor.flag_events().changed();
+
+    let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION")));
+    if let Some(l) = metrics_listener {
+        match tokio::net::UnixListener::from_std(l) {
+            Ok(l) => {
+                tokio::spawn(metrics::serve_unix(l, metrics.clone()));
+            }
+            Err(e) => tracing::error!(error = %e, "metrics not served"),
+        }
+    }
+
+    // D-Bus: the API is a convenience on top of the flag; the agent runs without a bus.
+    let (ask_tx, mut asks) = mpsc::channel::<Ask>(64);
+    let admins = Arc::new(std::sync::RwLock::new(admins));
+    let props = SharedSnapshot::default();
+    let bus = match dbus::serve(AgentIface::new(ask_tx, admins.clone(), props.clone())).await {
+        Ok(c) => Some((c, props)),
+        Err(e) => {
+            tracing::warn!(error = %e, "no D-Bus API (warden status|restart|kill-switch will fall back to files)");
+            None
+        }
+    };
+    let ping_every = watchdog::ping_interval();
+    let meta = Meta {
+        pid: std::process::id(),
+        started_at: chrono::Utc::now(),
+        watchdog_usec: ping_every.map(|d| (d * 2).as_micros() as u64),
+        state_write_error: unsaved,
+    };
+    let mut view = View::new(s.clone(), known, validation, meta, metrics.clone(), bus);
+    view.show().await;
+
+    let mut term = signal(SignalKind::terminate()).map_err(AgentError::Runtime)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(AgentError::Runtime)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(AgentError::Runtime)?;
+    let mut ping = tokio::time::interval(ping_every.unwrap_or(Duration::from_secs(3600)));
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let tick = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(tick);
+
+    let status = |view: &View| {
+        watchdog::status_line(
+            &view.known,
+            &view.evaluation(),
+            view.meta.state_write_error.as_deref(),
+        )
+    };
+    let first = status(&view);
+    notify(&[NotifyState::Ready, NotifyState::Status(&first)]);
+    tracing::info!(
+        "warden run: watching {} ({first})",
+        s.restart_flag.value.display()
+    );
+
+    loop {
+        tokio::select! {
+            Some(r) = reports.recv() => {
+                view.reported(r).await;
+                // STATUS changes only when the state did.
+                notify(&[NotifyState::Status(&status(&view))]);
+                tick.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(1));
+            }
+            Some(a) = asks.recv() => match a {
+                Ask::Status(reply) => {
+                    let _ = reply.send(view.status().await);
+                }
+                Ask::Change(c) => {
+                    if let crate::agent::protocol::Change::Restart { caller, reason, .. } = &c {
+                        tracing::info!(user = %caller.name, "restart requested over D-Bus: {reason}");
+                    }
+                    executor.change(c);
+                }
+            },
+            _ = &mut tick => {
+                let next = view.tick().await;
+                tick.as_mut().reset(tokio::time::Instant::now() + next);
+            }
+            _ = ping.tick(), if ping_every.is_some() => {
+                // A request in hand far beyond its own deadline means a hung executor: stop
+                // pinging, and systemd restarts the agent.
+                let busy = executor.busy_for();
+                if watchdog::healthy(busy, view.settings.reload_timeout) {
+                    notify(&[NotifyState::Watchdog]);
+                    metrics.watchdog_ping();
+                } else {
+                    tracing::error!(
+                        "a restart has been in hand for {} s; no longer telling systemd all is well",
+                        busy.unwrap_or_default().as_secs()
+                    );
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                let mut states = vec![NotifyState::Reloading];
+                states.extend(NotifyState::monotonic_usec_now().ok());
+                notify(&states);
+                let (files, current) = (env_files.clone(), view.settings.clone());
+                let new = tokio::task::spawn_blocking(move || {
+                    reloaded(&files, &current).map(|n| {
+                        let a = Admins::resolve(n.admin_group.as_deref());
+                        (n, a)
+                    })
+                })
+                .await;
+                match new {
+                    Ok(Ok((n, a))) => {
+                        executor.configure(n.clone(), Trust::new(&a));
+                        *admins.write().unwrap_or_else(|e| e.into_inner()) = a;
+                        view.settings = n;
+                        tracing::info!("configuration reloaded");
+                    }
+                    Ok(Err(why)) => tracing::error!("configuration not reloaded: {why}"),
+                    Err(e) => tracing::error!("configuration not reloaded: {e}"),
+                }
+                notify(&[NotifyState::Ready, NotifyState::Status(&status(&view))]);
+            }
+        }
+    }
+    notify(&[NotifyState::Stopping]);
+    tracing::info!("warden run: stopping");
+    // No new work; a restart in hand finishes its own record, given at most this long.
+    drop(watcher);
+    drop(view);
+    let thread = executor.stop();
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        while reports.recv().await.is_some() {}
+    })
+    .await;
+    if let Some(t) = thread
+        && t.is_finished()
+    {
+        let _ = t.join();
+    }
+    Ok(())
+}

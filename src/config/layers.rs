@@ -1,0 +1,156 @@
+//! The raw layer: each variable warden reads, its last value as text and where it was set
+//! (the process environment < env files in the order given). Nothing is validated here.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::vars;
+use crate::systemd::envfile::{self, EnvFile};
+
+/// Where a value came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Source {
+    Default,
+    Environment,
+    EnvFile {
+        path: PathBuf,
+        line: usize,
+    },
+    /// Computed from other values (e.g. the flag path from the runtime directory).
+    Derived {
+        from: String,
+    },
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => f.write_str("default"),
+            Source::Environment => f.write_str("environment"),
+            Source::EnvFile { path, line } => write!(f, "{}:{}", path.display(), line),
+            Source::Derived { from } => write!(f, "derived from {from}"),
+        }
+    }
+}
+
+/// A value and its provenance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Sourced<T> {
+    pub value: T,
+    pub source: Source,
+}
+
+impl<T> Sourced<T> {
+    pub fn new(value: T, source: Source) -> Self {
+        Sourced { value, source }
+    }
+}
+
+/// An env file given with `--env-file`; a leading `-` makes it optional, as in units.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvFileArg {
+    pub path: PathBuf,
+    pub optional: bool,
+}
+
+impl std::str::FromStr for EnvFileArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (optional, p) = match s.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, s),
+        };
+        if p.is_empty() {
+            return Err("empty path".into());
+        }
+        Ok(EnvFileArg {
+            path: PathBuf::from(p),
+            optional,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read env file {path}: {source}")]
+    EnvFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The raw layer.
+#[derive(Debug, Clone, Default)]
+pub struct Layers {
+    /// Each variable's last value and its source.
+    pub values: BTreeMap<String, (String, Source)>,
+    /// Env files that were read, with what they contain (for the checks).
+    pub files: Vec<(PathBuf, EnvFile)>,
+    /// Optional env files that were absent.
+    pub missing_optional: Vec<PathBuf>,
+}
+
+impl Layers {
+    /// Reads the process environment and the env files.
+    pub fn load(env_files: &[EnvFileArg]) -> Result<Self, LoadError> {
+        Self::load_from(std::env::vars_os(), env_files)
+    }
+
+    pub fn load_from(
+        vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+        env_files: &[EnvFileArg],
+    ) -> Result<Self, LoadError> {
+        let mut l = Layers::default();
+        for (k, v) in vars {
+            let (Some(k), Some(v)) = (k.to_str(), v.to_str()) else {
+                continue;
+            };
+            if vars::is_read(k) {
+                l.values
+                    .insert(k.to_string(), (v.to_string(), Source::Environment));
+            }
+        }
+        for arg in env_files {
+            let text = match std::fs::read_to_string(&arg.path) {
+                Ok(t) => t,
+                Err(e) if arg.optional && e.kind() == std::io::ErrorKind::NotFound => {
+                    l.missing_optional.push(arg.path.clone());
+                    continue;
+                }
+                Err(e) => {
+                    return Err(LoadError::EnvFile {
+                        path: arg.path.clone(),
+                        source: e,
+                    });
+                }
+            };
+            let parsed = envfile::parse(&text);
+            for a in &parsed.assignments {
+                if vars::is_read(&a.key) {
+                    l.values.insert(
+                        a.key.clone(),
+                        (
+                            a.value.clone(),
+                            Source::EnvFile {
+                                path: arg.path.clone(),
+                                line: a.line,
+                            },
+                        ),
+                    );
+                }
+            }
+            l.files.push((arg.path.clone(), parsed));
+        }
+        Ok(l)
+    }
+
+    /// The value of `name` and where it was set.
+    pub fn get(&self, name: &str) -> Option<(&str, &Source)> {
+        self.values.get(name).map(|(v, s)| (v.as_str(), s))
+    }
+}

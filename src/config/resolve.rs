@@ -1,0 +1,412 @@
+//! Reads the raw layer through the variable table into typed settings. Pure: the working
+//! directory is an argument.
+
+use std::collections::BTreeMap;
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::values::{self, CountError};
+use super::vars::{self, Default, Kind, Var};
+use super::{BindAddr, InvalidValue, Layers, PolicyConfig, RuntimeKind, Settings, Source, Sourced};
+use crate::platform::http::HealthUrl;
+
+/// One resolution: the layer, what has been stated so far, and what was refused.
+struct Resolver<'a> {
+    layers: &'a Layers,
+    root: PathBuf,
+    stated: BTreeMap<&'static str, Sourced<String>>,
+    invalid: Vec<InvalidValue>,
+}
+
+/// A set value: its text, where it was set, and the name it was set under.
+struct Raw<'a> {
+    text: &'a str,
+    source: Source,
+    name: &'static str,
+}
+
+impl<'a> Resolver<'a> {
+    /// The value of `var`, or of its first fallback that is set.
+    fn raw(&self, var: &'static Var) -> Option<Raw<'a>> {
+        var.names().find_map(|name| {
+            self.layers.get(name).map(|(text, source)| Raw {
+                text,
+                source: source.clone(),
+                name,
+            })
+        })
+    }
+
+    fn refuse(&mut self, raw: &Raw<'_>, reason: String, help: String) {
+        self.invalid.push(InvalidValue {
+            var: raw.name,
+            value: raw.text.to_string(),
+            reason,
+            help,
+            origin: raw.source.clone(),
+        });
+    }
+
+    fn state(&mut self, var: &'static Var, text: String, source: Source) {
+        self.stated.insert(var.name, Sourced::new(text, source));
+    }
+
+    /// The text of a variable's default (only `Default::Text` has one).
+    fn default_text(var: &Var) -> &'static str {
+        match var.default {
+            Default::Text(t) => t,
+            _ => unreachable!("{} has no text default", var.name),
+        }
+    }
+
+    fn text(&mut self, var: &'static Var) -> Option<Sourced<String>> {
+        let value = match self.raw(var) {
+            Some(r) if !r.text.is_empty() => Some(Sourced::new(r.text.to_string(), r.source)),
+            _ => match var.default {
+                Default::Text(t) => Some(Sourced::new(t.to_string(), Source::Default)),
+                _ => None,
+            },
+        };
+        if let Some(v) = &value {
+            self.state(var, v.value.clone(), v.source.clone());
+        }
+        value
+    }
+
+    fn flag(&mut self, var: &'static Var) -> Sourced<bool> {
+        let default = values::parse_bool(Self::default_text(var)).expect("a boolean default");
+        let value = match self.raw(var) {
+            None => Sourced::new(default, Source::Default),
+            Some(r) => match values::parse_bool(r.text) {
+                Some(b) => Sourced::new(b, r.source),
+                None => {
+                    self.refuse(
+                        &r,
+                        "is not a boolean".into(),
+                        "use one of 1/true/yes/on or 0/false/no/off".into(),
+                    );
+                    Sourced::new(default, Source::Default)
+                }
+            },
+        };
+        self.state(var, value.value.to_string(), value.source.clone());
+        value
+    }
+
+    fn whole(&mut self, var: &'static Var) -> Sourced<u64> {
+        let min = match var.kind {
+            Kind::Count { min } | Kind::Seconds { min } => min,
+            _ => unreachable!("{} is not a whole number", var.name),
+        };
+        let default_text = Self::default_text(var);
+        let default = values::parse_count(default_text, min).expect("a valid default");
+        let value = match self.raw(var) {
+            None => Sourced::new(default, Source::Default),
+            Some(r) => match values::parse_count(r.text, min) {
+                Ok(n) => Sourced::new(n, r.source),
+                Err(e) => {
+                    let reason = match e {
+                        CountError::NotANumber => "is not a whole number".to_string(),
+                        CountError::TooLarge => "is too large".to_string(),
+                        CountError::BelowMinimum(m) => format!("is below the minimum of {m}"),
+                    };
+                    let help = format!(
+                        "set {} to a whole number ≥ {min} (default {default_text})",
+                        r.name
+                    );
+                    self.refuse(&r, reason, help);
+                    Sourced::new(default, Source::Default)
+                }
+            },
+        };
+        self.state(var, value.value.to_string(), value.source.clone());
+        value
+    }
+
+    fn positive_seconds(&mut self, var: &'static Var) -> f64 {
+        let default_text = Self::default_text(var);
+        let default = values::parse_positive_seconds(default_text).expect("a valid default");
+        let value = match self.raw(var) {
+            None => Sourced::new(default, Source::Default),
+            Some(r) => match values::parse_positive_seconds(r.text) {
+                Some(n) => Sourced::new(n, r.source),
+                None => {
+                    let help = format!("set {} to a number > 0 (default {default_text})", r.name);
+                    self.refuse(&r, "is not a positive number of seconds".into(), help);
+                    Sourced::new(default, Source::Default)
+                }
+            },
+        };
+        self.state(var, value.value.to_string(), value.source.clone());
+        value.value
+    }
+
+    fn absolutize(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.root.join(p)
+        }
+    }
+
+    /// A path variable with a default (an empty value is refused), or without one (an empty
+    /// value is no value).
+    fn path(&mut self, var: &'static Var) -> Option<Sourced<PathBuf>> {
+        let raw = self
+            .raw(var)
+            .filter(|r| !r.text.is_empty() || !self.has_default(var));
+        let value = match raw {
+            Some(r) => match self.check_path(var, &r) {
+                Ok(p) => Some(Sourced::new(p, r.source)),
+                Err((reason, help)) => {
+                    self.refuse(&r, reason, help);
+                    self.default_path(var)
+                }
+            },
+            None => self.default_path(var),
+        };
+        if let Some(v) = &value {
+            self.state(var, v.value.display().to_string(), v.source.clone());
+        }
+        value
+    }
+
+    fn has_default(&self, var: &Var) -> bool {
+        var.default != Default::Unset
+    }
+
+    fn check_path(&self, var: &'static Var, r: &Raw<'_>) -> Result<PathBuf, (String, String)> {
+        if r.text.is_empty() {
+            return Err((
+                "is empty".into(),
+                format!(
+                    "remove {} to use the default, or set an absolute path",
+                    r.name
+                ),
+            ));
+        }
+        if r.text.contains('\0') {
+            return Err((
+                "contains a NUL byte".into(),
+                "set a valid absolute path".into(),
+            ));
+        }
+        match var.kind {
+            Kind::AbsolutePath if !Path::new(r.text).is_absolute() => Err((
+                "is not an absolute path".into(),
+                format!(
+                    "set an absolute path on persistent storage, e.g. {}",
+                    var.example
+                ),
+            )),
+            Kind::PromFile if Path::new(r.text).extension().is_none_or(|e| e != "prom") => Err((
+                "node_exporter's textfile collector reads only files ending in .prom".into(),
+                "name a file ending in .prom in the collector's directory".into(),
+            )),
+            _ => Ok(self.absolutize(r.text)),
+        }
+    }
+
+    fn default_path(&self, var: &'static Var) -> Option<Sourced<PathBuf>> {
+        match &var.default {
+            Default::Unset => None,
+            Default::WorkingDir => Some(Sourced::new(self.root.clone(), Source::Default)),
+            Default::UnderRoot(p) => Some(Sourced::new(self.root.join(p), Source::Default)),
+            Default::UnderVar(var, file) => {
+                let dir = self
+                    .stated
+                    .get(var.name)
+                    .expect("a directory is resolved before the files in it");
+                Some(Sourced::new(
+                    Path::new(&dir.value).join(file),
+                    Source::Derived {
+                        from: var.name.to_string(),
+                    },
+                ))
+            }
+            Default::Text(t) => Some(Sourced::new(self.absolutize(t), Source::Default)),
+        }
+    }
+
+    fn parsed<T: std::str::FromStr<Err = String> + std::fmt::Display>(
+        &mut self,
+        var: &'static Var,
+        help: &str,
+    ) -> Option<Sourced<T>> {
+        let parse_default = || match var.default {
+            Default::Text(t) => Some(Sourced::new(
+                t.parse::<T>().expect("a valid default"),
+                Source::Default,
+            )),
+            _ => None,
+        };
+        let value = match self.raw(var).filter(|r| !r.text.is_empty()) {
+            None => parse_default(),
+            Some(r) => match r.text.parse::<T>() {
+                Ok(v) => Some(Sourced::new(v, r.source)),
+                Err(why) => {
+                    self.refuse(&r, why, help.to_string());
+                    parse_default()
+                }
+            },
+        };
+        if let Some(v) = &value {
+            self.state(var, v.value.to_string(), v.source.clone());
+        }
+        value
+    }
+
+    fn unit(&mut self, var: &'static Var) -> Option<String> {
+        let r = self.raw(var).filter(|r| !r.text.is_empty())?;
+        match values::unit_name(r.text) {
+            Some(n) => {
+                self.state(var, n.clone(), r.source);
+                Some(n)
+            }
+            None => {
+                let help = format!("set the Gunicorn unit's name, e.g. {}", var.example);
+                self.refuse(&r, "is not a valid unit name".into(), help);
+                None
+            }
+        }
+    }
+
+    fn units(&mut self, var: &'static Var, besides: Option<&str>) -> Vec<String> {
+        let Some(r) = self.raw(var) else {
+            return Vec::new();
+        };
+        let mut units: Vec<String> = Vec::new();
+        for part in r.text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match values::unit_name(part) {
+                Some(n) if Some(n.as_str()) != besides && !units.contains(&n) => units.push(n),
+                Some(_) => {}
+                None => {
+                    let one = Raw {
+                        text: part,
+                        source: r.source.clone(),
+                        name: r.name,
+                    };
+                    let help = format!("list unit names separated by commas, e.g. {}", var.example);
+                    self.refuse(&one, "is not a valid unit name".into(), help);
+                }
+            }
+        }
+        if !units.is_empty() {
+            self.state(var, units.join(","), r.source);
+        }
+        units
+    }
+}
+
+impl Settings {
+    /// Validates the raw layer; `cwd` stands in for the project root when
+    /// `WARDEN_PROJECT_ROOT` is not set. Returns the settings (with defaults standing in for
+    /// invalid values, so that other checks can still run) and every invalid value, in the
+    /// table's order.
+    pub fn resolve(layers: &Layers, cwd: &Path) -> (Settings, Vec<InvalidValue>) {
+        let mut r = Resolver {
+            layers,
+            root: cwd.to_path_buf(),
+            stated: BTreeMap::new(),
+            invalid: Vec::new(),
+        };
+        if let Some(root) = r.path(&vars::WARDEN_PROJECT_ROOT) {
+            r.root = root.value;
+        }
+        let contract_version = r
+            .text(&vars::RUNTIME_CONTRACT_VERSION)
+            .expect("the version has a default");
+        let enforce = r.flag(&vars::RUNTIME_CONTRACT_ENFORCE);
+        let runtime_dir = r.path(&vars::WATCHDOG_RUNTIME_DIR).expect("a default");
+        let restart_flag = r.path(&vars::WATCHDOG_RESTART_FLAG).expect("a default");
+        let pid_file = r.path(&vars::WATCHDOG_PID_FILE).expect("a default");
+        let state_file = r.path(&vars::WATCHDOG_STATE_FILE).expect("a default");
+        // Read for its check only: warden does not poll.
+        r.positive_seconds(&vars::WATCHDOG_CHECK_INTERVAL);
+        let history_max = r.whole(&vars::WATCHDOG_RESTART_HISTORY_MAX);
+        let bind: Sourced<BindAddr> = r
+            .parsed(
+                &vars::GUNICORN_BIND,
+                "set GUNICORN_BIND=host:port, e.g. 0.0.0.0:8080",
+            )
+            .expect("the bind has a default");
+        let conda_bin = r.path(&vars::CONDA_BIN);
+        let conda_env_name = r.text(&vars::CONDA_ENV_NAME).expect("a default");
+        let conda_prefix = r.path(&vars::CONDA_PREFIX);
+        let conda_default_env = r.text(&vars::CONDA_DEFAULT_ENV);
+        let cooldown = r.whole(&vars::WORKER_RESTART_COOLDOWN);
+        let budget = r.whole(&vars::WORKER_RESTART_RETRY_BUDGET);
+        let churn = r.whole(&vars::WORKER_RESTART_CHURN_THRESHOLD);
+        let window = r.whole(&vars::WORKER_RESTART_WINDOW_SECONDS);
+        let guarded = r.flag(&vars::WORKER_GUARDED_MODE_ENABLED);
+        let app_unit = r.unit(&vars::WARDEN_APP_UNIT);
+        let units = r.units(&vars::WARDEN_UNITS, app_unit.as_deref());
+        let python_prefix = r.path(&vars::WARDEN_PYTHON_PREFIX);
+        let health_url: Option<Sourced<HealthUrl>> = r.parsed(
+            &vars::WARDEN_HEALTH_URL,
+            "set an http:// URL of the app on this machine, e.g. http://127.0.0.1:8080/health",
+        );
+        let admin_group = r.text(&vars::WARDEN_ADMIN_GROUP).map(|g| g.value);
+        let reload_timeout = r.whole(&vars::WARDEN_RELOAD_TIMEOUT);
+        let status_file = r.path(&vars::WARDEN_STATUS_FILE).map(|p| p.value);
+        let kill_switch_file = r.path(&vars::WARDEN_KILL_SWITCH_FILE).map(|p| p.value);
+        let metrics_socket = r.path(&vars::WARDEN_METRICS_SOCKET).map(|p| p.value);
+        let metrics_textfile = r.path(&vars::WARDEN_METRICS_TEXTFILE).map(|p| p.value);
+
+        let conda_named = layers.get(vars::CONDA_ENV_NAME.name).is_some();
+        let runtime = if conda_bin.is_none()
+            && conda_prefix.is_none()
+            && !conda_named
+            && python_prefix.is_some()
+        {
+            RuntimeKind::Venv
+        } else {
+            RuntimeKind::Conda
+        };
+        let count32 = |n: u64| NonZeroU32::new(n.min(u64::from(u32::MAX)) as u32);
+        let settings = Settings {
+            contract_version,
+            enforce,
+            runtime_dir,
+            restart_flag,
+            pid_file,
+            state_file,
+            history_max: NonZeroUsize::new(history_max.value as usize).expect("the minimum is 1"),
+            bind,
+            runtime,
+            conda_bin,
+            conda_env_name,
+            conda_prefix,
+            conda_default_env,
+            python_prefix,
+            policy: PolicyConfig {
+                cooldown: Duration::from_secs(cooldown.value),
+                retry_budget: count32(budget.value).expect("the minimum is 1"),
+                churn_threshold: count32(churn.value).expect("the minimum is 1"),
+                window: Duration::from_secs(window.value),
+                guarded_mode: guarded.value,
+            },
+            app_unit,
+            units,
+            health_url: health_url.map(|u| u.value),
+            admin_group,
+            reload_timeout: Duration::from_secs(reload_timeout.value),
+            status_file,
+            kill_switch_file,
+            metrics_socket,
+            metrics_textfile,
+            stated: r.stated,
+        };
+        let mut invalid = r.invalid;
+        let order = |i: &InvalidValue| {
+            vars::ALL
+                .iter()
+                .position(|v| v.names().any(|n| n == i.var))
+                .unwrap_or(usize::MAX)
+        };
+        invalid.sort_by_key(order);
+        (settings, invalid)
+    }
+}

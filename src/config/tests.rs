@@ -1,0 +1,199 @@
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn layers(vars: &[(&str, &str)]) -> Layers {
+    Layers::load_from(vars.iter().map(|(k, v)| (k.into(), v.into())), &[]).unwrap()
+}
+
+fn resolve(vars: &[(&str, &str)]) -> (Settings, Vec<InvalidValue>) {
+    Settings::resolve(&layers(vars), Path::new("/cwd"))
+}
+
+#[test]
+fn defaults_follow_the_original() {
+    let (s, errs) = resolve(&[("WARDEN_PROJECT_ROOT", "/srv/app")]);
+    assert!(errs.is_empty());
+    assert_eq!(s.runtime_dir.value, PathBuf::from("/srv/app/tmp"));
+    assert_eq!(
+        s.restart_flag.value,
+        PathBuf::from("/srv/app/tmp/mes_dashboard_restart.flag")
+    );
+    assert_eq!(s.pid_file.value, PathBuf::from("/srv/app/tmp/gunicorn.pid"));
+    assert_eq!(s.policy, PolicyConfig::defaults());
+    assert_eq!(s.policy.cooldown, Duration::from_secs(60));
+    assert_eq!(s.policy.window, Duration::from_secs(600));
+    assert_eq!(
+        (s.policy.retry_budget.get(), s.policy.churn_threshold.get()),
+        (3, 3)
+    );
+    assert!(s.policy.guarded_mode);
+    assert_eq!(s.bind.value.to_string(), "0.0.0.0:8080");
+    assert_eq!(s.contract_version.value, "2026.02-p2");
+    assert_eq!(s.history_max.get(), 50);
+    assert_eq!(s.reload_timeout, Duration::from_secs(30));
+    assert!(s.enforce.value);
+    // Without a project root, the working directory.
+    let (s, _) = resolve(&[]);
+    assert_eq!(s.runtime_dir.value, PathBuf::from("/cwd/tmp"));
+}
+
+#[test]
+fn invalid_values_name_their_variable_in_the_tables_order() {
+    let (s, errs) = resolve(&[
+        ("WORKER_RESTART_COOLDOWN", "soon"),
+        ("WORKER_RESTART_WINDOW_SECONDS", "10"),
+        ("WATCHDOG_STATE_FILE", "state.json"),
+        ("WORKER_GUARDED_MODE_ENABLED", "maybe"),
+        ("WARDEN_UNITS", "ok.service, bad/unit"),
+        ("WATCHDOG_RESTART_HISTORY_MAX", "99999999999999999999999"),
+    ]);
+    let vars: Vec<_> = errs.iter().map(|e| e.var).collect();
+    assert_eq!(
+        vars,
+        vec![
+            "WATCHDOG_STATE_FILE",
+            "WATCHDOG_RESTART_HISTORY_MAX",
+            "WORKER_RESTART_COOLDOWN",
+            "WORKER_RESTART_WINDOW_SECONDS",
+            "WORKER_GUARDED_MODE_ENABLED",
+            "WARDEN_UNITS"
+        ]
+    );
+    assert_eq!(errs[1].reason, "is too large");
+    assert_eq!(s.units, vec!["ok.service"]);
+    // The defaults stand in.
+    assert_eq!(s.policy.cooldown, Duration::from_secs(60));
+    assert_eq!(s.history_max.get(), 50);
+}
+
+#[test]
+fn fallback_names_and_booleans() {
+    let (s, errs) = resolve(&[
+        ("RESILIENCE_RESTART_CHURN_THRESHOLD", "5"),
+        ("RESILIENCE_RESTART_CHURN_WINDOW_SECONDS", "120"),
+        ("WORKER_GUARDED_MODE_ENABLED", "Off"),
+        ("RUNTIME_CONTRACT_ENFORCE", "no"),
+        ("WARDEN_APP_UNIT", "mes-dashboard"),
+    ]);
+    assert!(errs.is_empty());
+    assert_eq!(s.policy.churn_threshold.get(), 5);
+    assert_eq!(s.policy.window, Duration::from_secs(120));
+    assert!(!s.policy.guarded_mode);
+    assert!(!s.enforce.value);
+    assert_eq!(s.app_unit.as_deref(), Some("mes-dashboard.service"));
+    // An invalid fallback is reported under its own name.
+    let (_, errs) = resolve(&[("RESILIENCE_RESTART_CHURN_THRESHOLD", "0")]);
+    assert_eq!(errs[0].var, "RESILIENCE_RESTART_CHURN_THRESHOLD");
+}
+
+#[test]
+fn the_contract_states_every_set_or_defaulted_value() {
+    let (s, _) = resolve(&[
+        ("WATCHDOG_RUNTIME_DIR", "/run/app"),
+        ("WORKER_GUARDED_MODE_ENABLED", "yes"),
+    ]);
+    let stated = |v: &vars::Var| s.stated(v).map(|x| x.value.clone());
+    assert_eq!(
+        stated(&vars::WATCHDOG_PID_FILE).as_deref(),
+        Some("/run/app/gunicorn.pid")
+    );
+    assert_eq!(
+        s.stated(&vars::WATCHDOG_PID_FILE).unwrap().source,
+        Source::Derived {
+            from: "WATCHDOG_RUNTIME_DIR".into()
+        }
+    );
+    assert_eq!(
+        stated(&vars::WORKER_GUARDED_MODE_ENABLED).as_deref(),
+        Some("true")
+    );
+    assert_eq!(
+        stated(&vars::WORKER_RESTART_COOLDOWN).as_deref(),
+        Some("60")
+    );
+    assert_eq!(stated(&vars::CONDA_BIN), None);
+    for v in vars::ALL {
+        if v.default != vars::Default::Unset {
+            assert!(
+                stated(v).is_some(),
+                "{} has a default but states none",
+                v.name
+            );
+        }
+    }
+}
+
+#[test]
+fn env_files_override_the_environment_and_record_lines() {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("app.env");
+    std::fs::write(&f, "# x\nGUNICORN_BIND=127.0.0.1:9000\n").unwrap();
+    let l = Layers::load_from(
+        [("GUNICORN_BIND".into(), "0.0.0.0:1".into())],
+        &[
+            EnvFileArg {
+                path: f.clone(),
+                optional: false,
+            },
+            EnvFileArg {
+                path: d.path().join("absent"),
+                optional: true,
+            },
+        ],
+    )
+    .unwrap();
+    let (s, _) = Settings::resolve(&l, Path::new("/"));
+    assert_eq!(s.bind.value.to_string(), "127.0.0.1:9000");
+    assert_eq!(s.bind.source, Source::EnvFile { path: f, line: 2 });
+    assert_eq!(l.missing_optional.len(), 1);
+    assert!(
+        Layers::load_from(std::iter::empty(), &["/nonexistent/x.env".parse().unwrap()]).is_err()
+    );
+}
+
+#[test]
+fn the_readme_lists_every_variable_as_the_table_does() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let table = vars::markdown_table();
+    assert!(
+        readme.contains(&table),
+        "the README's configuration table differs from the variable table; replace it with:\n{table}"
+    );
+}
+
+#[test]
+fn table_names_are_unique_and_defaults_valid() {
+    let mut seen = std::collections::HashSet::new();
+    for v in vars::ALL {
+        for n in v.names() {
+            assert!(seen.insert(n), "{n} twice");
+        }
+        assert!(crate::systemd::envfile::valid_name(v.name));
+    }
+    // Resolving nothing uses every default, each through its own parser.
+    let (_, errs) = resolve(&[]);
+    assert!(errs.is_empty(), "{errs:?}");
+}
+
+proptest! {
+    #[test]
+    fn any_values_resolve_without_panic(
+        vals in proptest::collection::vec("\\PC{0,20}", 0..10),
+        pick in proptest::collection::vec(0usize..vars::ALL.len(), 0..10),
+    ) {
+        let vars: Vec<(&str, &str)> = pick
+            .iter()
+            .zip(vals.iter())
+            .map(|(i, v)| (vars::ALL[*i].name, v.as_str()))
+            .collect();
+        let (s, _) = resolve(&vars);
+        prop_assert!(s.policy.cooldown >= Duration::from_secs(1));
+        prop_assert!(s.policy.window >= Duration::from_secs(30));
+        prop_assert!(s.state_file.value.is_absolute());
+    }
+}

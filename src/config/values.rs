@@ -1,0 +1,224 @@
+//! Typed values of the configuration, parsed from text: booleans, counts, durations, the bind
+//! address, unit names. Pure.
+
+use std::fmt;
+use std::net::IpAddr;
+
+/// `1/true/yes/on` or `0/false/no/off` (any case), as the original reads its booleans; empty
+/// is false.
+pub fn parse_bool(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" | "" => Some(false),
+        _ => None,
+    }
+}
+
+/// Why a whole number was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CountError {
+    NotANumber,
+    TooLarge,
+    BelowMinimum(u64),
+}
+
+/// A whole number of at least `min`.
+pub fn parse_count(s: &str, min: u64) -> Result<u64, CountError> {
+    let t = s.trim();
+    if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(CountError::NotANumber);
+    }
+    let n: u64 = t.parse().map_err(|_| CountError::TooLarge)?;
+    if n < min {
+        return Err(CountError::BelowMinimum(min));
+    }
+    Ok(n)
+}
+
+/// A positive number of seconds, fractions allowed.
+pub fn parse_positive_seconds(s: &str) -> Option<f64> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|n| n.is_finite() && *n > 0.0)
+}
+
+/// Normalizes a unit name as `systemctl` does (a bare name means `.service`) and validates it.
+pub fn unit_name(s: &str) -> Option<String> {
+    let s = s.trim();
+    if s.is_empty()
+        || s.len() > 255
+        || !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ":-_.@\\".contains(c))
+    {
+        return None;
+    }
+    Some(if s.contains('.') {
+        s.to_string()
+    } else {
+        format!("{s}.service")
+    })
+}
+
+/// The one TCP `host:port` Gunicorn binds (`GUNICORN_BIND`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindAddr {
+    pub host: String,
+    /// `None` for a host name (it matches any address on the port).
+    pub ip: Option<IpAddr>,
+    pub port: u16,
+}
+
+impl std::str::FromStr for BindAddr {
+    type Err = String;
+
+    /// Parses `host:port`, `[v6]:port`.
+    fn from_str(s: &str) -> Result<BindAddr, String> {
+        let s = s.trim();
+        if s.starts_with("unix:") || s.starts_with("fd://") {
+            return Err(
+                "a unix socket or fd bind has no port; the contract is one TCP port".into(),
+            );
+        }
+        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+            rest.split_once("]:")
+                .ok_or("an IPv6 bind is written [address]:port")?
+        } else {
+            s.rsplit_once(':').ok_or("no `:port`")?
+        };
+        if host.is_empty() {
+            return Err("no host before `:`".into());
+        }
+        let port: u16 = port
+            .parse()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("`{port}` is not a port number 1-65535"))?;
+        let ip = host.parse::<IpAddr>().ok();
+        if ip.is_none()
+            && !host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        {
+            return Err(format!("`{host}` is neither an IP address nor a host name"));
+        }
+        Ok(BindAddr {
+            host: host.to_string(),
+            ip,
+            port,
+        })
+    }
+}
+
+impl fmt::Display for BindAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.ip {
+            Some(IpAddr::V6(_)) => write!(f, "[{}]:{}", self.host, self.port),
+            _ => write!(f, "{}:{}", self.host, self.port),
+        }
+    }
+}
+
+impl serde::Serialize for BindAddr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl BindAddr {
+    /// Whether a socket listening on `ip:port` takes connections meant for this bind.
+    pub fn covers(&self, ip: IpAddr, port: u16) -> bool {
+        if self.port != port {
+            return false;
+        }
+        match self.ip {
+            None => true,
+            Some(mine) => {
+                mine.is_unspecified()
+                    || ip.is_unspecified()
+                    || mine == ip
+                    || mapped(mine) == mapped(ip)
+            }
+        }
+    }
+
+    /// Where a client on this machine reaches the bind: a wildcard bind by loopback.
+    pub fn local_host(&self) -> String {
+        match self.ip {
+            Some(ip) if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".into(),
+            Some(ip) if ip.is_unspecified() => "::1".into(),
+            _ => self.host.clone(),
+        }
+    }
+}
+
+fn mapped(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn binds() {
+        let b: BindAddr = "0.0.0.0:8080".parse().unwrap();
+        assert_eq!((b.port, b.to_string().as_str()), (8080, "0.0.0.0:8080"));
+        let b6: BindAddr = "[::1]:9".parse().unwrap();
+        assert_eq!(b6.ip, Some("::1".parse().unwrap()));
+        assert_eq!(b6.to_string(), "[::1]:9");
+        assert!("localhost:80".parse::<BindAddr>().unwrap().ip.is_none());
+        for bad in [
+            "8080",
+            "0.0.0.0:",
+            ":80",
+            "h:0",
+            "h:70000",
+            "unix:/run/g.sock",
+            "a b:1",
+        ] {
+            assert!(bad.parse::<BindAddr>().is_err(), "{bad}");
+        }
+        assert!(b.covers("127.0.0.1".parse().unwrap(), 8080));
+        assert!(!b.covers("127.0.0.1".parse().unwrap(), 8081));
+        let lo: BindAddr = "127.0.0.1:80".parse().unwrap();
+        assert!(lo.covers("::ffff:127.0.0.1".parse().unwrap(), 80));
+        assert!(!lo.covers("10.0.0.1".parse().unwrap(), 80));
+        assert_eq!(b.local_host(), "127.0.0.1");
+        assert_eq!("[::]:1".parse::<BindAddr>().unwrap().local_host(), "::1");
+    }
+
+    #[test]
+    fn counts() {
+        assert_eq!(parse_count(" 42 ", 1), Ok(42));
+        assert_eq!(parse_count("0", 1), Err(CountError::BelowMinimum(1)));
+        assert_eq!(parse_count("-1", 1), Err(CountError::NotANumber));
+        assert_eq!(parse_count("1.5", 1), Err(CountError::NotANumber));
+        assert_eq!(
+            parse_count("99999999999999999999999", 1),
+            Err(CountError::TooLarge)
+        );
+        assert_eq!(parse_bool("On"), Some(true));
+        assert_eq!(parse_bool(""), Some(false));
+        assert_eq!(parse_bool("maybe"), None);
+        assert_eq!(unit_name("app").as_deref(), Some("app.service"));
+        assert_eq!(unit_name("a/b"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_parses_or_is_refused(s in "\\PC{0,40}") {
+            if let Ok(b) = s.parse::<BindAddr>() {
+                prop_assert_eq!(b.to_string().parse::<BindAddr>(), Ok(b));
+            }
+            let _ = parse_count(&s, 1);
+            let _ = parse_positive_seconds(&s);
+            let _ = unit_name(&s);
+        }
+    }
+}

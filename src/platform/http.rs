@@ -101,25 +101,36 @@ pub fn probe(url: &HealthUrl, timeout: Duration) -> Probe {
         Ok(s) => s,
         Err(e) => return Probe::Failed(format!("connect {addr}: {e}")),
     };
-    let left = timeout
-        .saturating_sub(start.elapsed())
-        .max(Duration::from_millis(1));
-    let _ = s.set_read_timeout(Some(left));
-    let _ = s.set_write_timeout(Some(left));
+    // The deadline is for the whole exchange: each write and read gets what is left of it, so
+    // that a server trickling its answer cannot stretch the probe past it.
+    let left = || {
+        timeout
+            .checked_sub(start.elapsed())
+            .filter(|d| !d.is_zero())
+    };
     let req = format!(
         "GET {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: warden/{}\r\nConnection: close\r\n\r\n",
         url.path,
         url.host,
         env!("CARGO_PKG_VERSION")
     );
-    if let Err(e) = s.write_all(req.as_bytes()) {
+    if let Err(e) = s
+        .set_write_timeout(left())
+        .and_then(|()| s.write_all(req.as_bytes()))
+    {
         return Probe::Failed(format!("send: {e}"));
     }
     // The status line is all the probe needs; read at most a small head of the answer.
     let mut head = Vec::with_capacity(256);
     let mut buf = [0u8; 256];
     while !head.contains(&b'\n') && head.len() < 4096 {
-        match s.read(&mut buf) {
+        let Some(left) = left() else {
+            return Probe::Failed(format!("read: no status line within {timeout:?}"));
+        };
+        let read = s
+            .set_read_timeout(Some(left))
+            .and_then(|()| s.read(&mut buf));
+        match read {
             Ok(0) => break,
             Ok(n) => head.extend_from_slice(&buf[..n]),
             Err(e) => return Probe::Failed(format!("read: {e}")),
@@ -204,6 +215,33 @@ mod tests {
             .unwrap();
         // Accepted by the kernel's backlog, never answered.
         let p = probe(&url, Duration::from_millis(200));
+        assert!(
+            matches!(p, Probe::Failed(ref m) if m.contains("read")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn a_server_trickling_its_answer_is_cut_off_at_the_deadline() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://127.0.0.1:{}/", l.local_addr().unwrap().port())
+            .parse()
+            .unwrap();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let server = std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            // One byte of a status line every 50 ms, never a newline, until the test is over.
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(Duration::from_millis(50))
+            {
+                if c.write_all(b"H").is_err() {
+                    break;
+                }
+            }
+        });
+        let p = probe(&url, Duration::from_millis(300));
+        drop(stop);
+        server.join().unwrap();
         assert!(
             matches!(p, Probe::Failed(ref m) if m.contains("read")),
             "{p:?}"

@@ -2,7 +2,9 @@
 //! process each time. Offline (unit files) and live (units over D-Bus from a real systemd in the
 //! project's sandbox; needs root), side by side with the bare start of a process (warden's and
 //! Python's: the floor under any `ExecStartPre=` on this machine) and, when
-//! `WARDEN_BENCH_PEER` names the original's `core/` directory, the original's check.
+//! `WARDEN_BENCH_PEER` names the original's `core/` directory, the original's check. With
+//! `WARDEN_BENCH_BASELINE` naming another warden binary (an earlier commit's release build),
+//! its offline check and bare start are timed in the same round-robin.
 //!
 //!     cargo bench --bench check            # WARDEN_BENCH_RUNS=N to change the sample size
 //!
@@ -63,10 +65,11 @@ fn main() {
         "command (ms)", "runs", "min", "median", "p90", "p99", "max"
     );
 
-    let check = |bus: Option<String>| -> Maker<'_> {
+    let baseline = std::env::var_os("WARDEN_BENCH_BASELINE").map(std::path::PathBuf::from);
+    let check_with = |bin: std::path::PathBuf, bus: Option<String>| -> Maker<'_> {
         let f = &f;
         Box::new(move || {
-            let mut c = Command::new(warden());
+            let mut c = Command::new(&bin);
             c.env_clear()
                 .env("PATH", "/usr/bin:/bin")
                 .args(["check", "--env-file"])
@@ -82,6 +85,7 @@ fn main() {
             c
         })
     };
+    let check = |bus: Option<String>| check_with(warden(), bus);
     let mut cmds: Vec<(&str, Maker<'_>)> =
         vec![("warden check (offline, unit files)", check(None))];
     let sb = nix::unistd::geteuid().is_root().then(|| {
@@ -107,6 +111,20 @@ fn main() {
             c
         }),
     ));
+    if let Some(bin) = &baseline {
+        cmds.push((
+            "baseline: warden check (offline, unit files)",
+            check_with(bin.clone(), None),
+        ));
+        cmds.push((
+            "baseline: warden --version",
+            Box::new(move || {
+                let mut c = Command::new(bin);
+                c.arg("--version");
+                c
+            }),
+        ));
+    }
     cmds.push((
         "/usr/bin/python3 -c pass (interpreter only)",
         Box::new(|| {
@@ -136,6 +154,27 @@ fn main() {
     let mut results = sample(runs, &cmds);
     for ((name, _), v) in cmds.iter().zip(results.iter_mut()) {
         report(name, v);
+    }
+    let median = |name: &str| {
+        cmds.iter()
+            .position(|(n, _)| *n == name)
+            .map(|i| pct(&results[i], 0.5))
+    };
+    for (who, check, start) in [
+        (
+            "this build",
+            "warden check (offline, unit files)",
+            "warden --version (process start only)",
+        ),
+        (
+            "baseline",
+            "baseline: warden check (offline, unit files)",
+            "baseline: warden --version",
+        ),
+    ] {
+        if let (Some(c), Some(s)) = (median(check), median(start)) {
+            println!("{who}: offline check / bare start, medians: {:.2}x", c / s);
+        }
     }
     if peer.is_some() {
         println!(

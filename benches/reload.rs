@@ -19,7 +19,9 @@
 //! makes its runs slow, so `WARDEN_BENCH_ORIGINAL_RUNS` (default 50) bounds them;
 //! `WARDEN_BENCH_PEER` names the original's `src/mes_dashboard/core` directory, with its
 //! `scripts/worker_watchdog.py` three levels up (skipped when unset); monit is skipped when not
-//! installed (`apt-get install monit`). `WARDEN_BENCH_ONLY=warden,path,monit,original,idle,storm`
+//! installed (`apt-get install monit`). `WARDEN_BENCH_BASELINE` names another warden binary
+//! (an earlier commit's release build, on a path the sandbox sees, e.g. under /tmp): its flag →
+//! SIGHUP is timed in blocks alternating with this build's, and its idle figures after them. `WARDEN_BENCH_ONLY=warden,path,monit,original,idle,storm`
 //! picks phases. Reports min / median / p90 / p99 / max. Nothing is asserted about time.
 
 #[path = "../tests/common/mod.rs"]
@@ -39,6 +41,9 @@ const HOOKS_UNIT: &str = "bench-hup.service";
 const PATH_UNIT: &str = "bench-hup.path";
 const MONIT_UNIT: &str = "bench-monit.service";
 const ORIGINAL_UNIT: &str = "bench-original.service";
+const BASELINE_UNIT: &str = "bench-baseline.service";
+/// Requests per block when this build and the baseline alternate.
+const BLOCK: usize = 20;
 /// The policy for the latency phases: every request spaced past a 1 s cooldown is allowed, for
 /// warden and the original alike (the original's minimum cooldown is 1 s).
 const COOLDOWN: Duration = Duration::from_secs(1);
@@ -440,28 +445,56 @@ fn main() {
         );
         true
     });
+    let baseline = std::env::var("WARDEN_BENCH_BASELINE").ok().map(|bin| {
+        let text = std::fs::read_to_string(b.f.units_dir.join(WATCHDOG_UNIT))
+            .unwrap()
+            .replace(&warden().display().to_string(), &bin);
+        b.sb.install_unit(BASELINE_UNIT, &text);
+        bin
+    });
     b.sb.daemon_reload();
     let master = b.main_host_pid(APP_UNIT);
 
     // warden: flag → SIGHUP and the full cycle, interleaved with plain kill -HUP cycles.
     if phase("warden") {
-        b.start(WATCHDOG_UNIT);
-        b.flag_cycle(true); // unmeasured: warms caches, proves the path works
         let (mut lat, mut full, mut plain, mut floor) = (vec![], vec![], vec![], vec![]);
-        for _ in 0..runs {
-            b.space(Duration::from_millis(50));
-            let (l, c) = b.flag_cycle(true);
-            lat.push(l);
-            full.push(c);
-            // Spaced alike, so both reloads start from workers of the same age.
-            b.space(Duration::from_millis(50));
-            let (k, p) = b.kill_cycle(master);
-            floor.push(k);
-            plain.push(p);
+        let mut base_lat = vec![];
+        // With a baseline, blocks of each alternate, so that drift in the machine's speed
+        // weighs on both alike.
+        let block = if baseline.is_some() { BLOCK } else { runs };
+        let mut done = 0;
+        while done < runs {
+            let n = block.min(runs - done);
+            b.start(WATCHDOG_UNIT);
+            b.flag_cycle(true); // unmeasured: warms caches, proves the path works
+            for _ in 0..n {
+                b.space(Duration::from_millis(50));
+                let (l, c) = b.flag_cycle(true);
+                lat.push(l);
+                full.push(c);
+                // Spaced alike, so both reloads start from workers of the same age.
+                b.space(Duration::from_millis(50));
+                let (k, p) = b.kill_cycle(master);
+                floor.push(k);
+                plain.push(p);
+            }
+            b.stop(WATCHDOG_UNIT);
+            if baseline.is_some() {
+                b.start(BASELINE_UNIT);
+                b.flag_cycle(true);
+                for _ in 0..n {
+                    b.space(Duration::from_millis(50));
+                    base_lat.push(b.flag_cycle(true).0);
+                }
+                b.stop(BASELINE_UNIT);
+            }
+            done += n;
         }
-        b.stop(WATCHDOG_UNIT);
         header("flag written → SIGHUP entered the master");
         report("warden run (inotify, Type=notify unit)", &mut lat);
+        if baseline.is_some() {
+            report("baseline warden run (alternating blocks)", &mut base_lat);
+        }
         report("floor: kill(2) here → handler entered", &mut floor);
         header("full cycle → every worker replaced (interleaved)");
         report("flag → warden → workers replaced", &mut full);
@@ -554,6 +587,28 @@ fn main() {
                 cpu / 10.0 / secs
             );
             b.stop(u);
+        }
+        if baseline.is_some() {
+            let _ = std::fs::remove_file(&b.state);
+            b.start(BASELINE_UNIT);
+            std::thread::sleep(Duration::from_secs(5));
+            let pid = b.main_host_pid(BASELINE_UNIT);
+            let cpu0 = cpu_ns(pid);
+            let t = Instant::now();
+            std::thread::sleep(Duration::from_secs(60));
+            let secs = t.elapsed().as_secs_f64();
+            let cpu = (cpu_ns(pid) - cpu0) as f64 / 1e6;
+            let mib = |f| mem_kib(pid, f) as f64 / 1024.0;
+            println!(
+                "{:<12} {:>9.2} {:>9.2} {:>9.2} {:>14.2} {:>10.4}",
+                "baseline",
+                mib("VmRSS"),
+                mib("RssAnon"),
+                mib("RssFile"),
+                cpu,
+                cpu / 10.0 / secs
+            );
+            b.stop(BASELINE_UNIT);
         }
     }
 

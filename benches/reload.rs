@@ -445,13 +445,13 @@ fn main() {
         );
         true
     });
-    let baseline = std::env::var("WARDEN_BENCH_BASELINE").ok().map(|bin| {
+    let baseline = std::env::var("WARDEN_BENCH_BASELINE").ok();
+    if let Some(bin) = &baseline {
         let text = std::fs::read_to_string(b.f.units_dir.join(WATCHDOG_UNIT))
             .unwrap()
-            .replace(&warden().display().to_string(), &bin);
+            .replace(&warden().display().to_string(), bin);
         b.sb.install_unit(BASELINE_UNIT, &text);
-        bin
-    });
+    }
     b.sb.daemon_reload();
     let master = b.main_host_pid(APP_UNIT);
 

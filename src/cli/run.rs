@@ -162,6 +162,21 @@ fn reloaded(env_files: &[EnvFileArg], current: &Settings) -> Result<Settings, St
     Ok(new)
 }
 
+/// Reads the configuration again, off the event loop, with the admin group it names.
+async fn reload(
+    env_files: &[EnvFileArg],
+    current: &Settings,
+) -> Result<(Settings, Admins), String> {
+    let (files, current) = (env_files.to_vec(), current.clone());
+    tokio::task::spawn_blocking(move || {
+        let n = reloaded(&files, &current)?;
+        let a = Admins::resolve(n.admin_group.as_deref());
+        Ok((n, a))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
 async fn event_loop(
     env_files: Vec<EnvFileArg>,
     s: Settings,
@@ -289,23 +304,14 @@ async fn event_loop(
                 let mut states = vec![NotifyState::Reloading];
                 states.extend(NotifyState::monotonic_usec_now().ok());
                 notify(&states);
-                let (files, current) = (env_files.clone(), view.settings.clone());
-                let new = tokio::task::spawn_blocking(move || {
-                    reloaded(&files, &current).map(|n| {
-                        let a = Admins::resolve(n.admin_group.as_deref());
-                        (n, a)
-                    })
-                })
-                .await;
-                match new {
-                    Ok(Ok((n, a))) => {
+                match reload(&env_files, &view.settings).await {
+                    Ok((n, a)) => {
                         executor.configure(n.clone(), Trust::new(&a));
                         *admins.write().unwrap_or_else(|e| e.into_inner()) = a;
                         view.settings = n;
                         tracing::info!("configuration reloaded");
                     }
-                    Ok(Err(why)) => tracing::error!("configuration not reloaded: {why}"),
-                    Err(e) => tracing::error!("configuration not reloaded: {e}"),
+                    Err(why) => tracing::error!("configuration not reloaded: {why}"),
                 }
                 notify(&[NotifyState::Ready, NotifyState::Status(&status(&view))]);
             }

@@ -17,8 +17,13 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The warden binary under test: `WARDEN_BIN` when set (the release build as shipped, for a
+/// benchmark: cargo builds the one it hands to tests and benches with the dev-dependencies'
+/// features, a larger binary), else the one cargo built for the tests.
 pub fn warden() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_warden"))
+    std::env::var_os("WARDEN_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_warden")))
 }
 
 /// Where fixtures live: not under /tmp or /run, whose contents the contract rightly calls

@@ -162,6 +162,32 @@ fn reloaded(env_files: &[EnvFileArg], current: &Settings) -> Result<Settings, St
     Ok(new)
 }
 
+/// Serves the metrics on their socket, when one was bound.
+fn serve_metrics(listener: Option<std::os::unix::net::UnixListener>, metrics: &Arc<Metrics>) {
+    let Some(l) = listener else { return };
+    match tokio::net::UnixListener::from_std(l) {
+        Ok(l) => {
+            tokio::spawn(metrics::serve_unix(l, metrics.clone()));
+        }
+        Err(e) => tracing::error!(error = %e, "metrics not served"),
+    }
+}
+
+/// Serves the D-Bus interface; `None` (and a warning) without a bus: the agent runs on flags.
+async fn serve_dbus(
+    asks: mpsc::Sender<Ask>,
+    admins: Arc<std::sync::RwLock<Admins>>,
+) -> Option<(zbus::Connection, SharedSnapshot)> {
+    let props = SharedSnapshot::default();
+    match dbus::serve(AgentIface::new(asks, admins, props.clone())).await {
+        Ok(c) => Some((c, props)),
+        Err(e) => {
+            tracing::warn!(error = %e, "no D-Bus API (warden status|restart|kill-switch will fall back to files)");
+            None
+        }
+    }
+}
+
 /// Reads the configuration again, off the event loop, with the admin group it names.
 async fn reload(
     env_files: &[EnvFileArg],
@@ -179,7 +205,7 @@ async fn reload(
 
 async fn event_loop(
     env_files: Vec<EnvFileArg>,
-    s: Settings,
+    settings: Settings,
     prepared: Prepared,
     admins: Admins,
     validation: Validation,
@@ -196,39 +222,24 @@ async fn event_loop(
     let executor = Executor::spawn(
         Parts {
             ledger,
-            settings: s.clone(),
+            settings: settings.clone(),
             trust: Trust::new(&admins),
             flag_dir,
-            master: ProcMaster::new(s.pid_file.value.clone(), s.app_unit.clone()),
+            master: ProcMaster::new(settings.pid_file.value.clone(), settings.app_unit.clone()),
         },
         reports_tx,
     )
     .map_err(AgentError::Runtime)?;
-    let watcher = crate::agent::watch::watch(&s.restart_flag.value, executor.flag_events())?;
+    let watcher = crate::agent::watch::watch(&settings.restart_flag.value, executor.flag_events())?;
     // A flag already there at start is taken.
     executor.flag_events().changed();
 
     let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION")));
-    if let Some(l) = metrics_listener {
-        match tokio::net::UnixListener::from_std(l) {
-            Ok(l) => {
-                tokio::spawn(metrics::serve_unix(l, metrics.clone()));
-            }
-            Err(e) => tracing::error!(error = %e, "metrics not served"),
-        }
-    }
-
+    serve_metrics(metrics_listener, &metrics);
     // D-Bus: the API is a convenience on top of the flag; the agent runs without a bus.
     let (ask_tx, mut asks) = mpsc::channel::<Ask>(64);
     let admins = Arc::new(std::sync::RwLock::new(admins));
-    let props = SharedSnapshot::default();
-    let bus = match dbus::serve(AgentIface::new(ask_tx, admins.clone(), props.clone())).await {
-        Ok(c) => Some((c, props)),
-        Err(e) => {
-            tracing::warn!(error = %e, "no D-Bus API (warden status|restart|kill-switch will fall back to files)");
-            None
-        }
-    };
+    let bus = serve_dbus(ask_tx, admins.clone()).await;
     let ping_every = watchdog::ping_interval();
     let meta = Meta {
         pid: std::process::id(),
@@ -236,7 +247,14 @@ async fn event_loop(
         watchdog_usec: ping_every.map(|d| (d * 2).as_micros() as u64),
         state_write_error: unsaved,
     };
-    let mut view = View::new(s.clone(), known, validation, meta, metrics.clone(), bus);
+    let mut view = View::new(
+        settings.clone(),
+        known,
+        validation,
+        meta,
+        metrics.clone(),
+        bus,
+    );
     view.show().await;
 
     let mut term = signal(SignalKind::terminate()).map_err(AgentError::Runtime)?;
@@ -258,7 +276,7 @@ async fn event_loop(
     notify(&[NotifyState::Ready, NotifyState::Status(&first)]);
     tracing::info!(
         "warden run: watching {} ({first})",
-        s.restart_flag.value.display()
+        settings.restart_flag.value.display()
     );
 
     loop {

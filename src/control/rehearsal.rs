@@ -336,89 +336,42 @@ const AFTER_RELOAD: &[&str] = &["master", "workers", "bind", "health"];
 
 /// Runs the rehearsal. `t0`: when the contract's inputs began to be read (the contract step's
 /// time includes it).
-pub fn rehearse(plan: &Plan, g: &Gathered, t0: Instant) -> Rehearsal {
-    let s = &g.loaded.settings;
-    let mut r = Rehearsal {
+pub fn rehearse(plan: &Plan, gathered: &Gathered, t0: Instant) -> Rehearsal {
+    let settings = &gathered.loaded.settings;
+    let mut report = Rehearsal {
         passed: false,
-        contract_version: s.contract_version.value.clone(),
+        contract_version: settings.contract_version.value.clone(),
         steps: Vec::new(),
         rollback: None,
         policy_after: None,
         total_ms: 0.0,
     };
-
-    // 1. The contract, as `warden check --phase running` sees it.
-    let report = contract::check(&g.inputs(&[], &[], Phase::Running));
-    let verdict = if report.errors() == 0 {
-        Ok(format!(
-            "valid: {} warning(s) ({} units read)",
-            report.warnings(),
-            g.units.len()
-        ))
-    } else {
-        let first = report
-            .findings
-            .iter()
-            .find(|f| f.severity == crate::contract::finding::Severity::Error)
-            .map(|f| f.headline())
-            .unwrap_or_default();
-        Err(fail(
-            format!("{} error(s), first: {first}", report.errors()),
-            "run `warden check --phase running` for every finding and its fix",
-        ))
-    };
-    r.push("contract", verdict, Some(ms(t0)));
-
-    // 2. The app before the reload.
-    let bad_bind = g
-        .loaded
-        .invalid
-        .iter()
-        .find(|i| i.var == vars::GUNICORN_BIND.name);
-    let before = match bad_bind {
-        Some(i) => Err(fail(
-            format!("GUNICORN_BIND={}: {}", i.value, i.reason),
-            "set GUNICORN_BIND to the host:port the app binds",
-        )),
-        None => observe(s).map_err(|e| {
-            fail(
-                format!("{} ({})", e, s.pid_file.value.display()),
-                "start the app unit first; the PID file must name its gunicorn master",
-            )
-        }),
-    };
-    let before = match before {
-        Ok(b) => {
-            r.push(
+    report.push("contract", contract_step(gathered), Some(ms(t0)));
+    let before = match app_step(gathered) {
+        Ok(before) => {
+            report.push(
                 "app",
                 Ok(format!(
                     "master {}, {} worker(s), listening on {}",
-                    b.master.pid,
-                    b.workers.len(),
-                    s.bind.value
+                    before.master.pid,
+                    before.workers.len(),
+                    settings.bind.value
                 )),
                 None,
             );
-            b
+            before
         }
         Err(f) => {
-            r.push("app", Err(f), None);
-            r.skip(&["reload"], "no app to reload");
-            r.skip(AFTER_RELOAD, "no app to reload");
-            return finish(r, t0);
+            report.push("app", Err(f), None);
+            report.skip(&["reload"], "no app to reload");
+            report.skip(AFTER_RELOAD, "no app to reload");
+            return finish(report, t0);
         }
     };
-
-    let wait = s.reload_timeout + Duration::from_secs(30);
-    let url = health_url(
-        plan.health_url.as_ref(),
-        s.health_url.as_ref(),
-        &s.bind.value,
-    );
-    let rt = match super::client::runtime() {
-        Ok(rt) => rt,
+    match super::client::runtime() {
+        Ok(rt) => rt.block_on(through_the_agent(&mut report, plan, settings, &before)),
         Err(e) => {
-            r.push(
+            report.push(
                 "reload",
                 Err(fail(
                     format!("cannot start the async runtime: {e}"),
@@ -426,82 +379,135 @@ pub fn rehearse(plan: &Plan, g: &Gathered, t0: Instant) -> Rehearsal {
                 )),
                 None,
             );
-            r.skip(AFTER_RELOAD, "no reload");
-            return finish(r, t0);
+            report.skip(AFTER_RELOAD, "no reload");
         }
+    }
+    finish(report, t0)
+}
+
+/// The contract, as `warden check --phase running` sees it.
+fn contract_step(gathered: &Gathered) -> Result<String, StepFailure> {
+    let report = contract::check(&gathered.inputs(&[], &[], Phase::Running));
+    if report.errors() == 0 {
+        return Ok(format!(
+            "valid: {} warning(s) ({} units read)",
+            report.warnings(),
+            gathered.units.len()
+        ));
+    }
+    let first = report
+        .findings
+        .iter()
+        .find(|f| f.severity == crate::contract::finding::Severity::Error)
+        .map(|f| f.headline())
+        .unwrap_or_default();
+    Err(fail(
+        format!("{} error(s), first: {first}", report.errors()),
+        "run `warden check --phase running` for every finding and its fix",
+    ))
+}
+
+/// The app before the reload: its master, workers and socket.
+fn app_step(gathered: &Gathered) -> Result<AppState, StepFailure> {
+    let settings = &gathered.loaded.settings;
+    let bad_bind = gathered
+        .loaded
+        .invalid
+        .iter()
+        .find(|i| i.var == vars::GUNICORN_BIND.name);
+    if let Some(i) = bad_bind {
+        return Err(fail(
+            format!("GUNICORN_BIND={}: {}", i.value, i.reason),
+            "set GUNICORN_BIND to the host:port the app binds",
+        ));
+    }
+    observe(settings).map_err(|e| {
+        fail(
+            format!("{} ({})", e, settings.pid_file.value.display()),
+            "start the app unit first; the PID file must name its gunicorn master",
+        )
+    })
+}
+
+/// One reload through the agent, as an operator asks for it; then what an operator would check
+/// from outside, the rollback drill, and the policy after.
+async fn through_the_agent(
+    report: &mut Rehearsal,
+    plan: &Plan,
+    settings: &Settings,
+    before: &AppState,
+) {
+    let Some(agent) = Agent::find().await else {
+        report.push(
+            "reload",
+            Err(fail(
+                "no agent on the bus",
+                "start the agent: systemctl start warden.service",
+            )),
+            None,
+        );
+        report.skip(AFTER_RELOAD, "no reload");
+        return;
     };
-    rt.block_on(async {
-        // 3. One reload through the agent, as an operator asks for it.
-        let Some(agent) = Agent::find().await else {
-            r.push(
-                "reload",
-                Err(fail(
-                    "no agent on the bus",
-                    "start the agent: systemctl start warden.service",
-                )),
-                None,
-            );
-            r.skip(AFTER_RELOAD, "no reload");
-            return;
-        };
-        let t = Instant::now();
-        let answer = agent
-            .restart(
-                &plan.reason,
-                plan.manual_override,
-                plan.acknowledge,
-                Some(wait),
-            )
-            .await;
-        if !r.push("reload", judge_reload(answer), Some(ms(t))) {
-            r.skip(AFTER_RELOAD, "no reload");
-            return;
-        }
-
-        // 4. What an operator would check from outside.
-        let after = observe(s);
-        r.push(
-            "master",
-            judge_master(
-                &before.master,
-                after.as_ref().map(|x| x.master).map_err(Clone::clone),
-            ),
-            None,
-        );
-        let after = after.ok();
-        let workers = after
-            .as_ref()
-            .map(|x| x.workers.clone())
-            .unwrap_or_default();
-        r.push("workers", judge_workers(&before.workers, &workers), None);
-        r.push(
-            "bind",
-            judge_bind(
-                &s.bind.value.to_string(),
-                before.socket,
-                after.as_ref().and_then(|x| x.socket),
-            ),
-            None,
-        );
-        r.push_health(&url).await;
-
-        if plan.rollback_drill {
-            drill(&mut r, &agent, plan, wait, &url).await;
-        }
-        r.policy_after = agent.policy().await.ok().map(|p| {
-            format!(
-                "{}, {} restart(s) in the window{}",
-                p.state,
-                p.attempts_in_window,
-                if p.cooldown_remaining > 0 {
-                    format!(", cooldown {} s", p.cooldown_remaining)
-                } else {
-                    String::new()
-                }
-            )
-        });
+    let wait = settings.reload_timeout + Duration::from_secs(30);
+    let started = Instant::now();
+    let answer = agent
+        .restart(
+            &plan.reason,
+            plan.manual_override,
+            plan.acknowledge,
+            Some(wait),
+        )
+        .await;
+    if !report.push("reload", judge_reload(answer), Some(ms(started))) {
+        report.skip(AFTER_RELOAD, "no reload");
+        return;
+    }
+    let after = observe(settings);
+    report.push(
+        "master",
+        judge_master(
+            &before.master,
+            after.as_ref().map(|x| x.master).map_err(Clone::clone),
+        ),
+        None,
+    );
+    let after = after.ok();
+    let workers = after
+        .as_ref()
+        .map(|x| x.workers.clone())
+        .unwrap_or_default();
+    report.push("workers", judge_workers(&before.workers, &workers), None);
+    report.push(
+        "bind",
+        judge_bind(
+            &settings.bind.value.to_string(),
+            before.socket,
+            after.as_ref().and_then(|x| x.socket),
+        ),
+        None,
+    );
+    let url = health_url(
+        plan.health_url.as_ref(),
+        settings.health_url.as_ref(),
+        &settings.bind.value,
+    );
+    report.push_health(&url).await;
+    if plan.rollback_drill {
+        drill(report, &agent, plan, wait, &url).await;
+    }
+    report.policy_after = agent.policy().await.ok().map(|p| {
+        format!(
+            "{}, {} restart(s) in the window{}",
+            p.state,
+            p.attempts_in_window,
+            if p.cooldown_remaining > 0 {
+                format!(", cooldown {} s", p.cooldown_remaining)
+            } else {
+                String::new()
+            }
+        )
     });
-    finish(r, t0)
 }
 
 impl Rehearsal {

@@ -107,7 +107,12 @@ pub const TABLE: &[(Exit, &[Cmd], &str)] = &[
     ),
     (
         Exit::Usage,
-        &[Status, Restart, KillSwitch],
+        &[Status],
+        "bad usage, or an env file that cannot be read or holds an invalid value",
+    ),
+    (
+        Exit::Usage,
+        &[Restart, KillSwitch],
         "bad usage or an invalid configuration, or a request the agent refused as malformed (an override without a reason)",
     ),
     (

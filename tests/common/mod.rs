@@ -691,5 +691,7 @@ pub fn boot_live(
     );
     f.write_unit(WATCHDOG_UNIT, &wd);
     sb.install_and_start(&f, &[APP_UNIT, WATCHDOG_UNIT]);
+    // The app is active once its master is ready, before it forks its two workers.
+    await_workers(sb.main_host_pid(APP_UNIT) as u32, 2);
     (sb, f, rt)
 }

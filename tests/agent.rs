@@ -128,7 +128,11 @@ fn flags_become_verified_reloads_under_the_policy() {
         r#"{"user": "alice", "manual_override": true, "override_acknowledged": true, "override_reason": "db failover"}"#,
     );
     assert_eq!(e["decision"], "executed", "{e:#}");
-    assert_eq!(e["decision_reason"], "operator_override_acknowledged");
+    // As the original records an executed restart; the policy's reason beside it.
+    assert_eq!(e["decision_reason"], "signal_sighup");
+    assert_eq!(e["policy_reason"], "operator_override_acknowledged");
+    assert_eq!(e["policy_state"]["guarded_mode"], false, "{e:#}");
+    assert_eq!(e["policy_state"]["cooldown_seconds"], 60, "{e:#}");
     assert_eq!(e["override_reason"], "db failover");
 
     // Hostile flags: rejected with a named reason, recorded, and the agent keeps serving.

@@ -309,6 +309,29 @@ fn p01_flag_outside_runtime_dir() {
 }
 
 #[test]
+fn p01_flag_through_a_link_that_leads_out_of_the_runtime_dir() {
+    // As the original resolves it: the flag's path is under the runtime directory only by name.
+    let mut f = Fixture::new("p01-link");
+    let outside = f.dir.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let link = f.runtime_dir.join("flags");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&outside, &link).unwrap();
+    f.set(
+        "WATCHDOG_RESTART_FLAG",
+        &link.join("restart.flag").display().to_string(),
+    );
+    let doc = expect(&f, &[], "P01", 1);
+    assert!(
+        finding(&doc, "P01")["subject"]
+            .as_str()
+            .unwrap()
+            .ends_with("flags/restart.flag"),
+        "{doc:#}"
+    );
+}
+
+#[test]
 fn p02_pid_outside_runtime_dir() {
     let mut f = Fixture::new("p02");
     let p = f.state_dir.join("gunicorn.pid").display().to_string();
@@ -714,4 +737,34 @@ fn v01_version_declared_differently() {
         .unwrap()
         .to_string();
     assert!(m.contains("2025.11-p1") && m.contains("2026.02-p2"), "{m}");
+}
+
+#[test]
+fn the_originals_relative_contract_passes_with_its_root() {
+    // The original's `.env.example` writes its paths relative to the project root
+    // (`MES_DASHBOARD_ROOT`), for `start_server.sh` rather than units: the same contract, read
+    // as the original reads it.
+    let mut f = Fixture::new("relative");
+    let root = f.dir.display().to_string();
+    f.set("MES_DASHBOARD_ROOT", &root);
+    f.unset("WARDEN_APP_UNIT");
+    f.unset("WARDEN_UNITS");
+    for (k, v) in [
+        ("WATCHDOG_RUNTIME_DIR", "./run"),
+        ("WATCHDOG_RESTART_FLAG", "./run/mes_dashboard_restart.flag"),
+        ("WATCHDOG_PID_FILE", "./run/gunicorn.pid"),
+        ("WATCHDOG_STATE_FILE", "./state/restart_state.json"),
+    ] {
+        f.set(k, v);
+    }
+    let (status, codes, doc) = f.codes(&[]);
+    assert_eq!(
+        (status, codes.as_slice()),
+        (0, &["P08".to_string(), "U09".to_string()][..]),
+        "{doc:#}"
+    );
+    assert_eq!(
+        doc["contract"]["state_file"]["value"],
+        f.dir.join("state/restart_state.json").display().to_string()
+    );
 }

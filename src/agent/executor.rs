@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::flag::{self, FlagDir, FlagRequest, Rejection, Trust};
+use super::flag::{self, Asker, FlagDir, FlagRequest, Rejection, Trust};
 use super::master::Master;
 use super::protocol::{Caller, Change, Decided, Update};
 use super::{audit, restart};
@@ -233,7 +233,7 @@ impl<M: Master> Worker<M> {
             // The path leads elsewhere than the directory watched: nothing there is read,
             // moved or removed, and every request the agent hears of is refused.
             Err(why @ Rejection::DirReplaced(_)) => {
-                return Some(restart::reject(&mut self.ledger, &why));
+                return Some(restart::reject(&mut self.ledger, &why, &Asker::default()));
             }
             // Others may write in it: a flag is consumed unread.
             Err(why) => {
@@ -246,7 +246,7 @@ impl<M: Master> Worker<M> {
                         if let Err(e) = r {
                             tracing::error!(error = %e, flag = %flag.display(), "cannot remove the refused flag");
                         }
-                        Some(restart::reject(&mut self.ledger, &why))
+                        Some(restart::reject(&mut self.ledger, &why, &Asker::default()))
                     }
                 };
             }
@@ -264,12 +264,15 @@ impl<M: Master> Worker<M> {
                 &mut self.ledger,
                 &mut self.master,
                 &self.settings,
-                req,
-                &req.policy_request(),
-                claimed.written_at,
+                restart::Incoming {
+                    req,
+                    ask: &req.policy_request(),
+                    written_at: claimed.written_at,
+                    claimed: Some(&claimed),
+                },
                 &mut |_, _| {},
             ),
-            Err(why) => restart::reject(&mut self.ledger, why),
+            Err(why) => restart::reject(&mut self.ledger, why, &claimed.asker),
         };
         if let Err(e) = claimed.finish() {
             tracing::error!(error = %e, "cannot remove the claimed flag");
@@ -308,9 +311,12 @@ impl<M: Master> Worker<M> {
                     &mut self.ledger,
                     &mut self.master,
                     &self.settings,
-                    &req,
-                    &req.policy_request(),
-                    None,
+                    restart::Incoming {
+                        req: &req,
+                        ask: &req.policy_request(),
+                        written_at: None,
+                        claimed: None,
+                    },
                     &mut decided,
                 ))
             }
@@ -389,9 +395,12 @@ impl<M: Master> Worker<M> {
             &mut self.ledger,
             &mut self.master,
             &self.settings,
-            &req,
-            &ask,
-            Some(flipped_at.into()),
+            restart::Incoming {
+                req: &req,
+                ask: &ask,
+                written_at: Some(flipped_at.into()),
+                claimed: None,
+            },
             &mut decided,
         ))
     }

@@ -204,7 +204,8 @@ pub fn parse(bytes: &[u8]) -> Result<FlagRequest, Rejection> {
     // A flag asks as an operator or as automation; a rollback is the kill-switch's to ask.
     let source = match text(&obj, "source")? {
         None => RequestSource::Manual,
-        Some(s) => match RequestSource::parse(&s) {
+        // As the original reads it: `"Auto"` and `" manual"` are words it knows.
+        Some(s) => match RequestSource::parse(&s.trim().to_ascii_lowercase()) {
             Some(src @ (RequestSource::Manual | RequestSource::Auto)) => src,
             _ => {
                 return Err(Rejection::InvalidField(format!(
@@ -266,19 +267,45 @@ impl Trust {
     }
 }
 
+/// Who a flag says asked, for the record of a flag that broke a rule: read leniently (a field
+/// of another type, or too long, is left out), and only from a flag whose owner is trusted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Asker {
+    pub user: Option<String>,
+    pub ip: Option<String>,
+    pub timestamp: Option<String>,
+}
+
+impl Asker {
+    fn read(bytes: &[u8]) -> Asker {
+        let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(bytes) else {
+            return Asker::default();
+        };
+        let field = |k: &str| text(&obj, k).ok().flatten();
+        Asker {
+            user: field("user"),
+            ip: field("ip"),
+            timestamp: field("timestamp"),
+        }
+    }
+}
+
 /// A flag taken from its path, read and judged.
 #[derive(Debug)]
 pub struct Claimed {
     /// Where it was moved to while it is processed (removed by [`Claimed::finish`]).
     pub claimed_path: PathBuf,
     pub result: Result<FlagRequest, Rejection>,
+    /// Who a rejected flag says asked (empty when it could not be read or was not trusted).
+    pub asker: Asker,
     /// When the flag was last written (its mtime): the start of the flag-to-signal latency.
     pub written_at: Option<std::time::SystemTime>,
 }
 
 impl Claimed {
-    /// Removes the claimed file: the flag is consumed whatever the outcome.
-    pub fn finish(self) -> std::io::Result<()> {
+    /// Removes the claimed file: the flag is consumed whatever the outcome. Once its request
+    /// is in the ledger it is not queued again, even by an agent that stops right after.
+    pub fn finish(&self) -> std::io::Result<()> {
         match std::fs::symlink_metadata(&self.claimed_path) {
             Ok(m) if m.is_dir() => std::fs::remove_dir_all(&self.claimed_path),
             Ok(_) => std::fs::remove_file(&self.claimed_path),
@@ -351,10 +378,13 @@ pub fn claim(flag: &Path, trust: &Trust) -> std::io::Result<Option<Claimed>> {
     }
     use crate::platform::fs::{ReadError, read_untrusted};
     let mut written_at = None;
+    let mut asker = Asker::default();
     let result = match read_untrusted(&claimed_path, MAX_FLAG_BYTES) {
         Ok(u) => {
             written_at = u.meta.modified().ok();
-            trust.check(&u.meta).and_then(|()| parse(&u.bytes))
+            trust
+                .check(&u.meta)
+                .and_then(|()| parse(&u.bytes).inspect_err(|_| asker = Asker::read(&u.bytes)))
         }
         Err(ReadError::Symlink(_)) => Err(Rejection::Symlink),
         Err(ReadError::NotRegular { kind, .. }) => Err(Rejection::NotRegular(kind)),
@@ -365,6 +395,7 @@ pub fn claim(flag: &Path, trust: &Trust) -> std::io::Result<Option<Claimed>> {
     Ok(Some(Claimed {
         claimed_path,
         result,
+        asker,
         written_at,
     }))
 }

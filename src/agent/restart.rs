@@ -7,12 +7,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use chrono::Utc;
 
-use super::flag::{FlagRequest, Rejection};
+use super::flag::{Asker, Claimed, FlagRequest, Rejection};
 use super::master::Master;
 use crate::config::Settings;
 use crate::ledger::Ledger;
 use crate::ledger::entry::Entry;
-use crate::ledger::model::{Decision, Failure, FailureKind, RequestSource, Timings, Verdict};
+use crate::ledger::model::{
+    Decision, Failure, FailureKind, Reason, RequestSource, Timings, Verdict,
+};
 use crate::ledger::policy::{self, Ruling};
 use crate::ledger::time::{format_time, parse_time};
 
@@ -52,11 +54,17 @@ fn conclude(e: &mut Entry, decision: Decision, success: bool) {
     e.decision = Some(decision.into());
 }
 
-/// Records a flag that failed intake.
-pub fn reject(ledger: &mut Ledger, why: &Rejection) -> Entry {
+/// Records a flag that failed intake, with who it says asked when that could be read.
+pub fn reject(ledger: &mut Ledger, why: &Rejection, asker: &Asker) -> Entry {
+    let said = FlagRequest {
+        user: asker.user.clone(),
+        ip: asker.ip.clone(),
+        timestamp: asker.timestamp.clone(),
+        ..FlagRequest::default()
+    };
     let mut e = Entry {
         manual_override: None,
-        ..new_entry(&FlagRequest::default())
+        ..new_entry(&said)
     };
     conclude(&mut e, Decision::Rejected, false);
     e.decision_reason = Some(why.reason().into());
@@ -65,25 +73,41 @@ pub fn reject(ledger: &mut Ledger, why: &Rejection) -> Entry {
     e
 }
 
-/// Decides and, when allowed, performs a restart; returns the entry recorded. `req` is what
-/// the history records of the request; `ask` is what the policy decides (a flag asks as
-/// `manual` or `auto`; the kill-switch's rollback asks as itself). `written_at` is when the
-/// request was made (the flag's mtime, the flip), for the flag-to-signal time. `decided` hears
+/// A request as it reaches the restart flow.
+pub struct Incoming<'a> {
+    /// What the history records of the request.
+    pub req: &'a FlagRequest,
+    /// What the policy decides: a flag asks as `manual` or `auto`; the kill-switch's rollback
+    /// asks as itself.
+    pub ask: &'a policy::Request,
+    /// When the request was made (the flag's mtime, the flip), for the flag-to-signal time.
+    pub written_at: Option<SystemTime>,
+    /// The flag it came in: removed once the intent is recorded and before the signal, so that
+    /// an agent stopped after that point leaves an intent (settled as `unknown`), never a flag
+    /// to take again.
+    pub claimed: Option<&'a Claimed>,
+}
+
+/// Decides and, when allowed, performs a restart; returns the entry recorded. `decided` hears
 /// the ruling and the entry's id before anything is signalled.
 pub fn handle(
     ledger: &mut Ledger,
     master: &mut dyn Master,
     s: &Settings,
-    req: &FlagRequest,
-    ask: &policy::Request,
-    written_at: Option<SystemTime>,
+    request: Incoming<'_>,
     decided: &mut dyn FnMut(&Ruling, &str),
 ) -> Entry {
+    let Incoming {
+        req,
+        ask,
+        written_at,
+        claimed,
+    } = request;
     let eval = ledger.evaluate(Utc::now().timestamp_millis());
     let ruling = policy::decide(ask, &eval);
     let mut e = new_entry(req);
     e.source = Some(ask.source.into());
-    e.policy_state = serde_json::to_value(&eval).ok();
+    e.policy_state = Some(eval.recorded(ledger.policy()));
     e.decision_reason = Some(ruling.reason.into());
     decided(&ruling, e.id.as_deref().unwrap_or_default());
     if !ruling.allowed() {
@@ -98,11 +122,15 @@ pub fn handle(
     if ruling.verdict == Verdict::Override {
         e.override_acknowledged = Some(true);
     }
-    reload(ledger, master, s, e, written_at)
+    // Allowed: the decision's reason becomes what becomes of the signal, as the original
+    // records it; the policy's stays beside it.
+    e.policy_reason = e.decision_reason.take();
+    reload(ledger, master, s, e, written_at, claimed)
 }
 
 fn fail(ledger: &mut Ledger, mut e: Entry, failure: Failure) -> Entry {
     conclude(&mut e, Decision::Failed, false);
+    e.decision_reason = Some(failure.kind.reason().into());
     e.failure = Some(failure);
     ledger.record(e.clone());
     e
@@ -118,6 +146,7 @@ fn reload(
     s: &Settings,
     mut e: Entry,
     written_at: Option<SystemTime>,
+    claimed: Option<&Claimed>,
 ) -> Entry {
     let m = match master.find() {
         Ok(m) => m,
@@ -131,6 +160,11 @@ fn reload(
     intended.decision = Some(Decision::Intended.into());
     if let Err(why) = ledger.intend(intended) {
         return fail(ledger, e, Failure::new(FailureKind::IntentNotRecorded, why));
+    }
+    if let Some(c) = claimed
+        && let Err(err) = c.finish()
+    {
+        tracing::error!(error = %err, "cannot remove the claimed flag");
     }
 
     let t0 = Instant::now();
@@ -175,6 +209,7 @@ fn reload(
 
     let verified = problems.is_empty();
     conclude(&mut e, Decision::Executed, verified);
+    e.decision_reason = Some(Reason::SignalSighup.into());
     e.verified = Some(verified);
     e.master_pid = Some(m.pid);
     e.timings = Some(Timings {

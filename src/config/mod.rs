@@ -15,7 +15,7 @@ pub mod vars;
 
 use std::collections::BTreeMap;
 use std::num::{NonZeroU32, NonZeroUsize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Serialize, Serializer};
@@ -161,19 +161,19 @@ impl Loaded {
 /// Reads the process environment and `env_files`, and resolves the settings. The project root
 /// defaults to the working directory.
 pub fn load(env_files: &[EnvFileArg]) -> Result<Loaded, LoadError> {
-    let layers = Layers::load(env_files)?;
-    Ok(resolve_layers(layers))
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    load_rooted(env_files, &cwd)
 }
 
-/// Resolves an already read layer.
-pub fn resolve_layers(layers: Layers) -> Loaded {
-    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-    let (settings, invalid) = Settings::resolve(&layers, &cwd);
-    Loaded {
+/// As [`load`], with `default_root` for the project root (the app unit's `WorkingDirectory=`).
+pub fn load_rooted(env_files: &[EnvFileArg], default_root: &Path) -> Result<Loaded, LoadError> {
+    let layers = Layers::load(env_files)?;
+    let (settings, invalid) = Settings::resolve(&layers, default_root);
+    Ok(Loaded {
         layers,
         settings,
         invalid,
-    }
+    })
 }
 
 #[cfg(test)]

@@ -52,11 +52,27 @@ impl<'a> Resolver<'a> {
         self.stated.insert(var.name, Sourced::new(text, source));
     }
 
-    /// The text of a variable's default (only `Default::Text` has one).
-    fn default_text(var: &Var) -> &'static str {
-        match var.default {
-            Default::Text(t) => t,
+    /// The text of a variable's default: its own, or the stated value of the variable it
+    /// defaults to (resolved before it).
+    fn default_text(&self, var: &Var) -> String {
+        match &var.default {
+            Default::Text(t) => t.to_string(),
+            Default::SameAs(other) => self
+                .stated
+                .get(other.name)
+                .map(|s| s.value.clone())
+                .expect("a variable is resolved before those that default to it"),
             _ => unreachable!("{} has no text default", var.name),
+        }
+    }
+
+    /// Where a default comes from: the table, or the variable it follows.
+    fn default_source(var: &Var) -> Source {
+        match &var.default {
+            Default::SameAs(other) => Source::Derived {
+                from: other.name.to_string(),
+            },
+            _ => Source::Default,
         }
     }
 
@@ -75,7 +91,7 @@ impl<'a> Resolver<'a> {
     }
 
     fn flag(&mut self, var: &'static Var) -> Sourced<bool> {
-        let default = values::parse_bool(Self::default_text(var)).expect("a boolean default");
+        let default = values::parse_bool(&self.default_text(var)).expect("a boolean default");
         let value = match self.raw(var) {
             None => Sourced::new(default, Source::Default),
             Some(r) => match values::parse_bool(r.text) {
@@ -99,10 +115,10 @@ impl<'a> Resolver<'a> {
             Kind::Count { min } | Kind::Seconds { min } => min,
             _ => unreachable!("{} is not a whole number", var.name),
         };
-        let default_text = Self::default_text(var);
-        let default = values::parse_count(default_text, min).expect("a valid default");
+        let default_text = self.default_text(var);
+        let default = values::parse_count(&default_text, min).expect("a valid default");
         let value = match self.raw(var) {
-            None => Sourced::new(default, Source::Default),
+            None => Sourced::new(default, Self::default_source(var)),
             Some(r) => match values::parse_count(r.text, min) {
                 Ok(n) => Sourced::new(n, r.source),
                 Err(e) => {
@@ -116,7 +132,7 @@ impl<'a> Resolver<'a> {
                         r.name
                     );
                     self.refuse(&r, reason, help);
-                    Sourced::new(default, Source::Default)
+                    Sourced::new(default, Self::default_source(var))
                 }
             },
         };
@@ -125,8 +141,8 @@ impl<'a> Resolver<'a> {
     }
 
     fn positive_seconds(&mut self, var: &'static Var) -> f64 {
-        let default_text = Self::default_text(var);
-        let default = values::parse_positive_seconds(default_text).expect("a valid default");
+        let default_text = self.default_text(var);
+        let default = values::parse_positive_seconds(&default_text).expect("a valid default");
         let value = match self.raw(var) {
             None => Sourced::new(default, Source::Default),
             Some(r) => match values::parse_positive_seconds(r.text) {
@@ -142,12 +158,14 @@ impl<'a> Resolver<'a> {
         value.value
     }
 
+    /// Joins a relative path to the project root (`.` components folded, as the original's
+    /// resolution folds them).
     fn absolutize(&self, p: &str) -> PathBuf {
         let p = Path::new(p);
         if p.is_absolute() {
-            p.to_path_buf()
+            p.components().collect()
         } else {
-            self.root.join(p)
+            self.root.join(p).components().collect()
         }
     }
 
@@ -156,7 +174,7 @@ impl<'a> Resolver<'a> {
     fn path(&mut self, var: &'static Var) -> Option<Sourced<PathBuf>> {
         let raw = self
             .raw(var)
-            .filter(|r| !r.text.is_empty() || !self.has_default(var));
+            .filter(|r| !r.text.is_empty() || self.has_default(var));
         let value = match raw {
             Some(r) => match self.check_path(var, &r) {
                 Ok(p) => Some(Sourced::new(p, r.source)),
@@ -194,13 +212,6 @@ impl<'a> Resolver<'a> {
             ));
         }
         match var.kind {
-            Kind::AbsolutePath if !Path::new(r.text).is_absolute() => Err((
-                "is not an absolute path".into(),
-                format!(
-                    "set an absolute path on persistent storage, e.g. {}",
-                    var.example
-                ),
-            )),
             Kind::PromFile if Path::new(r.text).extension().is_none_or(|e| e != "prom") => Err((
                 "node_exporter's textfile collector reads only files ending in .prom".into(),
                 "name a file ending in .prom in the collector's directory".into(),
@@ -227,6 +238,7 @@ impl<'a> Resolver<'a> {
                 ))
             }
             Default::Text(t) => Some(Sourced::new(self.absolutize(t), Source::Default)),
+            Default::SameAs(_) => unreachable!("no path defaults to another variable"),
         }
     }
 
@@ -301,18 +313,22 @@ impl<'a> Resolver<'a> {
 }
 
 impl Settings {
-    /// Validates the raw layer; `cwd` stands in for the project root when
-    /// `WARDEN_PROJECT_ROOT` is not set. Returns the settings (with defaults standing in for
+    /// Validates the raw layer; `default_root` is the project root when neither
+    /// `MES_DASHBOARD_ROOT` nor `WARDEN_PROJECT_ROOT` is set (the app unit's
+    /// `WorkingDirectory=`, else the working directory). Returns the settings (with defaults standing in for
     /// invalid values, so that other checks can still run) and every invalid value, in the
     /// table's order.
-    pub fn resolve(layers: &Layers, cwd: &Path) -> (Settings, Vec<InvalidValue>) {
+    pub fn resolve(layers: &Layers, default_root: &Path) -> (Settings, Vec<InvalidValue>) {
         let mut r = Resolver {
             layers,
-            root: cwd.to_path_buf(),
+            root: default_root.to_path_buf(),
             stated: BTreeMap::new(),
             invalid: Vec::new(),
         };
-        if let Some(root) = r.path(&vars::WARDEN_PROJECT_ROOT) {
+        // The original's root first, as it reads it.
+        let original = r.path(&vars::MES_DASHBOARD_ROOT);
+        let own = r.path(&vars::WARDEN_PROJECT_ROOT);
+        if let Some(root) = original.or(own) {
             r.root = root.value;
         }
         let contract_version = r

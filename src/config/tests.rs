@@ -46,7 +46,7 @@ fn invalid_values_name_their_variable_in_the_tables_order() {
     let (s, errs) = resolve(&[
         ("WORKER_RESTART_COOLDOWN", "soon"),
         ("WORKER_RESTART_WINDOW_SECONDS", "10"),
-        ("WATCHDOG_STATE_FILE", "state.json"),
+        ("WATCHDOG_STATE_FILE", ""),
         ("WORKER_GUARDED_MODE_ENABLED", "maybe"),
         ("WARDEN_UNITS", "ok.service, bad/unit"),
         ("WATCHDOG_RESTART_HISTORY_MAX", "99999999999999999999999"),
@@ -68,6 +68,26 @@ fn invalid_values_name_their_variable_in_the_tables_order() {
     // The defaults stand in.
     assert_eq!(s.policy.cooldown, Duration::from_secs(60));
     assert_eq!(s.history_max.get(), 50);
+}
+
+#[test]
+fn relative_paths_join_the_originals_root_first() {
+    let (s, errs) = resolve(&[
+        ("WATCHDOG_STATE_FILE", "./tmp/state.json"),
+        ("WARDEN_PROJECT_ROOT", "/srv/warden"),
+    ]);
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(
+        s.state_file.value,
+        PathBuf::from("/srv/warden/tmp/state.json")
+    );
+    let (s, _) = resolve(&[
+        ("WATCHDOG_STATE_FILE", "./tmp/state.json"),
+        ("WARDEN_PROJECT_ROOT", "/srv/warden"),
+        ("MES_DASHBOARD_ROOT", "/opt/mes"),
+    ]);
+    assert_eq!(s.state_file.value, PathBuf::from("/opt/mes/tmp/state.json"));
+    assert_eq!(s.runtime_dir.value, PathBuf::from("/opt/mes/tmp"));
 }
 
 #[test]
@@ -196,4 +216,35 @@ proptest! {
         prop_assert!(s.policy.window >= Duration::from_secs(30));
         prop_assert!(s.state_file.value.is_absolute());
     }
+}
+
+#[test]
+fn the_churn_threshold_follows_the_retry_budget_as_the_originals_does() {
+    // Only the budget set: the original's churn threshold is the budget, not 3.
+    let (s, errs) = resolve(&[("WORKER_RESTART_RETRY_BUDGET", "5")]);
+    assert!(errs.is_empty());
+    assert_eq!(s.policy.churn_threshold.get(), 5);
+    assert_eq!(
+        s.stated(&vars::WORKER_RESTART_CHURN_THRESHOLD)
+            .unwrap()
+            .source,
+        Source::Derived {
+            from: "WORKER_RESTART_RETRY_BUDGET".into()
+        }
+    );
+    // Three restarts in the window: the original executes a fourth, and so does warden.
+    let now = 1_800_000_000_000;
+    let three: Vec<_> = [100, 200, 300]
+        .iter()
+        .map(|s| crate::ledger::policy::Executed {
+            at_ms: now - s * 1000,
+        })
+        .collect();
+    assert!(!crate::ledger::policy::evaluate(&three, now, &s.policy).blocked);
+    // Its own fallback still comes first.
+    let (s, _) = resolve(&[
+        ("WORKER_RESTART_RETRY_BUDGET", "5"),
+        ("RESILIENCE_RESTART_CHURN_THRESHOLD", "2"),
+    ]);
+    assert_eq!(s.policy.churn_threshold.get(), 2);
 }

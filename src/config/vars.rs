@@ -36,6 +36,8 @@ pub enum Default {
     UnderRoot(&'static str),
     /// A file in the directory another variable names.
     UnderVar(&'static Var, &'static str),
+    /// Another variable's value.
+    SameAs(&'static Var),
 }
 
 /// What a variable holds, and so how its text is read and checked.
@@ -56,8 +58,6 @@ pub enum Kind {
     PositiveSeconds,
     /// A path; a relative one is joined to the project root.
     Path,
-    /// A path that must be absolute.
-    AbsolutePath,
     /// A file for node_exporter's textfile collector: its name ends in `.prom`.
     PromFile,
     /// One TCP `host:port`.
@@ -83,9 +83,10 @@ impl Var {
         match &self.default {
             Default::Text(t) => format!("`{t}`"),
             Default::Unset => "(unset)".into(),
-            Default::WorkingDir => "working directory".into(),
+            Default::WorkingDir => "see meaning".into(),
             Default::UnderRoot(p) => format!("`<root>/{p}`"),
             Default::UnderVar(v, f) => format!("`<{}>/{f}`", short(v.name)),
+            Default::SameAs(v) => format!("`{}`", v.name),
         }
     }
 
@@ -168,9 +169,9 @@ pub static WATCHDOG_STATE_FILE: Var = Var {
     name: "WATCHDOG_STATE_FILE",
     fallbacks: &[],
     default: Default::UnderVar(&WATCHDOG_RUNTIME_DIR, "mes_dashboard_restart_state.json"),
-    kind: Kind::AbsolutePath,
+    kind: Kind::Path,
     contract: true,
-    help: "restart history; must be absolute (production: `/var/lib/mes-dashboard/restart_state.json`)",
+    help: "restart history (production: `/var/lib/mes-dashboard/restart_state.json`; a relative path is a warning, `P08`)",
     example: "/var/lib/mes-dashboard/restart_state.json",
 };
 
@@ -267,7 +268,8 @@ pub static WORKER_RESTART_RETRY_BUDGET: Var = Var {
 pub static WORKER_RESTART_CHURN_THRESHOLD: Var = Var {
     name: "WORKER_RESTART_CHURN_THRESHOLD",
     fallbacks: &["RESILIENCE_RESTART_CHURN_THRESHOLD"],
-    default: Default::Text("3"),
+    // The original's: unset, the churn threshold is the retry budget.
+    default: Default::SameAs(&WORKER_RESTART_RETRY_BUDGET),
     kind: Kind::Count { min: 1 },
     contract: true,
     help: "churn threshold",
@@ -324,13 +326,23 @@ pub static WARDEN_PYTHON_PREFIX: Var = Var {
     example: "/opt/app/venv",
 };
 
+pub static MES_DASHBOARD_ROOT: Var = Var {
+    name: "MES_DASHBOARD_ROOT",
+    fallbacks: &[],
+    default: Default::Unset,
+    kind: Kind::Path,
+    contract: false,
+    help: "the original's project root: when set, relative paths are joined to it, as the original joins them",
+    example: "/opt/mes-dashboard",
+};
+
 pub static WARDEN_PROJECT_ROOT: Var = Var {
     name: "WARDEN_PROJECT_ROOT",
     fallbacks: &[],
     default: Default::WorkingDir,
     kind: Kind::Path,
     contract: false,
-    help: "the root relative paths are joined to",
+    help: "the root relative paths are joined to when `MES_DASHBOARD_ROOT` is not set (default: the app unit's `WorkingDirectory=`, else the working directory)",
     example: "/opt/mes-dashboard",
 };
 
@@ -427,6 +439,7 @@ pub static ALL: &[&Var] = &[
     &WARDEN_APP_UNIT,
     &WARDEN_UNITS,
     &WARDEN_PYTHON_PREFIX,
+    &MES_DASHBOARD_ROOT,
     &WARDEN_PROJECT_ROOT,
     &WARDEN_HEALTH_URL,
     &WARDEN_ADMIN_GROUP,

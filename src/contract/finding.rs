@@ -58,6 +58,7 @@ codes! {
     UnsafeDirectory => "P05", Error, "a directory on a contract path is group/world-writable without the sticky bit";
     NotWritable => "P06", Error, "the service user cannot write where it must";
     MissingDirectory => "P07", Error, "a contract directory does not exist";
+    StateRelative => "P08", Warning, "the state file is given as a relative path";
     UnitNotFound => "U01", Error, "a unit of the contract is not found";
     ForeignInterpreter => "U02", Error, "a unit runs an interpreter outside the contract's prefix";
     CondaRun => "U03", Warning, "a unit runs its program through `conda run`";

@@ -71,28 +71,38 @@ pub fn gather(src: &Sources) -> Result<Gathered, GatherError> {
     let mut loaded = config::load(&src.env_files)?;
     let (units, unit_source) = read_units(src, &loaded.settings.all_units())?;
 
+    let app = loaded
+        .settings
+        .app_unit
+        .as_ref()
+        .and_then(|n| units.iter().find(|l| &l.name == n))
+        .and_then(|l| l.result.as_ref().ok());
+    // Relative paths are joined to the app's working directory, as the app sees them, unless
+    // the contract names its root.
+    let root = app
+        .and_then(|u| u.working_directory.clone())
+        .or_else(|| std::env::current_dir().ok())
+        .unwrap_or_else(|| PathBuf::from("/"));
     // Outside systemd with no --env-file, take the contract from the env files the app unit
     // loads: that is what the units will see, whatever the calling shell has exported.
-    if src.env_files.is_empty() && !under_systemd() {
-        let app_files: Vec<EnvFileArg> = loaded
-            .settings
-            .app_unit
-            .as_ref()
-            .and_then(|n| units.iter().find(|l| &l.name == n))
-            .and_then(|l| l.result.as_ref().ok())
-            .map(|u| {
-                u.environment_files
-                    .iter()
-                    .map(|(p, _)| EnvFileArg {
-                        path: p.clone(),
-                        optional: true,
-                    })
-                    .collect()
+    let app_files: Vec<EnvFileArg> = match app {
+        Some(u) if src.env_files.is_empty() && !under_systemd() => u
+            .environment_files
+            .iter()
+            .map(|(p, _)| EnvFileArg {
+                path: p.clone(),
+                optional: true,
             })
-            .unwrap_or_default();
-        if !app_files.is_empty() {
-            loaded = config::load(&app_files)?;
-        }
+            .collect(),
+        _ => Vec::new(),
+    };
+    let files = if app_files.is_empty() {
+        &src.env_files
+    } else {
+        &app_files
+    };
+    if !app_files.is_empty() || app.is_some_and(|u| u.working_directory.is_some()) {
+        loaded = config::load_rooted(files, &root)?;
     }
     Ok(Gathered {
         loaded,

@@ -199,10 +199,11 @@ fn read_env_file(p: &Path) -> EnvFileRead {
     }
 }
 
-/// Whether `p` lies under `dir` after lexical normalization (no `..` escapes).
+/// Whether `p` lies under `dir` once their links are resolved, as the original resolves them
+/// (no `..` escape, no link leading out).
 pub(crate) fn is_under(p: &Path, dir: &Path) -> bool {
-    let p = conda::normalize(p);
-    let d = conda::normalize(dir);
+    let p = crate::platform::fs::resolve_links(p);
+    let d = crate::platform::fs::resolve_links(dir);
     p != d && p.starts_with(&d)
 }
 

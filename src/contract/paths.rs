@@ -36,6 +36,21 @@ pub(super) fn check(ctx: &Context<'_>, out: &mut Vec<Finding>) {
     }
 
     let state = &s.state_file.value;
+    if let Some((raw, source)) = ctx
+        .inputs
+        .layers
+        .get(crate::config::vars::WATCHDOG_STATE_FILE.name)
+        .filter(|(raw, _)| !raw.is_empty() && !Path::new(raw).is_absolute())
+    {
+        out.push(Finding::new(
+            Code::StateRelative,
+            state.display().to_string(),
+            format!(
+                "WATCHDOG_STATE_FILE={raw} (from {source}) is relative: it is joined to the project root, so another root (another unit's WorkingDirectory=, MES_DASHBOARD_ROOT) means another history"
+            ),
+            "set an absolute path on persistent storage, e.g. /var/lib/mes-dashboard/restart_state.json",
+        ));
+    }
     if let Some(kind) = volatile(state) {
         out.push(Finding::new(
             Code::StateVolatile,

@@ -218,7 +218,7 @@ fn agrees(s: &Settings, var: &Var, stated: &str) -> bool {
             parse_count(&expanded, 0).ok().is_some()
                 && parse_count(&expanded, 0) == parse_count(want, 0)
         }
-        Kind::Path | Kind::AbsolutePath | Kind::PromFile if want.starts_with('/') => {
+        Kind::Path | Kind::PromFile if want.starts_with('/') => {
             super::same_path(Path::new(&expanded), Path::new(want))
         }
         _ => expanded == want,

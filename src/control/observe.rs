@@ -9,9 +9,10 @@ use chrono::{DateTime, Utc};
 use crate::config::Settings;
 use crate::control::status::{
     self, AgentInfo, DocumentSource, FilesPresent, Gunicorn, Observed, StatusDoc, Validation,
+    Worker,
 };
 use crate::ledger::state::StateDoc;
-use crate::platform::process::{Role, children, classify, read_pid_file};
+use crate::platform::process::{Role, children, classify, read_pid_file, started_at};
 
 /// The running agent, for the document's `agent` section.
 #[derive(Debug, Clone)]
@@ -35,6 +36,16 @@ pub fn document(
         .ok()
         .filter(|p| matches!(classify(*p), Role::Master));
     let exists = |p: &Path| p.symlink_metadata().is_ok();
+    let workers = master.map(children).unwrap_or_default();
+    // The newest worker: the last reload's (or the last replacement of a dead one).
+    let newest_worker = workers
+        .iter()
+        .filter_map(|&pid| Some((pid, started_at(pid)?)))
+        .max_by_key(|(_, t)| *t)
+        .map(|(pid, t)| Worker {
+            pid,
+            started_at: t.into(),
+        });
     status::document(&Observed {
         settings: s,
         state: doc,
@@ -54,9 +65,10 @@ pub fn document(
         }),
         gunicorn: Gunicorn {
             master_pid: master,
-            workers: master.map(children).unwrap_or_default(),
+            workers,
             bind: s.bind.value.to_string(),
         },
+        newest_worker,
         source: if agent.is_some() {
             DocumentSource::Agent
         } else {

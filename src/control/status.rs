@@ -76,6 +76,13 @@ pub struct Gunicorn {
     pub bind: String,
 }
 
+/// A Gunicorn worker and when it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Worker {
+    pub pid: u32,
+    pub started_at: DateTime<Utc>,
+}
+
 /// Everything the document is built from.
 #[derive(Debug, Clone)]
 pub struct Observed<'a> {
@@ -87,12 +94,18 @@ pub struct Observed<'a> {
     /// `None` when no agent answered (the document then comes from the state file).
     pub agent: Option<AgentInfo<'a>>,
     pub gunicorn: Gunicorn,
+    /// The master's newest worker.
+    pub newest_worker: Option<Worker>,
     pub source: DocumentSource,
 }
 
 /// The status document. Field order is the serialized order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusDoc {
+    /// The original's: the worker that answered. warden's: the newest worker of the master,
+    /// whose start is the last reload's (`null` without one).
+    pub worker_pid: Option<u32>,
+    pub worker_start_time: Option<String>,
     pub runtime_contract: RuntimeContract,
     pub cooldown: Cooldown,
     pub resilience: Resilience,
@@ -296,6 +309,8 @@ pub fn document(i: &Observed) -> StatusDoc {
     let last = i.state.last_restart.as_ref();
     let skip = i.state.history.len().saturating_sub(HISTORY_SHOWN);
     StatusDoc {
+        worker_pid: i.newest_worker.map(|w| w.pid),
+        worker_start_time: i.newest_worker.map(|w| state::format_time(w.started_at)),
         runtime_contract: RuntimeContract {
             version: s.contract_version.value.clone(),
             validation: i.validation.clone(),
@@ -509,6 +524,8 @@ pub fn summary(d: &StatusDoc) -> String {
 /// Every key of the document: the original's (as `api_worker_status` builds them) and
 /// warden's own. `restart_history` is a list of stored entries.
 pub const KEY_PATHS: &[&str] = &[
+    "worker_pid",
+    "worker_start_time",
     "runtime_contract",
     "runtime_contract.version",
     "runtime_contract.validation",
@@ -627,6 +644,10 @@ mod tests {
                 workers: vec![101, 102, 103, 104],
                 bind: "0.0.0.0:8080".into(),
             },
+            newest_worker: Some(Worker {
+                pid: 104,
+                started_at: t("2026-02-10T07:30:00Z"),
+            }),
             source: DocumentSource::Agent,
         }
     }
@@ -723,6 +744,15 @@ mod tests {
         assert_eq!(v["last_restart"]["success"], true);
         assert_eq!(v["kill_switch"]["engaged"], false);
         assert_eq!(v["agent"]["started_at"], "2026-02-10T07:00:00.000Z");
+        // The original's first two keys: the (newest) worker and when it started.
+        assert_eq!(v["worker_pid"], 104);
+        assert_eq!(v["worker_start_time"], "2026-02-10T07:30:00.000Z");
+        assert!(
+            serde_json::to_string(&doc)
+                .unwrap()
+                .starts_with("{\"worker_pid\":104,\"worker_start_time\":"),
+            "in the original's order"
+        );
         // Two restarts were executed; the blocked request does not count (the original counted it).
         let e = policy::evaluate(
             &d.executed(),
@@ -741,6 +771,7 @@ mod tests {
         i.agent = None;
         i.source = DocumentSource::StateFile;
         i.gunicorn = Gunicorn::default();
+        i.newest_worker = None;
         let doc = document(&i);
         let v = serde_json::to_value(&doc).unwrap();
         assert_eq!(v["last_restart"]["requested_by"], Value::Null);

@@ -39,6 +39,9 @@ pub struct Entry {
     pub master_pid: Option<u32>,
     /// The request overrode the policy with an acknowledgement.
     pub override_acknowledged: Option<bool>,
+    /// The policy's reason for an allowed request (its `decision_reason` says, as the original
+    /// records it, what became of the signal).
+    pub policy_reason: Option<Recorded<Reason>>,
     /// Why it was asked (a D-Bus or CLI request's reason).
     pub reason: Option<String>,
     /// What a rejected flag broke, in words.
@@ -149,6 +152,7 @@ impl Entry {
         e.failure = own(&mut obj, "failure");
         e.master_pid = own(&mut obj, "master_pid");
         e.override_acknowledged = own(&mut obj, "override_acknowledged");
+        e.policy_reason = own(&mut obj, "policy_reason");
         e.reason = own(&mut obj, "reason");
         e.rejection = own(&mut obj, "rejection");
         e.timings = own(&mut obj, "timings");
@@ -258,6 +262,7 @@ fn own<T: for<'de> Deserialize<'de>>(obj: &mut Map<String, Value>, k: &str) -> O
 /// A field after the original's: warden's own or another writer's.
 enum Tail<'a> {
     Failure(&'a Failure),
+    Reason(&'a Recorded<Reason>),
     Pid(u32),
     Flag(bool),
     Text(&'a str),
@@ -270,6 +275,7 @@ impl Serialize for Tail<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
             Tail::Failure(f) => f.serialize(s),
+            Tail::Reason(r) => r.serialize(s),
             Tail::Pid(p) => p.serialize(s),
             Tail::Flag(b) => b.serialize(s),
             Tail::Text(t) => t.serialize(s),
@@ -304,7 +310,7 @@ impl Serialize for Entry {
             override_reason,
             policy_state
         );
-        let mut tail: Vec<(&str, Tail<'_>)> = Vec::with_capacity(8 + self.extra.len());
+        let mut tail: Vec<(&str, Tail<'_>)> = Vec::with_capacity(9 + self.extra.len());
         if let Some(f) = &self.failure {
             tail.push(("failure", Tail::Failure(f)));
         }
@@ -313,6 +319,9 @@ impl Serialize for Entry {
         }
         if let Some(b) = self.override_acknowledged {
             tail.push(("override_acknowledged", Tail::Flag(b)));
+        }
+        if let Some(r) = &self.policy_reason {
+            tail.push(("policy_reason", Tail::Reason(r)));
         }
         if let Some(r) = &self.reason {
             tail.push(("reason", Tail::Text(r)));

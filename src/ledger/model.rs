@@ -156,6 +156,26 @@ words! {
         FlagDirUnsafe => "flag_dir_unsafe",
         /// The agent stopped between the signal and the outcome's record.
         OutcomeUnknown => "agent_stopped_before_recording_the_outcome",
+        // An allowed request's, as the original records it: what became of the signal.
+        SignalSighup => "signal_sighup",
+        GunicornPidUnavailable => "gunicorn_pid_unavailable",
+        SignalFailed => "signal_failed",
+        IntentNotRecorded => "intent_not_recorded",
+    }
+}
+
+impl FailureKind {
+    /// The reason the original records for a restart that could not be carried out.
+    pub fn reason(self) -> Reason {
+        match self {
+            FailureKind::PidFileMissing
+            | FailureKind::PidFileUnreadable
+            | FailureKind::PidNotRunning
+            | FailureKind::PidNotGunicornMaster
+            | FailureKind::PidOutsideAppUnit => Reason::GunicornPidUnavailable,
+            FailureKind::IntentNotRecorded => Reason::IntentNotRecorded,
+            FailureKind::SignalFailed => Reason::SignalFailed,
+        }
     }
 }
 

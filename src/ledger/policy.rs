@@ -93,6 +93,30 @@ pub struct Evaluation {
     pub window_seconds: u64,
 }
 
+impl Evaluation {
+    /// The evaluation as the original watchdog records it with each request (`policy_state` of
+    /// a history entry): the status document's fields, and what led to them.
+    pub fn recorded(&self, cfg: &PolicyConfig) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let Some(map) = v.as_object_mut() {
+            let extra = [
+                ("guarded_mode", serde_json::Value::from(self.blocked)),
+                (
+                    "retry_budget_exhausted",
+                    (self.attempts_in_window >= self.retry_budget).into(),
+                ),
+                (
+                    "churn_exceeded",
+                    (self.attempts_in_window >= self.churn_threshold).into(),
+                ),
+                ("cooldown_seconds", cfg.cooldown.as_secs().into()),
+            ];
+            map.extend(extra.map(|(k, v)| (k.to_string(), v)));
+        }
+        v
+    }
+}
+
 /// Evaluates the policy at `now_ms` over the executed restarts in `history` (any order).
 pub fn evaluate(history: &[Executed], now_ms: i64, cfg: &PolicyConfig) -> Evaluation {
     let window_ms = millis(cfg.window);

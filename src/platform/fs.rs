@@ -179,6 +179,29 @@ pub fn remove_stale_temps(path: &Path) -> usize {
     removed
 }
 
+/// `p` with its symbolic links resolved, as Python's `Path.resolve()` does: the longest part
+/// that exists is canonicalized, the rest is appended with `.` and `..` folded.
+pub fn resolve_links(p: &Path) -> PathBuf {
+    let parts: Vec<std::path::Component<'_>> = p.components().collect();
+    // The longest prefix that exists, canonicalized; then the rest, folded.
+    for cut in (1..=parts.len()).rev() {
+        let prefix: PathBuf = parts[..cut].iter().collect();
+        if let Ok(mut out) = std::fs::canonicalize(&prefix) {
+            for part in &parts[cut..] {
+                match part {
+                    std::path::Component::ParentDir => {
+                        out.pop();
+                    }
+                    std::path::Component::CurDir => {}
+                    other => out.push(other),
+                }
+            }
+            return out;
+        }
+    }
+    p.to_path_buf()
+}
+
 /// Flushes the directory holding `path`, so that an entry created or renamed there survives a
 /// crash.
 pub fn sync_dir(path: &Path) -> std::io::Result<()> {
@@ -277,6 +300,24 @@ mod tests {
                 "state.json.lock"
             ]
         );
+    }
+
+    #[test]
+    fn links_resolve_as_far_as_the_path_exists() {
+        let d = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(d.path()).unwrap();
+        std::fs::create_dir(root.join("run")).unwrap();
+        std::fs::create_dir(root.join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink(root.join("elsewhere"), root.join("run/link")).unwrap();
+        assert_eq!(
+            resolve_links(&root.join("run/link/flag")),
+            root.join("elsewhere/flag")
+        );
+        assert_eq!(
+            resolve_links(&root.join("run/missing/../flag")),
+            root.join("run/flag")
+        );
+        assert_eq!(resolve_links(&root.join("run")), root.join("run"));
     }
 
     #[test]

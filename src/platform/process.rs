@@ -40,6 +40,24 @@ pub fn stat(pid: u32) -> Option<Stat> {
     parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
+/// When `pid` started, from its start ticks and the boot time (`/proc/stat`'s `btime`).
+pub fn started_at(pid: u32) -> Option<std::time::SystemTime> {
+    let ticks = stat(pid)?.start_ticks;
+    let btime: u64 = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|h| *h > 0)? as u64;
+    let since_boot = Duration::from_secs(ticks / hz) + Duration::from_secs(ticks % hz) / hz as u32;
+    Some(std::time::UNIX_EPOCH + Duration::from_secs(btime) + since_boot)
+}
+
 /// Whether a command line runs gunicorn: `…/gunicorn …`, `python …/bin/gunicorn …`,
 /// `python -m gunicorn …`, or a `gunicorn: master […]` process title.
 pub fn is_gunicorn_cmdline(argv: &[&str]) -> bool {
@@ -236,6 +254,11 @@ mod tests {
         );
         assert_eq!(parse_stat("garbage"), None);
         assert!(stat(std::process::id()).is_some());
+        // This process started a moment ago.
+        let age = std::time::SystemTime::now()
+            .duration_since(started_at(std::process::id()).unwrap())
+            .unwrap_or_default();
+        assert!(age < Duration::from_secs(24 * 3600), "{age:?}");
     }
 
     #[test]

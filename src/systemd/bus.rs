@@ -71,6 +71,8 @@ struct ServiceProps {
     environment: Option<Vec<String>>,
     #[zbus(rename = "EnvironmentFiles")]
     environment_files: Option<Vec<(String, bool)>>,
+    #[zbus(rename = "WorkingDirectory")]
+    working_directory: Option<String>,
     #[zbus(rename = "User")]
     user: Option<String>,
     #[zbus(rename = "PIDFile")]
@@ -247,6 +249,10 @@ fn decode(name: &str, unit: Message, svc: Message) -> Result<Result<UnitDef, Str
             .collect(),
         user: non_empty(svc.user),
         pid_file: non_empty(svc.pid_file).map(PathBuf::from),
+        working_directory: non_empty(svc.working_directory)
+            .map(|d| d.trim_start_matches('-').to_string())
+            .filter(|d| d.starts_with('/'))
+            .map(PathBuf::from),
         runtime_directory: svc.runtime_directory.unwrap_or_default(),
         runtime_directory_preserve: svc
             .runtime_directory_preserve

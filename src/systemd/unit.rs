@@ -32,6 +32,8 @@ pub struct UnitDef {
     /// `EnvironmentFile=` paths and whether each is optional (`-`).
     pub environment_files: Vec<(PathBuf, bool)>,
     pub user: Option<String>,
+    /// `WorkingDirectory=`, when it names a directory (not `~`).
+    pub working_directory: Option<PathBuf>,
     pub pid_file: Option<PathBuf>,
     pub runtime_directory: Vec<String>,
     pub runtime_directory_preserve: String,

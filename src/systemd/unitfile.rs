@@ -187,6 +187,11 @@ pub fn from_entries(name: &str, entries: &[Directive], located: &Located) -> Uni
                 }
             }
             "User" => u.user = non_empty(v),
+            "WorkingDirectory" => {
+                // `-` makes it optional; `~` is the user's home, which is not read here.
+                let dir = v.strip_prefix('-').unwrap_or(&v);
+                u.working_directory = dir.starts_with('/').then(|| PathBuf::from(dir));
+            }
             "PIDFile" => u.pid_file = non_empty(v).map(|p| absolute_in_run(&p)),
             "RuntimeDirectory" => {
                 if v.is_empty() {

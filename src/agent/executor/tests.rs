@@ -146,7 +146,7 @@ fn a_flag_is_decided_signalled_verified_and_recorded() {
     assert_eq!((e.verified, e.success), (Some(true), Some(true)));
     assert_eq!(e.source(), Some(RequestSource::Manual));
     assert_eq!(
-        e.decision_reason.as_ref().and_then(|r| r.known()),
+        e.policy_reason.as_ref().and_then(|r| r.known()),
         Some(Reason::PolicyAllowsManualRestart)
     );
     let t = e.timings.as_ref().unwrap();
@@ -327,4 +327,74 @@ fn when_the_state_cannot_be_written_no_restart_is_signalled_until_it_can() {
     };
     assert_eq!(caught_up.doc.history, vec![executed, e]);
     assert_eq!(r.saved().history, caught_up.doc.history);
+}
+
+#[test]
+fn a_signalled_request_leaves_no_flag_to_take_again() {
+    let mut r = Rig::new(&[]);
+    r.app.app().hold_reloads = true;
+    r.flag("");
+    // The master is being signalled: the intent is recorded, and neither the flag nor a
+    // claimed copy of it is left for an agent started after a crash to take again.
+    r.app.await_reload();
+    let left: Vec<_> = std::fs::read_dir(r.dir.path().join("run"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("restart.flag"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let pending = crate::ledger::intent::decode(
+        &std::fs::read(crate::ledger::intent::path_for(
+            &r.settings.state_file.value,
+        ))
+        .unwrap(),
+    );
+    assert_eq!(pending.and_then(|e| e.decided()), Some(Decision::Intended));
+    r.app.release();
+    assert_eq!(r.handled().decided(), Some(Decision::Executed));
+}
+
+#[test]
+fn entries_read_as_the_originals() {
+    let mut r = Rig::new(&[]);
+    // A source in another case is the original's word all the same.
+    r.flag(r#"{"user": "ops", "source": "Auto"}"#);
+    let e = r.handled();
+    assert_eq!(e.source(), Some(RequestSource::Auto));
+    // Executed: the original's reason for it, the policy's beside it, and the policy's state
+    // with every field the original records.
+    assert_eq!(
+        e.decision_reason.as_ref().and_then(|r| r.known()),
+        Some(Reason::SignalSighup)
+    );
+    assert_eq!(
+        e.policy_reason.as_ref().and_then(|r| r.known()),
+        Some(Reason::PolicyAllowsAutoRestart)
+    );
+    let p = e.policy_state.clone().unwrap();
+    for k in [
+        "guarded_mode",
+        "retry_budget_exhausted",
+        "churn_exceeded",
+        "cooldown_seconds",
+        "attempts_in_window",
+    ] {
+        assert!(p.get(k).is_some(), "{k} missing from {p}");
+    }
+    // A flag that breaks a rule still says who asked, when its owner is trusted.
+    r.flag(r#"{"user": "alice", "ip": "10.0.0.5", "manual_override": "yes"}"#);
+    let e = r.handled();
+    assert_eq!(e.decided(), Some(Decision::Rejected));
+    assert_eq!(
+        (e.requested_by.as_deref(), e.requested_ip.as_deref()),
+        (Some("alice"), Some("10.0.0.5"))
+    );
+    // Nothing to signal: the original's reason for a restart that could not be carried out.
+    r.app.app().found = Err(Failure::bare(FailureKind::PidFileMissing));
+    let (_, e) = r.restart(true, "again");
+    assert_eq!(
+        e.decision_reason.as_ref().and_then(|r| r.known()),
+        Some(Reason::GunicornPidUnavailable)
+    );
 }

@@ -162,9 +162,9 @@ fn readme_lists_every_code_as_the_binary_does() {
 #[test]
 fn e01_invalid_value_names_the_variable() {
     let mut f = Fixture::new("e01");
-    f.set("WATCHDOG_STATE_FILE", "state/restart.json");
+    f.set("WORKER_RESTART_COOLDOWN", "soon");
     let doc = expect(&f, &[], "E01", 1);
-    assert_eq!(finding(&doc, "E01")["subject"], "WATCHDOG_STATE_FILE");
+    assert_eq!(finding(&doc, "E01")["subject"], "WORKER_RESTART_COOLDOWN");
 }
 
 // ---- conda ----
@@ -766,5 +766,68 @@ fn the_originals_relative_contract_passes_with_its_root() {
     assert_eq!(
         doc["contract"]["state_file"]["value"],
         f.dir.join("state/restart_state.json").display().to_string()
+    );
+}
+
+#[test]
+fn every_env_file_read_is_checked_once() {
+    // No unit at all: the env file given is still read as systemd would read it.
+    let mut f = Fixture::new("f02-alone");
+    f.unset("WARDEN_APP_UNIT");
+    f.unset("WARDEN_UNITS");
+    let mut text = std::fs::read_to_string(&f.env_file).unwrap();
+    text.push_str("this is not an assignment\n");
+    std::fs::write(&f.env_file, text).unwrap();
+    let (_, codes, doc) = f.codes(&[]);
+    assert_eq!(codes.iter().filter(|c| *c == "F02").count(), 1, "{doc:#}");
+
+    // Given relative, the file the units load is one file: its findings are not doubled.
+    let f = Fixture::new("f02-relative");
+    let mut text = std::fs::read_to_string(&f.env_file).unwrap();
+    text.push_str("garbage\n");
+    std::fs::write(&f.env_file, text).unwrap();
+    let out = Command::new(warden())
+        .current_dir(f.env_file.parent().unwrap())
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .args(["check", "--json", "--env-file"])
+        .arg(f.env_file.file_name().unwrap())
+        .arg("--unit-path")
+        .arg(&f.units_dir)
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let f02 = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["code"] == "F02")
+        .count();
+    assert_eq!(f02, 1, "{doc:#}");
+}
+
+#[test]
+fn e02_a_misspelled_variable_is_named_with_the_one_meant() {
+    let mut f = Fixture::new("e02");
+    f.set("WORKER_RESTART_COOLDOWN_SECONDS", "30");
+    f.set("GUNICORN_WORKERS", "4");
+    let doc = expect(&f, &[], "E02", 0);
+    let e = finding(&doc, "E02");
+    assert!(
+        e["help"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean WORKER_RESTART_COOLDOWN?"),
+        "{e:#}"
+    );
+    let e02 = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["code"] == "E02")
+        .count();
+    assert_eq!(
+        e02, 1,
+        "the app's own GUNICORN_WORKERS is left alone: {doc:#}"
     );
 }

@@ -115,7 +115,14 @@ impl Layers {
                     .insert(k.to_string(), (v.to_string(), Source::Environment));
             }
         }
+        let cwd = std::env::current_dir().unwrap_or_default();
         for arg in env_files {
+            // Absolute, so that a file given relative and the same file a unit names are one.
+            let path: std::path::PathBuf = cwd.join(&arg.path).components().collect();
+            let arg = EnvFileArg {
+                path,
+                optional: arg.optional,
+            };
             let text = match std::fs::read_to_string(&arg.path) {
                 Ok(t) => t,
                 Err(e) if arg.optional && e.kind() == std::io::ErrorKind::NotFound => {

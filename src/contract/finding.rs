@@ -40,6 +40,7 @@ macro_rules! codes {
 
 codes! {
     InvalidValue => "E01", Error, "a configuration variable has an invalid value";
+    UnknownVariable => "E02", Warning, "an env file sets a name close to a contract variable's, which nothing reads";
     PrefixUnresolved => "C01", Error, "the Python prefix cannot be determined";
     NotAnEnvironment => "C02", Error, "the prefix is not a conda environment (or venv)";
     PythonMissing => "C03", Error, "bin/python is missing or not executable";

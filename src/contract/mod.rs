@@ -5,6 +5,7 @@ mod bind;
 pub mod conda;
 pub mod finding;
 pub mod inputs;
+mod names;
 mod paths;
 mod python;
 pub mod startup;
@@ -160,6 +161,7 @@ pub fn check(inputs: &Inputs<'_>) -> Report {
     paths::check(&ctx, &mut findings);
     units::check(&mut ctx, &mut findings);
     texts::check(&ctx, &mut findings);
+    names::check(&ctx, &mut findings);
     bind::check(&ctx, &mut findings);
     version::check(&ctx, &mut findings);
 

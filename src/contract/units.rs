@@ -34,10 +34,10 @@ pub(super) fn check(ctx: &mut Context<'_>, out: &mut Vec<Finding>) {
             "set WARDEN_APP_UNIT to the Gunicorn unit (and WARDEN_UNITS to the others) in the shared env file",
         ));
     }
+    env_files(ctx, out);
     if ctx.units.is_empty() {
         return;
     }
-    env_files(ctx, out);
     let envs: Vec<(&UnitDef, BTreeMap<String, String>)> =
         ctx.units.iter().map(|u| (*u, ctx.unit_env(u))).collect();
     for (u, env) in &envs {
@@ -81,7 +81,7 @@ fn env_files(ctx: &Context<'_>, out: &mut Vec<Finding>) {
             (u.name.as_str(), v)
         })
         .collect();
-    if sets.windows(2).any(|w| w[0].1 != w[1].1) {
+    if sets.len() > 1 && sets.windows(2).any(|w| w[0].1 != w[1].1) {
         let detail = sets
             .iter()
             .map(|(n, v)| {

@@ -253,8 +253,14 @@ fn the_control_surface_end_to_end() {
         sample(&l.metrics(), "warden_kill_switch_engaged"),
         Some(1.0)
     );
+    // Showing the switch reads as a state, not as an action.
     let o = l.warden(&["kill-switch"]);
-    assert!(text(&o).contains("engaged"), "{}", text(&o));
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert!(
+        text(&o).starts_with("kill-switch: on (engaged by root at "),
+        "{}",
+        text(&o)
+    );
     // Off: the same in reverse.
     let o = l.warden(&["kill-switch", "off", "--reason", "fixed in 4.3"]);
     assert_eq!(code(&o), 0, "{}", text(&o));
@@ -264,8 +270,10 @@ fn the_control_surface_end_to_end() {
         sample(&l.metrics(), "warden_kill_switch_engaged"),
         Some(0.0)
     );
+    assert!(text(&l.warden(&["kill-switch"])).starts_with("kill-switch: off"));
 
-    // No agent: status from the state file, a restart queued as a flag, the switch refused.
+    // No agent: status from the state file, the switch refused, a restart refused unless
+    // queued, and then queued with its reason for the agent's next start.
     let o = l.sb.systemctl(&["stop", WATCHDOG_UNIT]);
     assert!(o.status.success(), "{}", text(&o));
     let o = l.warden(&["status", "--json"]);
@@ -277,22 +285,55 @@ fn the_control_surface_end_to_end() {
     // The flag is in the sandbox's /run: ask from inside.
     let w = warden();
     let env = l.f.env_file.display().to_string();
-    let o = l.sb.run(&[
-        "env",
-        "-i",
-        "PATH=/usr/bin:/bin",
-        w.to_str().unwrap(),
-        "restart",
-        "--reason",
-        "queued",
-        "--env-file",
-        &env,
-    ]);
-    assert_eq!(code(&o), 0, "{}", text(&o));
-    assert!(text(&o).contains("queued"), "{}", text(&o));
+    let inside = |args: &[&str]| {
+        let mut all = vec!["env", "-i", "PATH=/usr/bin:/bin", w.to_str().unwrap()];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--env-file", &env]);
+        l.sb.run(&all)
+    };
     let flag = l.host("mes_dashboard_restart.flag");
+    let o = inside(&["restart", "--reason", "after hours"]);
+    assert_eq!(code(&o), 7, "{}", text(&o));
+    assert!(text(&o).contains("nothing was done"), "{}", text(&o));
+    assert!(!flag.exists(), "a refused restart wrote the flag");
+    let o = inside(&["restart", "--queue", "--reason", " "]);
+    assert_eq!(code(&o), 2, "an empty reason: {}", text(&o));
+    assert!(!flag.exists());
+    let o = inside(&["restart", "--queue", "--reason", "after hours"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert!(
+        text(&o).contains("nothing has happened yet"),
+        "{}",
+        text(&o)
+    );
     let queued: serde_json::Value = serde_json::from_slice(&std::fs::read(&flag).unwrap()).unwrap();
     assert_eq!(queued["user"], "root");
+    assert_eq!(queued["reason"], "after hours");
+    assert_eq!(queued["source"], "manual");
+    // The agent takes it when it starts, under the policy, with its reason.
+    let o = l.sb.systemctl(&["start", WATCHDOG_UNIT]);
+    assert!(o.status.success(), "{}", text(&o));
+    let taken = await_entry_where(&l, |e| e["reason"] == "after hours");
+    assert_eq!(taken["requested_by"], "root", "{taken:#}");
+    assert!(!flag.exists(), "the agent took the flag");
+}
+
+/// The newest history entry `pred` holds for, once the agent has recorded it (its status
+/// changes are awaited, not slept through).
+fn await_entry_where(l: &Live, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let changes = subscribe(&l.sb.bus);
+    let mut doc = serde_json::Value::Null;
+    for _ in 0..60 {
+        doc = json(&l.warden(&["status", "--json"]));
+        if let Some(e) = doc["restart_history"]
+            .as_array()
+            .and_then(|h| h.iter().rev().find(|e| pred(e)))
+        {
+            return e.clone();
+        }
+        let _ = changes.recv_timeout(std::time::Duration::from_secs(1));
+    }
+    panic!("no such entry in the agent's history: {doc:#}");
 }
 
 /// `warden rehearse` inside the sandbox (the PID file and the processes are in its namespaces).

@@ -6,6 +6,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use warden::config::PolicyConfig;
+use warden::ledger::model::Decision;
 use warden::ledger::policy;
 use warden::ledger::state::{self, Entry, MAX_STATE_BYTES};
 
@@ -25,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
     let back = state::parse(&bytes).expect("a serialized state document parses");
     assert_eq!(back, doc, "the document changed across a save");
 
-    let cfg = PolicyConfig::default();
+    let cfg = PolicyConfig::defaults();
     let executed = doc.executed();
     let _ = policy::evaluate(&executed, NOW_MS, &cfg);
     for e in doc.history.iter().chain(doc.last_restart.as_ref()) {
@@ -39,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
     let mut grown = doc;
     grown.push(
         Entry {
-            decision: Some("executed".into()),
+            decision: Some(Decision::Executed.into()),
             completed_at: Some(NOW.into()),
             ..Entry::default()
         },

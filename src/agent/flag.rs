@@ -32,7 +32,8 @@ pub struct FlagRequest {
     pub override_acknowledged: bool,
     pub override_reason: Option<String>,
     pub runtime_contract_version: Option<String>,
-    /// Why it was asked (the D-Bus API's reason; not part of the admin API's flag).
+    /// Why it was asked: the D-Bus API's reason, or a queued flag's `reason` (a field of
+    /// warden's own; the admin API does not write it and the original ignores it).
     pub reason: Option<String>,
 }
 
@@ -60,6 +61,9 @@ pub enum Rejection {
     InvalidField(String),
     DirReplaced(String),
     DirUnsafe(u32),
+    /// The agent's user may not read it (a root-only file): it would be claimed again and
+    /// again, so it is consumed and reported like any other broken flag.
+    Unreadable(String),
 }
 
 impl std::fmt::Display for Rejection {
@@ -79,6 +83,10 @@ impl std::fmt::Display for Rejection {
             Rejection::NotJson(why)
             | Rejection::InvalidField(why)
             | Rejection::DirReplaced(why) => f.write_str(why),
+            Rejection::Unreadable(why) => write!(
+                f,
+                "the agent's user cannot read the flag ({why}); write it readable by the service user"
+            ),
             Rejection::DirUnsafe(mode) => write!(
                 f,
                 "the flag's directory has mode {mode:04o}: others may write in it and it has no sticky bit"
@@ -102,6 +110,7 @@ impl Rejection {
             Rejection::InvalidField(_) => Reason::FlagInvalidField,
             Rejection::DirReplaced(_) => Reason::FlagDirReplaced,
             Rejection::DirUnsafe(_) => Reason::FlagDirUnsafe,
+            Rejection::Unreadable(_) => Reason::FlagUnreadable,
         }
     }
 }
@@ -235,7 +244,7 @@ pub fn parse(bytes: &[u8]) -> Result<FlagRequest, Rejection> {
         override_acknowledged: flag_bool(&obj, "override_acknowledged")?,
         override_reason: text(&obj, "override_reason")?,
         runtime_contract_version: text(&obj, "runtime_contract_version")?,
-        reason: None,
+        reason: text(&obj, "reason")?,
     })
 }
 
@@ -325,18 +334,23 @@ pub struct Queued<'a> {
     pub override_acknowledged: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub override_reason: Option<&'a str>,
+    pub runtime_contract_version: &'a str,
+    pub reason: &'a str,
 }
 
-/// Writes the flag atomically, for the agent to take when it starts or sees it.
+/// Writes the flag atomically, for the agent to take when it starts or sees it. Readable by
+/// all: root may queue it, and the agent runs as the service user (nothing in it is secret).
 pub fn queue(flag: &Path, request: &Queued<'_>) -> std::io::Result<()> {
     let body = serde_json::to_vec(request).map_err(std::io::Error::other)?;
-    crate::platform::fs::write_atomic(flag, &body, 0o640)
+    crate::platform::fs::write_atomic(flag, &body, 0o644)
 }
 
 /// Puts back requests that agents claimed and never finished (they were killed in between):
 /// one becomes the flag again when there is none, the rest are removed, as flags arriving
-/// together coalesce anyway. Returns how many were found.
-pub fn requeue_stale_claims(flag: &Path) -> usize {
+/// together coalesce anyway. A claim of an agent in `spent` (its intent was recorded, so its
+/// signal may have gone out) is removed, never put back: a request is carried out at most
+/// once. Returns how many were put back.
+pub fn requeue_stale_claims(flag: &Path, spent: &[u32]) -> usize {
     let (Some(dir), Some(name)) = (flag.parent(), flag.file_name()) else {
         return 0;
     };
@@ -354,10 +368,13 @@ pub fn requeue_stale_claims(flag: &Path) -> usize {
         if !n.starts_with(&prefix) || n == mine {
             continue;
         }
-        found += 1;
-        // A link fails when a flag is there already (rename would clobber it); either way the
-        // claimed name goes.
-        let _ = std::fs::hard_link(e.path(), flag);
+        let owner = n[prefix.len()..].parse::<u32>().ok();
+        if !owner.is_some_and(|pid| spent.contains(&pid)) {
+            found += 1;
+            // A link fails when a flag is there already (rename would clobber it); either way
+            // the claimed name goes.
+            let _ = std::fs::hard_link(e.path(), flag);
+        }
         let _ = std::fs::remove_file(e.path());
     }
     found
@@ -390,6 +407,11 @@ pub fn claim(flag: &Path, trust: &Trust) -> std::io::Result<Option<Claimed>> {
         Err(ReadError::NotRegular { kind, .. }) => Err(Rejection::NotRegular(kind)),
         Err(ReadError::TooLarge { size, .. }) => Err(Rejection::TooLarge(size)),
         Err(ReadError::Missing(_)) => return Ok(None),
+        Err(ReadError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            Err(Rejection::Unreadable(source.to_string()))
+        }
         Err(ReadError::Io { source, .. }) => return Err(source),
     };
     Ok(Some(Claimed {
@@ -578,13 +600,23 @@ mod tests {
             "{\"user\": \"b\"}",
         )
         .unwrap();
-        assert_eq!(requeue_stale_claims(&flag), 2);
+        assert_eq!(requeue_stale_claims(&flag, &[]), 2);
         assert!(flag.exists());
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
         std::fs::write(&flag, "new").unwrap();
         std::fs::write(d.path().join(".restart.flag.claimed.3"), "old").unwrap();
-        assert_eq!(requeue_stale_claims(&flag), 1);
+        assert_eq!(requeue_stale_claims(&flag, &[]), 1);
         assert_eq!(std::fs::read_to_string(&flag).unwrap(), "new");
+    }
+
+    #[test]
+    fn a_claim_whose_intent_was_recorded_is_spent_not_queued_again() {
+        let d = tempfile::tempdir().unwrap();
+        let flag = d.path().join("restart.flag");
+        std::fs::write(d.path().join(".restart.flag.claimed.41"), "{}").unwrap();
+        assert_eq!(requeue_stale_claims(&flag, &[41]), 0);
+        assert!(!flag.exists(), "a request that may have been signalled ran again");
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
     }
 
     proptest! {

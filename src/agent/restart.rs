@@ -18,18 +18,10 @@ use crate::ledger::model::{
 use crate::ledger::policy::{self, Ruling};
 use crate::ledger::time::{format_time, parse_time};
 
-/// Makes ids unique within a process even for requests in the same millisecond.
-static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
 /// A new entry for a request: its id, who asked, when, from where, why.
 fn new_entry(req: &FlagRequest) -> Entry {
     Entry {
-        id: Some(format!(
-            "{}-{}-{}",
-            Utc::now().timestamp_millis(),
-            std::process::id(),
-            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        )),
+        id: Some(Entry::new_id(Utc::now().timestamp_millis())),
         requested_by: req.user.clone(),
         requested_at: Some(
             req.timestamp

@@ -50,7 +50,7 @@ pub fn prepare(s: &Settings) -> Result<Prepared, AgentError> {
         path: flag_path.clone(),
         source,
     })?;
-    let stale = flag::requeue_stale_claims(flag_path);
+    let stale = flag::requeue_stale_claims(flag_path, &opened.settled_agents);
     if stale > 0 {
         tracing::warn!(
             "{stale} request(s) claimed by an agent that stopped before deciding them: queued again"

@@ -43,3 +43,11 @@ pub struct AdminEnv {
     #[arg(long = "env-file", value_name = "PATH", allow_hyphen_values = true)]
     pub env_files: Vec<EnvFileArg>,
 }
+
+/// A `--reason`: recorded in the history and the journal, so it says something.
+pub fn reason_text(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Err("the reason is empty: say why, it is recorded with who asked and when".into());
+    }
+    Ok(s.to_string())
+}

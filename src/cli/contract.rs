@@ -110,10 +110,15 @@ pub fn main(a: ContractArgs) -> Exit {
     let v = view(&g, &report);
     if a.json {
         super::print(&serde_json::to_string_pretty(&v).unwrap_or_default());
-        return Exit::Ok;
+    } else {
+        super::print(&render(&g, &report, &v));
     }
-    super::print(&render(&g, &report, &v));
-    Exit::Ok
+    // What is printed is what the units would see; a script asks the code whether it holds.
+    if report.errors() > 0 {
+        Exit::CheckFailed
+    } else {
+        Exit::Ok
+    }
 }
 
 fn render(g: &Gathered, report: &Report, v: &ContractView<'_>) -> String {

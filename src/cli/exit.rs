@@ -22,6 +22,8 @@ pub enum Exit {
     Denied = 6,
     /// No agent, and no fallback.
     NoAgent = 7,
+    /// No agent, and nothing recorded yet.
+    NothingYet = 8,
 }
 
 impl Exit {
@@ -81,14 +83,33 @@ pub const TABLE: &[(Exit, &[Cmd], &str)] = &[
         &[Check],
         "the contract is valid, or RUNTIME_CONTRACT_ENFORCE=false (findings are then warnings)",
     ),
-    (Exit::Ok, &[Contract], "the contract was printed"),
+    (
+        Exit::Ok,
+        &[Contract],
+        "the contract was printed; it has no errors",
+    ),
     (Exit::Ok, &[Run], "stopped by SIGTERM or SIGINT"),
-    (Exit::Ok, &[Status, Restart, KillSwitch], "done"),
+    (
+        Exit::Ok,
+        &[Status],
+        "the status was printed (from the agent, else from the history)",
+    ),
+    (Exit::Ok, &[KillSwitch], "done"),
+    (
+        Exit::Ok,
+        &[Restart],
+        "the restart was executed and verified (or accepted, with --no-wait, or queued, with --queue)",
+    ),
     (Exit::Ok, &[Rehearse], "every step passed"),
     (
         Exit::CheckFailed,
         &[Check],
         "the contract has errors and is enforced",
+    ),
+    (
+        Exit::CheckFailed,
+        &[Contract],
+        "the contract was printed; it has errors (`warden check` explains them)",
     ),
     (
         Exit::CheckFailed,
@@ -142,8 +163,23 @@ pub const TABLE: &[(Exit, &[Cmd], &str)] = &[
     ),
     (
         Exit::NoAgent,
-        &[Status, Restart, KillSwitch],
-        "no agent on the bus and no fallback possible (the kill-switch is the agent's to flip)",
+        &[Status],
+        "no agent on the bus, and the state file cannot be read",
+    ),
+    (
+        Exit::NoAgent,
+        &[Restart],
+        "no agent on the bus: nothing was done (--queue leaves the request for its start)",
+    ),
+    (
+        Exit::NoAgent,
+        &[KillSwitch],
+        "no agent on the bus: the kill-switch is the agent's to flip",
+    ),
+    (
+        Exit::NothingYet,
+        &[Status],
+        "no agent on the bus and no history yet: nothing has run under this contract",
     ),
 ];
 

@@ -112,25 +112,24 @@ pub fn render(engaged: bool, answer: Result<FlipAnswer, ClientError>) -> Exit {
 
 /// The switch as the status document shows it.
 fn show(loaded: &crate::config::Loaded) -> Exit {
+    use super::status::Fetched;
+    // No history yet is no different for the switch: it is off until someone engages it.
     let doc = match super::status::document(loaded) {
-        Ok(d) => d,
-        Err(exit) => return exit,
+        Ok(d) | Err(Fetched::NothingYet(d)) => d,
+        Err(Fetched::Failed(exit)) => return exit,
     };
     let k = &doc["kill_switch"];
     let by = match (&k["changed_by"], &k["changed_at"], &k["reason"]) {
         (serde_json::Value::String(by), serde_json::Value::String(at), r) => format!(
-            " (by {by} at {at}{})",
+            " (engaged by {by} at {at}{})",
             r.as_str().map(|r| format!(": {r}")).unwrap_or_default()
         ),
         _ => String::new(),
     };
+    // A state, not an action: `on`/`off` are the words that change it.
     super::print(&format!(
-        "kill-switch {}{by}",
-        if k["engaged"] == true {
-            "engaged"
-        } else {
-            "released"
-        }
+        "kill-switch: {}{by}",
+        if k["engaged"] == true { "on" } else { "off" }
     ));
     Exit::Ok
 }

@@ -49,7 +49,7 @@ pub enum Command {
     #[command(after_help = exit::help(Cmd::Status))]
     Status(status::StatusArgs),
     /// Ask the agent for a graceful reload under the policy, and wait for the verified outcome
-    /// (with no agent on the bus, the request is queued as a flag)
+    /// (with no agent on the bus, --queue leaves the request as a flag for its start)
     #[command(after_help = exit::help(Cmd::Restart))]
     Restart(restart::RestartArgs),
     /// Show the kill-switch, or engage (on) or release (off) it: published for the app, then

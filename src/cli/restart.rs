@@ -1,6 +1,6 @@
 //! `warden restart`: asks the agent for a graceful reload under the policy and waits for the
-//! verified outcome; with no agent on the bus, queues the request as a flag, as the MES admin
-//! API does.
+//! verified outcome. With no agent on the bus nothing happens, unless `--queue` asks to leave
+//! the request as a flag, as the MES admin API writes it, for the agent's next start.
 
 use std::time::Duration;
 
@@ -18,8 +18,8 @@ use crate::ledger::model::{RequestSource, Verdict};
 pub struct RestartArgs {
     #[command(flatten)]
     pub env: AdminEnv,
-    /// Why (recorded in the history and the journal)
-    #[arg(long, value_name = "TEXT")]
+    /// Why (recorded in the history and the journal; not empty)
+    #[arg(long, value_name = "TEXT", value_parser = super::args::reason_text)]
     pub reason: String,
     /// Override the cooldown or guarded mode (needs --acknowledge; audited with --reason)
     #[arg(long = "override", requires = "acknowledge")]
@@ -30,6 +30,10 @@ pub struct RestartArgs {
     /// Return once the agent accepted the request, without waiting for the verified outcome
     #[arg(long)]
     pub no_wait: bool,
+    /// With no agent on the bus, leave the request as a restart flag for the agent to take
+    /// when it starts (without it, no agent is exit 7 and nothing is written)
+    #[arg(long)]
+    pub queue: bool,
 }
 
 /// How long to wait for an outcome: the reload's own timeout, and a margin for the policy,
@@ -56,7 +60,17 @@ pub fn main(a: RestartArgs) -> Exit {
     });
     match asked {
         Ok(Some(answer)) => render(answer),
-        Ok(None) => queue(&s, &a),
+        Ok(None) if a.queue => queue(&s, &a),
+        Ok(None) => {
+            errors::refuse(
+                "no agent answers on the bus: nothing was done",
+                Some(
+                    "start the agent (systemctl start warden.service), or leave the request for \
+                     its start with --queue",
+                ),
+            );
+            Exit::NoAgent
+        }
         Err(e) => {
             errors::report(&errors::IoProblem {
                 doing: "start the async runtime".into(),
@@ -154,12 +168,15 @@ fn queue(s: &Settings, a: &RestartArgs) -> Exit {
         manual_override: a.manual_override,
         override_acknowledged: a.acknowledge,
         override_reason: a.manual_override.then_some(a.reason.as_str()),
+        runtime_contract_version: &s.contract_version.value,
+        reason: &a.reason,
     };
     let path = &s.restart_flag.value;
     match flag::queue(path, &request) {
         Ok(()) => {
             super::print(&format!(
-                "no agent on the bus: the request is queued in {} for the agent to take",
+                "queued in {}: nothing has happened yet; the agent takes the request when it \
+                 starts, under the policy (warden status shows the outcome)",
                 path.display()
             ));
             Exit::Ok

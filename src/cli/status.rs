@@ -26,18 +26,35 @@ pub fn main(a: StatusArgs) -> Exit {
         Ok(l) => l,
         Err(exit) => return exit,
     };
-    let doc = match document(&loaded) {
-        Ok(d) => d,
-        Err(exit) => return exit,
+    let (doc, nothing_yet) = match document(&loaded) {
+        Ok(d) => (d, false),
+        Err(Fetched::NothingYet(d)) => (d, true),
+        Err(Fetched::Failed(exit)) => return exit,
+    };
+    // Said even with --json, on stderr: a script reads the code, a person the words.
+    let ok = if nothing_yet {
+        errors::refuse(
+            &format!(
+                "no agent answers on the bus, and {} holds no history: nothing has run under \
+                 this contract yet",
+                loaded.settings.state_file.value.display()
+            ),
+            Some(
+                "start the agent (systemctl start warden.service); what follows is the contract's view alone",
+            ),
+        );
+        Exit::NothingYet
+    } else {
+        Exit::Ok
     };
     if a.json {
         super::print(&serde_json::to_string_pretty(&doc).unwrap_or_default());
-        return Exit::Ok;
+        return ok;
     }
     match status::from_json(doc) {
         Ok(d) => {
             super::print(&status::summary(&d));
-            Exit::Ok
+            ok
         }
         Err(e) => {
             errors::refuse(
@@ -51,8 +68,22 @@ pub fn main(a: StatusArgs) -> Exit {
     }
 }
 
+/// Why [`document`] has no document from an agent or a history.
+pub enum Fetched {
+    /// No agent, no history: the document built from the contract alone.
+    NothingYet(serde_json::Value),
+    /// Nothing to show; the message is out, with this code.
+    Failed(Exit),
+}
+
+impl From<Exit> for Fetched {
+    fn from(e: Exit) -> Self {
+        Fetched::Failed(e)
+    }
+}
+
 /// The document as JSON: the agent's, else built from the state file.
-pub fn document(loaded: &Loaded) -> Result<serde_json::Value, Exit> {
+pub fn document(loaded: &Loaded) -> Result<serde_json::Value, Fetched> {
     let s = &loaded.settings;
     let from_agent = client::runtime().ok().and_then(|rt| {
         rt.block_on(async {
@@ -68,12 +99,16 @@ pub fn document(loaded: &Loaded) -> Result<serde_json::Value, Exit> {
                 &format!("the agent's status is not JSON: {e}"),
                 Some("the agent's journal (journalctl -u warden.service) may say why"),
             );
-            Exit::RestartFailed
+            Exit::RestartFailed.into()
         });
     }
     let state = read_state(s)?;
     let validation = startup_validity(loaded);
-    Ok(serde_json::to_value(without_agent(s, &state, &validation)).unwrap_or_default())
+    let doc = serde_json::to_value(without_agent(s, &state, &validation)).unwrap_or_default();
+    if state.history.is_empty() && state.last_restart.is_none() && state.kill_switch.is_none() {
+        return Err(Fetched::NothingYet(doc));
+    }
+    Ok(doc)
 }
 
 fn without_agent(s: &Settings, state: &StateDoc, v: &Validation) -> StatusDoc {

@@ -56,7 +56,26 @@ pub struct Entry {
     pub extra: Map<String, Value>,
 }
 
+/// Makes ids unique within a process even for requests in the same millisecond.
+static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 impl Entry {
+    /// A new entry id: `<ms>-<agent pid>-<sequence>`, unique across agents and restarts.
+    pub fn new_id(now_ms: i64) -> String {
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{now_ms}-{}-{seq}", std::process::id())
+    }
+
+    /// The PID of the agent that made this entry, from an id of [`Entry::new_id`]'s.
+    pub fn agent_pid(&self) -> Option<u32> {
+        let mut parts = self.id.as_deref()?.split('-');
+        let (_, pid, _) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() {
+            return None;
+        }
+        pid.parse().ok()
+    }
+
     /// The decision, when it is one of warden's words.
     pub fn decided(&self) -> Option<Decision> {
         self.decision.as_ref().and_then(Recorded::known)
@@ -367,6 +386,24 @@ impl<'de> Deserialize<'de> for Entry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_id_names_the_agent_that_made_it() {
+        let e = Entry {
+            id: Some(Entry::new_id(1_800_000_000_000)),
+            ..Entry::default()
+        };
+        assert_eq!(e.agent_pid(), Some(std::process::id()));
+        let other = |id: &str| {
+            Entry {
+                id: Some(id.into()),
+                ..Entry::default()
+            }
+            .agent_pid()
+        };
+        assert_eq!(other("mes-7f3a"), None);
+        assert_eq!(other("1-2-3-4"), None);
+    }
 
     #[test]
     fn warden_fields_sort_among_other_writers_fields() {

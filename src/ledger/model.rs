@@ -154,6 +154,7 @@ words! {
         FlagInvalidField => "flag_invalid_field",
         FlagDirReplaced => "flag_dir_replaced",
         FlagDirUnsafe => "flag_dir_unsafe",
+        FlagUnreadable => "flag_unreadable",
         /// The agent stopped between the signal and the outcome's record.
         OutcomeUnknown => "agent_stopped_before_recording_the_outcome",
         // An allowed request's, as the original records it: what became of the signal.

@@ -41,6 +41,8 @@ pub struct Opened {
     /// Restarts signalled by an agent that stopped before recording their outcome, now
     /// recorded as `unknown`.
     pub settled: usize,
+    /// The agents (PIDs) those restarts were theirs: their claimed flags are spent.
+    pub settled_agents: Vec<u32>,
     /// Why there is no intent record (intents then go to the state file).
     pub no_intent_record: Option<String>,
 }
@@ -79,19 +81,21 @@ impl Ledger {
             limit,
             policy,
         };
-        opened.settled = ledger.settle_unknown();
+        opened.settled_agents = ledger.settle_unknown();
+        opened.settled = opened.settled_agents.len();
         Ok((ledger, opened))
     }
 
-    /// Records as `unknown` the outcomes a killed agent left unrecorded; how many.
-    fn settle_unknown(&mut self) -> usize {
-        let mut settled = 0;
+    /// Records as `unknown` the outcomes a killed agent left unrecorded; the PIDs of the
+    /// agents whose they were (0 when the id does not say).
+    fn settle_unknown(&mut self) -> Vec<u32> {
+        let mut settled = Vec::new();
         if let Some(last) = self.doc.history.last_mut()
             && last.decided() == Some(Decision::Intended)
         {
             unknown(last);
             self.doc.last_restart = Some(last.clone());
-            settled += 1;
+            settled.push(last.agent_pid().unwrap_or(0));
         }
         let pending = self.intents.as_ref().and_then(IntentLog::pending);
         if let Some(mut e) = pending
@@ -102,10 +106,10 @@ impl Ledger {
                 .any(|h| h.id.is_some() && h.id == e.id)
         {
             unknown(&mut e);
+            settled.push(e.agent_pid().unwrap_or(0));
             self.push(e);
-            settled += 1;
         }
-        if settled > 0 {
+        if !settled.is_empty() {
             self.save();
         } else if let Some(log) = self.intents.as_mut() {
             // Nothing pending that the history lacks: the record is spent.
@@ -221,7 +225,7 @@ impl Ledger {
             Ok(LoadedState::Ok(doc) | LoadedState::Fresh(doc)) => {
                 self.doc = doc;
                 self.unsaved = None;
-                self.settle_unknown();
+                let _ = self.settle_unknown();
             }
             _ => self.doc = last_good,
         }

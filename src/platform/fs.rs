@@ -1,6 +1,7 @@
 //! File primitives for files that matter: durable atomic replacement, and reading a file that
 //! someone else controls without following links, blocking on a FIFO, or reading without bound.
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -129,6 +130,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
             .mode(mode)
             .custom_flags(OFlag::O_NOFOLLOW.bits())
             .open(&tmp)?;
+        // The mode asked for, whatever the caller's umask: readers elsewhere depend on it.
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
         f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;

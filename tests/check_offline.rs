@@ -99,17 +99,29 @@ fn unreadable_inputs_exit_2_naming_the_path() {
     assert_eq!(out.status.code(), Some(2));
 }
 
-#[test]
-fn without_env_file_the_app_units_env_file_is_the_contract() {
-    let f = Fixture::new("auto-env");
-    let out = Command::new(warden())
+/// `warden ARGS` from a plain environment, with the instances' directory `config_dir`.
+fn warden_with_config_dir(
+    f: &Fixture,
+    config_dir: &std::path::Path,
+    args: &[&str],
+) -> std::process::Output {
+    Command::new(warden())
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
-        .env("WARDEN_APP_UNIT", APP_UNIT)
-        .args(["contract", "--json", "--unit-path"])
+        .env("WARDEN_CONFIG_DIR", config_dir)
+        .args(args)
+        .arg("--unit-path")
         .arg(&f.units_dir)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn with_app_and_no_instance_file_the_app_units_env_file_is_the_contract() {
+    let f = Fixture::new("auto-env");
+    let none = f.dir.join("no-instances");
+    let out = warden_with_config_dir(&f, &none, &["contract", "--json", "--app", "mes-dashboard"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["pid_file"]["value"], f.pid_file().display().to_string());
     assert_eq!(doc["pid_file"]["source"]["kind"], "env-file");
@@ -117,6 +129,81 @@ fn without_env_file_the_app_units_env_file_is_the_contract() {
         doc["pid_file"]["source"]["path"],
         f.env_file.display().to_string()
     );
+    // The agent's own check never guesses: its contract is the instance file.
+    let out = warden_with_config_dir(
+        &f,
+        &none,
+        &["check", "--phase", "running", "--app", "mes-dashboard"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!(
+            "{}/mes-dashboard.env does not exist",
+            none.display()
+        )),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn the_one_configured_instance_is_every_commands_default() {
+    let f = Fixture::new("one-instance");
+    let dir = f.dir.join("warden");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::copy(&f.env_file, dir.join("mes-dashboard.env")).unwrap();
+    let out = warden_with_config_dir(&f, &dir, &["check", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        doc["contract"]["pid_file"]["source"]["path"],
+        dir.join("mes-dashboard.env").display().to_string()
+    );
+    // An instance's contract that names another app is refused.
+    std::fs::write(
+        dir.join("mes-dashboard.env"),
+        std::fs::read_to_string(&f.env_file).unwrap().replace(
+            "WARDEN_APP_UNIT=mes-dashboard.service",
+            "WARDEN_APP_UNIT=shop.service",
+        ),
+    )
+    .unwrap();
+    let out = warden_with_config_dir(&f, &dir, &["check"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("names another app unit"),
+        "{}",
+        text(&out)
+    );
+    // Two: which one?
+    std::fs::copy(&f.env_file, dir.join("mes-dashboard.env")).unwrap();
+    std::fs::copy(&f.env_file, dir.join("shop.env")).unwrap();
+    let out = warden_with_config_dir(&f, &dir, &["contract"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("(mes-dashboard, shop)"),
+        "{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("--app mes-dashboard"), "{}", text(&out));
+}
+
+#[test]
+fn nothing_configured_is_exit_2_with_how_to_configure_never_a_check_of_defaults() {
+    let f = Fixture::new("nothing-configured");
+    let none = f.dir.join("no-instances");
+    for cmd in [
+        &["check"][..],
+        &["contract"],
+        &["check", "--phase", "running"],
+    ] {
+        let out = warden_with_config_dir(&f, &none, cmd);
+        assert_eq!(out.status.code(), Some(2), "{cmd:?}: {}", text(&out));
+        let t = text(&out);
+        assert!(t.contains("nothing is configured"), "{t}");
+        assert!(t.contains("APP.env"), "{t}");
+        assert!(!t.contains("C01"), "a check of the defaults: {t}");
+    }
 }
 
 #[test]

@@ -121,3 +121,25 @@ fn contract_exits_1_when_what_it_prints_has_errors() {
         text(&o)
     );
 }
+
+#[test]
+fn the_admin_commands_need_a_contract_and_say_how_to_configure_one() {
+    let f = Fixture::new("cli-nothing-configured");
+    for args in [
+        &["status"][..],
+        &["status", "--all"],
+        &["restart", "--reason", "x"],
+        &["kill-switch"],
+    ] {
+        let o = Command::new(warden())
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus")
+            .env("WARDEN_CONFIG_DIR", f.dir.join("no-instances"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains("nothing is configured"), "{}", text(&o));
+    }
+}

@@ -40,10 +40,12 @@ impl Live {
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("DBUS_SYSTEM_BUS_ADDRESS", &self.sb.bus)
             .args(args);
-        // The contract's env file is for root and the service user; another user asks the
-        // agent alone.
+        // The contract's env file is for root and the service user; another user names the
+        // app, and asks its agent alone.
         if user.is_none() {
             c.args(["--env-file", self.f.env_file.to_str().unwrap()]);
+        } else {
+            c.args(["--app", "mes-dashboard"]);
         }
         c.output().unwrap()
     }
@@ -108,7 +110,7 @@ fn subscribe(bus: &str) -> std::sync::mpsc::Receiver<(String, String)> {
                 .await
                 .unwrap();
             let props = zbus::fdo::PropertiesProxy::builder(&conn)
-                .destination(warden::control::dbus::BUS_NAME)
+                .destination(agent_bus_name())
                 .path(warden::control::dbus::OBJECT_PATH)
                 .build()
                 .await

@@ -615,7 +615,10 @@ mod tests {
         let flag = d.path().join("restart.flag");
         std::fs::write(d.path().join(".restart.flag.claimed.41"), "{}").unwrap();
         assert_eq!(requeue_stale_claims(&flag, &[41]), 0);
-        assert!(!flag.exists(), "a request that may have been signalled ran again");
+        assert!(
+            !flag.exists(),
+            "a request that may have been signalled ran again"
+        );
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
     }
 

@@ -4,15 +4,18 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use super::target::{self, AppArg, LocateError, Located};
 use crate::config::EnvFileArg;
 use crate::contract::inputs::Sources;
 
 /// Where a check reads the contract from.
 #[derive(Debug, Args)]
 pub struct SourceArgs {
-    /// Load variables from a file in systemd EnvironmentFile= syntax; repeatable, later files
-    /// override earlier ones and the environment. A leading '-' makes the file optional.
-    /// Without it (and outside systemd) the app unit's own env files are used.
+    #[command(flatten)]
+    pub app: AppArg,
+    /// Load variables from a file in systemd EnvironmentFile= syntax instead of the app's
+    /// contract; repeatable, later files override earlier ones and the environment. A leading
+    /// '-' makes the file optional
     #[arg(long = "env-file", value_name = "PATH", allow_hyphen_values = true)]
     pub env_files: Vec<EnvFileArg>,
     /// Read unit files (and NAME.d/*.conf drop-ins) from DIR instead of asking systemd;
@@ -26,22 +29,28 @@ pub struct SourceArgs {
 }
 
 impl SourceArgs {
-    pub fn sources(&self) -> Sources {
-        Sources {
-            env_files: self.env_files.clone(),
-            unit_paths: self.unit_paths.clone(),
-            offline: self.offline,
-        }
+    pub fn sources(&self) -> Result<Sources, LocateError> {
+        let found = target::locate(self.app.app.as_ref(), &self.env_files)?;
+        Ok(found.sources(&self.unit_paths, self.offline))
     }
 }
 
-/// The env files of a command that acts on the agent.
+/// The app of a command that acts on the agent.
 #[derive(Debug, Args)]
 pub struct AdminEnv {
-    /// Load variables from a file in systemd EnvironmentFile= syntax (for the state and flag
-    /// paths when no agent answers); repeatable. A leading '-' makes the file optional.
+    #[command(flatten)]
+    pub app: AppArg,
+    /// Load variables from a file in systemd EnvironmentFile= syntax instead of the app's
+    /// contract (for the agent's name and, when no agent answers, the state and flag paths);
+    /// repeatable. A leading '-' makes the file optional
     #[arg(long = "env-file", value_name = "PATH", allow_hyphen_values = true)]
     pub env_files: Vec<EnvFileArg>,
+}
+
+impl AdminEnv {
+    pub fn locate(&self) -> Result<Located, LocateError> {
+        target::locate(self.app.app.as_ref(), &self.env_files)
+    }
 }
 
 /// A `--reason`: recorded in the history and the journal, so it says something.

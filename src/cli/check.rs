@@ -25,7 +25,8 @@ pub struct CheckArgs {
     /// Documentation whose VAR=value mentions of contract variables must match; repeatable
     #[arg(long = "docs", value_name = "PATH")]
     pub docs: Vec<PathBuf>,
-    /// pre-start: the port must be free; running: it must be held by the app's gunicorn master
+    /// pre-start: the port must be free; running: it must be held by the app's gunicorn master,
+    /// and with --app the contract is the agent's own, /etc/warden/NAME.env, which must exist
     #[arg(long, value_enum, default_value = "pre-start")]
     pub phase: Phase,
     /// Print the report as JSON
@@ -51,7 +52,23 @@ pub fn main(a: CheckArgs) -> Exit {
         super::print(&finding::code_table());
         return Exit::Ok;
     }
-    let gathered = gather(&a.source.sources()).and_then(|g| {
+    // The running phase is the agent's own check (its unit's ExecStartPre=): the contract is
+    // the one `warden run` will take, never one guessed from the app unit.
+    let sources = if a.phase == Phase::Running {
+        super::target::locate_for_agent(a.source.app.app.as_ref(), &a.source.env_files)
+            .map(|l| l.sources(&a.source.unit_paths, a.source.offline))
+            .map_err(|e| {
+                errors::report(&e);
+                Exit::Usage
+            })
+    } else {
+        super::sources(&a.source)
+    };
+    let sources = match sources {
+        Ok(s) => s,
+        Err(exit) => return exit,
+    };
+    let gathered = gather(&sources).and_then(|g| {
         let scripts = read_texts(&a.scripts, "script")?;
         let docs = read_texts(&a.docs, "docs file")?;
         Ok((g, scripts, docs))

@@ -99,12 +99,14 @@ pub fn view<'a>(g: &'a Gathered, r: &'a Report) -> ContractView<'a> {
 }
 
 pub fn main(a: ContractArgs) -> Exit {
-    let g = match gather(&a.source.sources()) {
-        Ok(g) => g,
-        Err(e) => {
+    let g = match super::sources(&a.source).and_then(|src| {
+        gather(&src).map_err(|e| {
             errors::report(&e);
-            return Exit::Usage;
-        }
+            Exit::Usage
+        })
+    }) {
+        Ok(g) => g,
+        Err(exit) => return exit,
     };
     let report = contract::check(&g.inputs(&[], &[], Phase::PreStart));
     let v = view(&g, &report);

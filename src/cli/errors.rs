@@ -35,7 +35,21 @@ pub fn refuse(message: &str, help: Option<&str>) {
 
 impl Explain for LoadError {
     fn help(&self) -> String {
-        "check the path, or prefix it with '-' to make the file optional".into()
+        match self {
+            LoadError::EnvFile { path, source }
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                format!(
+                    "this user (uid {}) may not read it; the agent runs as the app's user: \
+                     chown root:APPGROUP {p} && chmod 0640 {p}",
+                    nix::unistd::geteuid(),
+                    p = path.display()
+                )
+            }
+            LoadError::EnvFile { .. } => {
+                "check the path, or prefix it with '-' to make the file optional".into()
+            }
+        }
     }
 }
 
@@ -53,6 +67,17 @@ impl Explain for GatherError {
             GatherError::Runtime(_) => {
                 "the system is out of resources (threads, file descriptors)".into()
             }
+            GatherError::OtherApp { app, .. } => format!(
+                "an instance's contract is its app's: set WARDEN_APP_UNIT={} or remove the line",
+                app.unit()
+            ),
+            GatherError::NoAppUnit { app, .. } => format!(
+                "write the contract to {} (docs/MIGRATION.md), or check the app's name: \
+                 systemctl status {}",
+                app.env_file(&crate::config::instance::config_dir())
+                    .display(),
+                app.unit()
+            ),
         }
     }
 }
@@ -77,7 +102,7 @@ impl Explain for ClientError {
                 "an override needs --acknowledge and a --reason; reasons are one line of at most 4 KiB".into()
             }
             ClientError::NoAnswer(_) => {
-                "the agent's journal (journalctl -u warden.service) says why; check that it runs".into()
+                "the agent's journal (journalctl -u 'warden@*') says why; check that it runs".into()
             }
         }
     }

@@ -30,6 +30,15 @@ impl Exit {
     pub fn code(self) -> u8 {
         self as u8
     }
+
+    /// Of two endings, the one with the higher code (success only when both succeeded).
+    pub fn max_by_code(self, other: Exit) -> Exit {
+        if other.code() > self.code() {
+            other
+        } else {
+            self
+        }
+    }
 }
 
 impl From<Exit> for std::process::ExitCode {

@@ -31,12 +31,12 @@ pub struct KillSwitchArgs {
 }
 
 pub fn main(a: KillSwitchArgs) -> Exit {
-    let loaded = match super::load_strict(&a.env.env_files) {
-        Ok(l) => l,
+    let admin = match super::Admin::find(&a.env) {
+        Ok(t) => t,
         Err(exit) => return exit,
     };
     let Some(state) = a.state else {
-        return show(&loaded);
+        return show(&admin);
     };
     let engaged = state == OnOff::On;
     if engaged && a.reason.trim().is_empty() {
@@ -46,10 +46,11 @@ pub fn main(a: KillSwitchArgs) -> Exit {
         );
         return Exit::Usage;
     }
-    let wait = (!a.no_wait).then(|| outcome_wait(&loaded.settings));
+    let settings = admin.contract.as_ref().ok().map(|l| &l.settings);
+    let wait = (!a.no_wait).then(|| outcome_wait(settings));
     let flipped = client::runtime().ok().map(|rt| {
         rt.block_on(async {
-            let agent = Agent::find().await?;
+            let agent = Agent::find_named(&admin.bus_name).await?;
             Some(agent.flip(engaged, &a.reason, wait).await)
         })
     });
@@ -57,7 +58,10 @@ pub fn main(a: KillSwitchArgs) -> Exit {
         None => {
             errors::refuse(
                 "no agent on the bus: the kill-switch is the agent's to flip",
-                Some("start the agent: systemctl start warden.service"),
+                Some(&format!(
+                    "start the agent: systemctl start {}",
+                    admin.agent_unit()
+                )),
             );
             Exit::NoAgent
         }
@@ -93,7 +97,7 @@ pub fn render(engaged: bool, answer: Result<FlipAnswer, ClientError>) -> Exit {
                     "kill-switch {what}, but the reload {}: {}",
                     outcome.decision, outcome.detail
                 ),
-                Some("the agent's journal (journalctl -u warden.service) has the reload's details"),
+                Some("the agent's journal (journalctl -u 'warden@*') has the reload's details"),
             );
             Exit::RestartFailed
         }
@@ -111,10 +115,10 @@ pub fn render(engaged: bool, answer: Result<FlipAnswer, ClientError>) -> Exit {
 }
 
 /// The switch as the status document shows it.
-fn show(loaded: &crate::config::Loaded) -> Exit {
+fn show(admin: &super::Admin) -> Exit {
     use super::status::Fetched;
     // No history yet is no different for the switch: it is off until someone engages it.
-    let doc = match super::status::document(loaded) {
+    let doc = match super::status::document(admin) {
         Ok(d) | Err(Fetched::NothingYet(d)) => d,
         Err(Fetched::Failed(exit)) => return exit,
     };

@@ -12,6 +12,7 @@ mod rehearse;
 mod restart;
 mod run;
 mod status;
+pub mod target;
 
 use clap::{Parser, Subcommand};
 
@@ -91,15 +92,80 @@ fn print(text: &str) {
     }
 }
 
-/// Loads the configuration of a command that acts: an invalid value stops it (exit 2).
-fn load_strict(env_files: &[crate::config::EnvFileArg]) -> Result<crate::config::Loaded, Exit> {
-    let loaded = crate::config::load(env_files).map_err(|e| {
+/// What a command that talks to the agent acts on: the agent's name on the bus, and the
+/// contract, when it could be read. The name comes from `--app` when given, so that a user who
+/// may not read the contract (it holds the app's secrets) still reaches the agent; the
+/// contract is needed only without an agent (the state file, the flag) and for timeouts.
+struct Admin {
+    bus_name: String,
+    app: Option<crate::config::instance::AppName>,
+    contract: Result<crate::config::Loaded, Unreadable>,
+}
+
+/// Why the contract could not be used, said when it is needed.
+struct Unreadable {
+    message: String,
+    help: String,
+}
+
+impl Admin {
+    fn find(env: &AdminEnv) -> Result<Admin, Exit> {
+        let located = env.locate().map_err(|e| {
+            errors::report(&e);
+            Exit::Usage
+        })?;
+        let contract = match crate::contract::inputs::load_config(&located.sources(&[], false)) {
+            Err(e) => Err(Unreadable {
+                message: format!("error: {e}"),
+                help: errors::Explain::help(&e),
+            }),
+            Ok((loaded, _)) => match loaded.invalid.first() {
+                Some(i) => Err(Unreadable {
+                    message: format!("{i} (from {})", i.origin),
+                    help: i.help.clone(),
+                }),
+                None => Ok(loaded),
+            },
+        };
+        let app = located.app().cloned().or_else(|| {
+            let loaded = contract.as_ref().ok()?;
+            crate::config::instance::AppName::of_unit(loaded.settings.app_unit.as_deref()?)
+        });
+        let bus_name = match (&located.app(), &contract) {
+            (Some(app), _) => crate::control::dbus::bus_name(Some(app)),
+            (None, Ok(l)) => crate::control::dbus::agent_name(&l.settings),
+            (None, Err(u)) => {
+                errors::refuse(&u.message, Some(&u.help));
+                return Err(Exit::Usage);
+            }
+        };
+        Ok(Admin {
+            bus_name,
+            app,
+            contract,
+        })
+    }
+
+    /// The contract, or exit 2 with why it cannot be used.
+    fn contract(&self) -> Result<&crate::config::Loaded, Exit> {
+        self.contract.as_ref().map_err(|u| {
+            errors::refuse(&u.message, Some(&u.help));
+            Exit::Usage
+        })
+    }
+
+    /// The agent's unit, for hints.
+    fn agent_unit(&self) -> String {
+        self.app
+            .as_ref()
+            .map_or_else(|| "the agent's unit".into(), |a| a.agent_unit())
+    }
+}
+
+/// The sources of a check command, or exit 2 with why none were found.
+fn sources(a: &SourceArgs) -> Result<crate::contract::inputs::Sources, Exit> {
+    a.sources().map_err(|e| {
         errors::report(&e);
         Exit::Usage
-    })?;
-    if let Some(i) = loaded.invalid.first() {
-        errors::refuse(&format!("{i} (from {})", i.origin), Some(&i.help));
-        return Err(Exit::Usage);
-    }
-    Ok(loaded)
+    })
 }

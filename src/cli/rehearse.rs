@@ -57,12 +57,14 @@ fn positive_seconds(s: &str) -> Result<f64, String> {
 
 pub fn main(a: RehearseArgs) -> Exit {
     let t0 = Instant::now();
-    let g = match gather(&a.source.sources()) {
-        Ok(g) => g,
-        Err(e) => {
+    let g = match super::sources(&a.source).and_then(|src| {
+        gather(&src).map_err(|e| {
             errors::report(&e);
-            return Exit::Usage;
-        }
+            Exit::Usage
+        })
+    }) {
+        Ok(g) => g,
+        Err(exit) => return exit,
     };
     let plan = Plan {
         reason: a.reason,

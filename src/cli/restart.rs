@@ -37,20 +37,22 @@ pub struct RestartArgs {
 }
 
 /// How long to wait for an outcome: the reload's own timeout, and a margin for the policy,
-/// the intent and the signal.
-pub fn outcome_wait(s: &Settings) -> Duration {
-    s.reload_timeout + Duration::from_secs(30)
+/// the intent and the signal (the default timeout's when the contract cannot be read).
+pub fn outcome_wait(contract: Option<&Settings>) -> Duration {
+    let reload = contract.map_or_else(|| Settings::defaults().reload_timeout, |s| s.reload_timeout);
+    reload + Duration::from_secs(30)
 }
 
 pub fn main(a: RestartArgs) -> Exit {
-    let s = match super::load_strict(&a.env.env_files) {
-        Ok(l) => l.settings,
+    let admin = match super::Admin::find(&a.env) {
+        Ok(t) => t,
         Err(exit) => return exit,
     };
-    let wait = (!a.no_wait).then(|| outcome_wait(&s));
+    let settings = admin.contract.as_ref().ok().map(|l| &l.settings);
+    let wait = (!a.no_wait).then(|| outcome_wait(settings));
     let asked = client::runtime().map(|rt| {
         rt.block_on(async {
-            let agent = Agent::find().await?;
+            let agent = Agent::find_named(&admin.bus_name).await?;
             Some(
                 agent
                     .restart(&a.reason, a.manual_override, a.acknowledge, wait)
@@ -60,14 +62,21 @@ pub fn main(a: RestartArgs) -> Exit {
     });
     match asked {
         Ok(Some(answer)) => render(answer),
-        Ok(None) if a.queue => queue(&s, &a),
+        Ok(None) if a.queue => match admin.contract() {
+            Ok(l) => queue(&l.settings, &a),
+            Err(exit) => exit,
+        },
         Ok(None) => {
             errors::refuse(
-                "no agent answers on the bus: nothing was done",
-                Some(
-                    "start the agent (systemctl start warden.service), or leave the request for \
-                     its start with --queue",
+                &format!(
+                    "no agent answers on the bus ({}): nothing was done",
+                    admin.bus_name
                 ),
+                Some(&format!(
+                    "start the agent (systemctl start {}), or leave the request for its start \
+                     with --queue",
+                    admin.agent_unit()
+                )),
             );
             Exit::NoAgent
         }
@@ -135,7 +144,7 @@ pub fn render(answer: Result<RestartAnswer, ClientError>) -> Exit {
         RestartAnswer::Completed { outcome, .. } => {
             errors::refuse(
                 &format!("restart {}: {}", outcome.decision, outcome.detail),
-                Some("the agent's journal (journalctl -u warden.service) has the reload's details"),
+                Some("the agent's journal (journalctl -u 'warden@*') has the reload's details"),
             );
             Exit::RestartFailed
         }
@@ -188,7 +197,7 @@ fn queue(s: &Settings, a: &RestartArgs) -> Exit {
                     path.display()
                 ),
                 source: e,
-                help: "start the agent (systemctl start warden.service), or run as a user who may write the runtime directory",
+                help: "start the agent, or run as a user who may write the runtime directory",
             };
             errors::refuse(&problem.to_string(), Some(&problem.help()));
             Exit::NoAgent

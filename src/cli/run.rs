@@ -20,7 +20,9 @@ use crate::agent::flag::Trust;
 use crate::agent::master::ProcMaster;
 use crate::agent::startup::{self, Prepared};
 use crate::agent::watchdog::{self, notify};
-use crate::config::{self, EnvFileArg, Settings};
+use crate::config::instance::AppName;
+use crate::config::{EnvFileArg, Settings};
+use crate::contract::inputs::{Sources, load_config};
 use crate::control::dbus::{self, AgentIface, Ask, SharedSnapshot};
 use crate::control::metrics::{self, Metrics};
 use crate::control::observe::Meta;
@@ -30,9 +32,14 @@ use crate::platform::accounts::Admins;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Load variables from a file in systemd EnvironmentFile= syntax; repeatable, later files
-    /// override earlier ones and the environment. A leading '-' makes the file optional.
-    /// SIGHUP reloads them.
+    /// The app to watch (its unit's name): the contract is /etc/warden/NAME.env
+    /// (WARDEN_CONFIG_DIR overrides the directory), and its absence is an error: the agent
+    /// does not guess. `warden@NAME.service` runs `warden run --app NAME`
+    #[arg(long, value_name = "NAME")]
+    pub app: Option<AppName>,
+    /// Load variables from a file in systemd EnvironmentFile= syntax instead; repeatable, later
+    /// files override earlier ones and the environment. A leading '-' makes the file optional.
+    /// SIGHUP reloads them
     #[arg(long = "env-file", value_name = "PATH", allow_hyphen_values = true)]
     pub env_files: Vec<EnvFileArg>,
 }
@@ -66,8 +73,16 @@ fn init_logging() {
 
 pub fn main(a: RunArgs) -> Exit {
     init_logging();
-    let loaded = match config::load(&a.env_files) {
-        Ok(l) => l,
+    let src = match super::target::locate_for_agent(a.app.as_ref(), &a.env_files) {
+        Ok(found) => found.sources(&[], true),
+        Err(e) => {
+            tracing::error!("{e}; {}", errors::Explain::help(&e));
+            errors::report(&e);
+            return Exit::Usage;
+        }
+    };
+    let loaded = match load_config(&src) {
+        Ok((l, _)) => l,
         Err(e) => {
             errors::report(&e);
             return Exit::Usage;
@@ -95,7 +110,7 @@ pub fn main(a: RunArgs) -> Exit {
         valid: failed.is_empty(),
         errors: failed.iter().map(|f| f.headline()).collect(),
     };
-    match run(a.env_files, settings, validation) {
+    match run(src, settings, validation) {
         Ok(()) => Exit::Ok,
         Err(e) => {
             errors::report(&e);
@@ -105,7 +120,7 @@ pub fn main(a: RunArgs) -> Exit {
 }
 
 /// Runs the agent until SIGTERM/SIGINT.
-fn run(env_files: Vec<EnvFileArg>, s: Settings, validation: Validation) -> Result<(), AgentError> {
+fn run(src: Sources, s: Settings, validation: Validation) -> Result<(), AgentError> {
     // Startup I/O happens before the event loop starts, not on it.
     let prepared = startup::prepare(&s)?;
     let admins = Admins::resolve(s.admin_group.as_deref());
@@ -131,7 +146,7 @@ fn run(env_files: Vec<EnvFileArg>, s: Settings, validation: Validation) -> Resul
         .build()
         .map_err(AgentError::Runtime)?;
     rt.block_on(event_loop(
-        env_files,
+        src,
         s,
         prepared,
         admins,
@@ -145,9 +160,10 @@ fn run(env_files: Vec<EnvFileArg>, s: Settings, validation: Validation) -> Resul
 /// The configuration a SIGHUP reads: the paths stay as the agent started (its inotify watch and
 /// its state lock are on them), everything else is taken. An invalid value keeps the running
 /// configuration.
-fn reloaded(env_files: &[EnvFileArg], current: &Settings) -> Result<Settings, String> {
-    let mut new = config::load(env_files)
+fn reloaded(src: &Sources, current: &Settings) -> Result<Settings, String> {
+    let mut new = load_config(src)
         .map_err(|e| e.to_string())?
+        .0
         .strict()
         .map_err(|i| i.to_string())?;
     if new.restart_flag.value != current.restart_flag.value
@@ -177,9 +193,10 @@ fn serve_metrics(listener: Option<std::os::unix::net::UnixListener>, metrics: &A
 async fn serve_dbus(
     asks: mpsc::Sender<Ask>,
     admins: Arc<std::sync::RwLock<Admins>>,
+    name: &str,
 ) -> Option<(zbus::Connection, SharedSnapshot)> {
     let props = SharedSnapshot::default();
-    match dbus::serve(AgentIface::new(asks, admins, props.clone())).await {
+    match dbus::serve(AgentIface::new(asks, admins, props.clone()), name).await {
         Ok(c) => Some((c, props)),
         Err(e) => {
             tracing::warn!(error = %e, "no D-Bus API (warden status|restart|kill-switch will fall back to files)");
@@ -189,13 +206,10 @@ async fn serve_dbus(
 }
 
 /// Reads the configuration again, off the event loop, with the admin group it names.
-async fn reload(
-    env_files: &[EnvFileArg],
-    current: &Settings,
-) -> Result<(Settings, Admins), String> {
-    let (files, current) = (env_files.to_vec(), current.clone());
+async fn reload(src: &Sources, current: &Settings) -> Result<(Settings, Admins), String> {
+    let (src, current) = (src.clone(), current.clone());
     tokio::task::spawn_blocking(move || {
-        let n = reloaded(&files, &current)?;
+        let n = reloaded(&src, &current)?;
         let a = Admins::resolve(n.admin_group.as_deref());
         Ok((n, a))
     })
@@ -204,7 +218,7 @@ async fn reload(
 }
 
 async fn event_loop(
-    env_files: Vec<EnvFileArg>,
+    src: Sources,
     settings: Settings,
     prepared: Prepared,
     admins: Admins,
@@ -239,7 +253,8 @@ async fn event_loop(
     // D-Bus: the API is a convenience on top of the flag; the agent runs without a bus.
     let (ask_tx, mut asks) = mpsc::channel::<Ask>(64);
     let admins = Arc::new(std::sync::RwLock::new(admins));
-    let bus = serve_dbus(ask_tx, admins.clone()).await;
+    // One agent per app: its name is its app's, so that the agents of a host's apps coexist.
+    let bus = serve_dbus(ask_tx, admins.clone(), &dbus::agent_name(&settings)).await;
     let ping_every = watchdog::ping_interval();
     let meta = Meta {
         pid: std::process::id(),
@@ -322,7 +337,7 @@ async fn event_loop(
                 let mut states = vec![NotifyState::Reloading];
                 states.extend(NotifyState::monotonic_usec_now().ok());
                 notify(&states);
-                match reload(&env_files, &view.settings).await {
+                match reload(&src, &view.settings).await {
                     Ok((n, a)) => {
                         executor.configure(n.clone(), Trust::new(&a));
                         *admins.write().unwrap_or_else(|e| e.into_inner()) = a;

@@ -3,6 +3,7 @@
 
 use clap::Args;
 
+use super::Admin;
 use super::args::AdminEnv;
 use super::errors;
 use super::exit::Exit;
@@ -19,17 +20,79 @@ pub struct StatusArgs {
     /// Print the status document (the MES dashboard's worker-status `data`, plus warden's own)
     #[arg(long)]
     pub json: bool,
+    /// Every app of the host: those configured in /etc/warden and those whose agent is on
+    /// the bus, one after the other (with --json, one document per app)
+    #[arg(long, conflicts_with_all = ["app", "env_files"])]
+    pub all: bool,
 }
 
 pub fn main(a: StatusArgs) -> Exit {
-    let loaded = match super::load_strict(&a.env.env_files) {
-        Ok(l) => l,
+    if a.all {
+        return every_app(a.json);
+    }
+    let admin = match super::Admin::find(&a.env) {
+        Ok(t) => t,
         Err(exit) => return exit,
     };
-    let (doc, nothing_yet) = match document(&loaded) {
+    match one(&admin) {
+        Ok((doc, exit)) => show(doc, a.json).max_by_code(exit),
+        Err(exit) => exit,
+    }
+}
+
+/// Every app's status, each under its name.
+fn every_app(json: bool) -> Exit {
+    let dir = crate::config::instance::config_dir();
+    let mut apps = match crate::config::instance::configured(&dir) {
+        Ok(a) => a,
+        Err(source) => {
+            errors::report(&super::target::LocateError::Unreadable { dir, source });
+            return Exit::Usage;
+        }
+    };
+    if let Ok(rt) = client::runtime() {
+        apps.extend(rt.block_on(Agent::apps_on_bus()));
+    }
+    apps.sort();
+    apps.dedup();
+    if apps.is_empty() {
+        errors::report(&super::target::LocateError::Nothing { dir });
+        return Exit::Usage;
+    }
+    let mut exit = Exit::Ok;
+    let mut docs = serde_json::Map::new();
+    for app in apps {
+        let env = AdminEnv {
+            app: super::target::AppArg {
+                app: Some(app.clone()),
+            },
+            env_files: Vec::new(),
+        };
+        let shown = super::Admin::find(&env).and_then(|t| one(&t));
+        match shown {
+            Ok((doc, e)) if json => {
+                docs.insert(app.to_string(), doc);
+                exit = exit.max_by_code(e);
+            }
+            Ok((doc, e)) => {
+                super::print(&format!("== {app} ({})", app.agent_unit()));
+                exit = exit.max_by_code(show(doc, false)).max_by_code(e);
+            }
+            Err(e) => exit = exit.max_by_code(e),
+        }
+    }
+    if json {
+        super::print(&serde_json::to_string_pretty(&docs).unwrap_or_default());
+    }
+    exit
+}
+
+/// The status document of one contract, and the code it ends with (8 when nothing has run).
+fn one(admin: &Admin) -> Result<(serde_json::Value, Exit), Exit> {
+    let (doc, nothing_yet) = match document(admin) {
         Ok(d) => (d, false),
         Err(Fetched::NothingYet(d)) => (d, true),
-        Err(Fetched::Failed(exit)) => return exit,
+        Err(Fetched::Failed(exit)) => return Err(exit),
     };
     // Said even with --json, on stderr: a script reads the code, a person the words.
     let ok = if nothing_yet {
@@ -37,24 +100,34 @@ pub fn main(a: StatusArgs) -> Exit {
             &format!(
                 "no agent answers on the bus, and {} holds no history: nothing has run under \
                  this contract yet",
-                loaded.settings.state_file.value.display()
+                admin
+                    .contract
+                    .as_ref()
+                    .map(|l| l.settings.state_file.value.display().to_string())
+                    .unwrap_or_default()
             ),
-            Some(
-                "start the agent (systemctl start warden.service); what follows is the contract's view alone",
-            ),
+            Some(&format!(
+                "start the agent (systemctl start {}); what follows is the contract's view alone",
+                admin.agent_unit()
+            )),
         );
         Exit::NothingYet
     } else {
         Exit::Ok
     };
-    if a.json {
+    Ok((doc, ok))
+}
+
+/// Prints a status document, as JSON or as the summary.
+fn show(doc: serde_json::Value, json: bool) -> Exit {
+    if json {
         super::print(&serde_json::to_string_pretty(&doc).unwrap_or_default());
-        return ok;
+        return Exit::Ok;
     }
     match status::from_json(doc) {
         Ok(d) => {
             super::print(&status::summary(&d));
-            ok
+            Exit::Ok
         }
         Err(e) => {
             errors::refuse(
@@ -83,11 +156,10 @@ impl From<Exit> for Fetched {
 }
 
 /// The document as JSON: the agent's, else built from the state file.
-pub fn document(loaded: &Loaded) -> Result<serde_json::Value, Fetched> {
-    let s = &loaded.settings;
+pub fn document(admin: &Admin) -> Result<serde_json::Value, Fetched> {
     let from_agent = client::runtime().ok().and_then(|rt| {
         rt.block_on(async {
-            match Agent::find().await {
+            match Agent::find_named(&admin.bus_name).await {
                 Some(agent) => agent.status().await.ok(),
                 None => None,
             }
@@ -97,11 +169,13 @@ pub fn document(loaded: &Loaded) -> Result<serde_json::Value, Fetched> {
         return serde_json::from_str(&text).map_err(|e| {
             errors::refuse(
                 &format!("the agent's status is not JSON: {e}"),
-                Some("the agent's journal (journalctl -u warden.service) may say why"),
+                Some("the agent's journal (journalctl -u 'warden@*') may say why"),
             );
             Exit::RestartFailed.into()
         });
     }
+    let loaded = admin.contract()?;
+    let s = &loaded.settings;
     let state = read_state(s)?;
     let validation = startup_validity(loaded);
     let doc = serde_json::to_value(without_agent(s, &state, &validation)).unwrap_or_default();

@@ -1,5 +1,6 @@
 //! The raw layer: each variable warden reads, its last value as text and where it was set
-//! (the process environment < env files in the order given). Nothing is validated here.
+//! (the process environment < the app unit's `Environment=` < env files in the order given, as
+//! systemd layers them). Nothing is validated here.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -16,6 +17,10 @@ use crate::systemd::envfile::{self, EnvFile};
 pub enum Source {
     Default,
     Environment,
+    /// An `Environment=` line of a unit.
+    Unit {
+        unit: String,
+    },
     EnvFile {
         path: PathBuf,
         line: usize,
@@ -31,6 +36,7 @@ impl fmt::Display for Source {
         match self {
             Source::Default => f.write_str("default"),
             Source::Environment => f.write_str("environment"),
+            Source::Unit { unit } => write!(f, "Environment= of {unit}"),
             Source::EnvFile { path, line } => write!(f, "{}:{}", path.display(), line),
             Source::Derived { from } => write!(f, "derived from {from}"),
         }
@@ -101,20 +107,51 @@ impl Layers {
         Self::load_from(std::env::vars_os(), env_files)
     }
 
+    /// Reads the process environment, a unit's `Environment=` assignments, then the env files.
+    pub fn load_with_unit(
+        unit: &str,
+        environment: &[(String, String)],
+        env_files: &[EnvFileArg],
+    ) -> Result<Self, LoadError> {
+        let mut l = Layers::default();
+        l.add_environment(std::env::vars_os());
+        for (k, v) in environment {
+            if vars::is_read(k) {
+                let source = Source::Unit { unit: unit.into() };
+                l.values.insert(k.clone(), (v.clone(), source));
+            }
+        }
+        l.add_files(env_files)?;
+        Ok(l)
+    }
+
     pub fn load_from(
         vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
         env_files: &[EnvFileArg],
     ) -> Result<Self, LoadError> {
         let mut l = Layers::default();
+        l.add_environment(vars);
+        l.add_files(env_files)?;
+        Ok(l)
+    }
+
+    fn add_environment(
+        &mut self,
+        vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+    ) {
         for (k, v) in vars {
             let (Some(k), Some(v)) = (k.to_str(), v.to_str()) else {
                 continue;
             };
             if vars::is_read(k) {
-                l.values
+                self.values
                     .insert(k.to_string(), (v.to_string(), Source::Environment));
             }
         }
+    }
+
+    fn add_files(&mut self, env_files: &[EnvFileArg]) -> Result<(), LoadError> {
+        let l = self;
         let cwd = std::env::current_dir().unwrap_or_default();
         for arg in env_files {
             // Absolute, so that a file given relative and the same file a unit names are one.
@@ -153,7 +190,27 @@ impl Layers {
             }
             l.files.push((arg.path.clone(), parsed));
         }
-        Ok(l)
+        Ok(())
+    }
+
+    /// Names the app the contract is for (`--app`): `WARDEN_APP_UNIT` is its unit unless the
+    /// contract states one; a contract that states another app's is an error, returned as the
+    /// unit it states.
+    pub fn name_app(&mut self, app_unit: &str, given_as: &str) -> Result<(), (String, Source)> {
+        match self.values.get("WARDEN_APP_UNIT") {
+            None => {
+                let from = Source::Derived {
+                    from: given_as.into(),
+                };
+                self.values
+                    .insert("WARDEN_APP_UNIT".into(), (app_unit.into(), from));
+                Ok(())
+            }
+            Some((v, _)) if v.trim() == app_unit || format!("{}.service", v.trim()) == app_unit => {
+                Ok(())
+            }
+            Some((v, source)) => Err((v.clone(), source.clone())),
+        }
     }
 
     /// The value of `name` and where it was set.

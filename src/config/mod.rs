@@ -8,6 +8,7 @@
 //! silently: the settings carry the default in its place, so that other checks can still run,
 //! and the caller decides what an invalid value means for it ([`Loaded::strict`]).
 
+pub mod instance;
 mod layers;
 mod resolve;
 pub mod values;
@@ -125,6 +126,11 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The settings of the variables' defaults.
+    pub fn defaults() -> Settings {
+        Settings::resolve(&Layers::default(), std::path::Path::new("/")).0
+    }
+
     /// The app unit first, then the other units of the contract.
     pub fn all_units(&self) -> Vec<String> {
         self.app_unit
@@ -167,13 +173,17 @@ pub fn load(env_files: &[EnvFileArg]) -> Result<Loaded, LoadError> {
 
 /// As [`load`], with `default_root` for the project root (the app unit's `WorkingDirectory=`).
 pub fn load_rooted(env_files: &[EnvFileArg], default_root: &Path) -> Result<Loaded, LoadError> {
-    let layers = Layers::load(env_files)?;
+    Ok(resolved(Layers::load(env_files)?, default_root))
+}
+
+/// Resolves layers already read.
+pub fn resolved(layers: Layers, default_root: &Path) -> Loaded {
     let (settings, invalid) = Settings::resolve(&layers, default_root);
-    Ok(Loaded {
+    Loaded {
         layers,
         settings,
         invalid,
-    })
+    }
 }
 
 #[cfg(test)]

@@ -1,17 +1,23 @@
-//! Gathering a check's inputs: the configuration (from `--env-file`, else, outside systemd,
-//! the env files the app unit loads), the contract's units (from systemd over D-Bus when it
-//! answers, else from unit files), and the scripts and docs to compare.
+//! Gathering a check's inputs: the configuration (from the files the command was given or
+//! found, or from the app unit's own environment), the contract's units (from systemd over
+//! D-Bus when it answers, else from unit files), and the scripts and docs to compare.
 
 use std::path::PathBuf;
 
 use super::{Inputs, Phase, TextInput, UnitLookup};
-use crate::config::{self, EnvFileArg, Loaded};
+use crate::config::instance::AppName;
+use crate::config::{self, EnvFileArg, Layers, Loaded, Source};
+use crate::systemd::unit::UnitDef;
 use crate::systemd::unitfile;
 
 /// Where to read the contract from.
 #[derive(Debug, Clone, Default)]
 pub struct Sources {
     pub env_files: Vec<EnvFileArg>,
+    /// The app the contract is for (`--app`): its unit is the contract's app unit.
+    pub app: Option<AppName>,
+    /// Take the contract from the app unit's own `EnvironmentFile=` and `Environment=`.
+    pub from_app_unit: bool,
     /// Unit files here (highest priority first) instead of asking systemd.
     pub unit_paths: Vec<PathBuf>,
     /// Never contact systemd.
@@ -32,6 +38,16 @@ pub enum GatherError {
     },
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
+    #[error(
+        "the contract for --app {app} names another app unit: WARDEN_APP_UNIT={stated} ({origin})"
+    )]
+    OtherApp {
+        app: AppName,
+        stated: String,
+        origin: Source,
+    },
+    #[error("no contract for {app}: {why}")]
+    NoAppUnit { app: AppName, why: String },
 }
 
 /// Everything a check reads, gathered once.
@@ -62,53 +78,79 @@ impl Gathered {
     }
 }
 
-fn under_systemd() -> bool {
-    std::env::var_os("INVOCATION_ID").is_some()
-}
-
 /// Reads the configuration and the contract's units.
 pub fn gather(src: &Sources) -> Result<Gathered, GatherError> {
-    let mut loaded = config::load(&src.env_files)?;
+    let (mut loaded, app_unit) = load_config(src)?;
     let (units, unit_source) = read_units(src, &loaded.settings.all_units())?;
-
-    let app = loaded
-        .settings
-        .app_unit
-        .as_ref()
-        .and_then(|n| units.iter().find(|l| &l.name == n))
-        .and_then(|l| l.result.as_ref().ok());
     // Relative paths are joined to the app's working directory, as the app sees them, unless
     // the contract names its root.
-    let root = app
-        .and_then(|u| u.working_directory.clone())
-        .or_else(|| std::env::current_dir().ok())
-        .unwrap_or_else(|| PathBuf::from("/"));
-    // Outside systemd with no --env-file, take the contract from the env files the app unit
-    // loads: that is what the units will see, whatever the calling shell has exported.
-    let app_files: Vec<EnvFileArg> = match app {
-        Some(u) if src.env_files.is_empty() && !under_systemd() => u
-            .environment_files
+    let app = app_unit.or_else(|| {
+        let name = loaded.settings.app_unit.as_ref()?;
+        units
             .iter()
-            .map(|(p, _)| EnvFileArg {
-                path: p.clone(),
-                optional: true,
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
-    let files = if app_files.is_empty() {
-        &src.env_files
-    } else {
-        &app_files
-    };
-    if !app_files.is_empty() || app.is_some_and(|u| u.working_directory.is_some()) {
-        loaded = config::load_rooted(files, &root)?;
+            .find(|l| &l.name == name)
+            .and_then(|l| l.result.as_ref().ok().cloned())
+    });
+    if let Some(root) = app.as_ref().and_then(|u| u.working_directory.clone()) {
+        loaded = config::resolved(loaded.layers, &root);
     }
     Ok(Gathered {
         loaded,
         units,
         unit_source,
     })
+}
+
+/// Reads the configuration from `src`: the env files (over the environment), or the app
+/// unit's own environment, with the app named. Returns the app unit when it was read.
+pub fn load_config(src: &Sources) -> Result<(Loaded, Option<UnitDef>), GatherError> {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let (mut layers, unit) = match (&src.app, src.from_app_unit) {
+        (Some(app), true) => {
+            let unit = read_app_unit(src, app)?;
+            let files: Vec<EnvFileArg> = unit
+                .environment_files
+                .iter()
+                .map(|(path, optional)| EnvFileArg {
+                    path: path.clone(),
+                    optional: *optional,
+                })
+                .collect();
+            let layers = Layers::load_with_unit(&unit.name, &unit.environment, &files)?;
+            (layers, Some(unit))
+        }
+        _ => (Layers::load(&src.env_files)?, None),
+    };
+    if let Some(app) = &src.app {
+        layers
+            .name_app(&app.unit(), &format!("--app {app}"))
+            .map_err(|(stated, origin)| GatherError::OtherApp {
+                app: app.clone(),
+                stated,
+                origin,
+            })?;
+    }
+    let root = unit
+        .as_ref()
+        .and_then(|u| u.working_directory.clone())
+        .unwrap_or(cwd);
+    Ok((config::resolved(layers, &root), unit))
+}
+
+/// The app's unit, from systemd or its unit files.
+fn read_app_unit(src: &Sources, app: &AppName) -> Result<UnitDef, GatherError> {
+    let (mut found, _) = read_units(src, &[app.unit()])?;
+    match found.pop().map(|l| l.result) {
+        Some(Ok(u)) => Ok(u),
+        Some(Err(why)) => Err(GatherError::NoAppUnit {
+            app: app.clone(),
+            why,
+        }),
+        None => Err(GatherError::NoAppUnit {
+            app: app.clone(),
+            why: "no unit read".into(),
+        }),
+    }
 }
 
 /// Reads the contract's units: from systemd when reachable (and not `offline`/`unit_paths`),

@@ -7,6 +7,8 @@ use std::time::Duration;
 use futures_core::Stream;
 
 use super::dbus::{Agent1Proxy, RestartCompletedStream};
+use crate::config::Settings;
+use crate::config::instance::AppName;
 use crate::ledger::model::{Decision, Reason, Recorded, Verdict};
 
 /// Why the agent could not be asked, or refused to answer.
@@ -145,17 +147,45 @@ async fn outcome(
 }
 
 impl Agent {
-    /// The agent, if one owns its name on the system bus (`DBUS_SYSTEM_BUS_ADDRESS` honoured).
-    pub async fn find() -> Option<Agent> {
+    /// The agent of the contract `s` (its app's), if one owns its name on the system bus
+    /// (`DBUS_SYSTEM_BUS_ADDRESS` honoured).
+    pub async fn find(s: &Settings) -> Option<Agent> {
+        Self::find_named(&super::dbus::agent_name(s)).await
+    }
+
+    /// The agent that owns `name`, if one does.
+    pub async fn find_named(name: &str) -> Option<Agent> {
         let conn = zbus::Connection::system().await.ok()?;
         let dbus = zbus::fdo::DBusProxy::new(&conn).await.ok()?;
-        let name = zbus::names::BusName::try_from(super::dbus::BUS_NAME).ok()?;
-        if !dbus.name_has_owner(name).await.ok()? {
+        let bus_name = zbus::names::OwnedBusName::try_from(name.to_string()).ok()?;
+        if !dbus.name_has_owner(bus_name.as_ref()).await.ok()? {
             return None;
         }
         Some(Agent {
-            proxy: Agent1Proxy::new(&conn).await.ok()?,
+            proxy: Agent1Proxy::builder(&conn)
+                .destination(bus_name)
+                .build()
+                .await
+                .ok()?,
         })
+    }
+
+    /// The apps whose agents are on the system bus, sorted (an agent that names no app is
+    /// not one of them).
+    pub async fn apps_on_bus() -> Vec<AppName> {
+        let names = async {
+            let conn = zbus::Connection::system().await.ok()?;
+            let dbus = zbus::fdo::DBusProxy::new(&conn).await.ok()?;
+            dbus.list_names().await.ok()
+        };
+        let mut apps: Vec<AppName> = names
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|n| super::dbus::app_of_bus_name(n.as_str()))
+            .collect();
+        apps.sort();
+        apps
     }
 
     /// The status document, as the agent's JSON.

@@ -1,8 +1,10 @@
 //! warden's D-Bus API on the system bus: the agent's interface (served by `warden run`) and its
 //! proxy (for `crate::control::client`).
 //!
-//! Name `io.warden.Agent`, object `/io/warden/Agent`, interface `io.warden.Agent1` (the version
-//! is in the name: an incompatible change gets `Agent2`). Reads are open to every local user;
+//! Name `io.warden.Agent.<app>` for the agent of an app (`io.warden.Agent.mes-dashboard`; one
+//! agent per app, so several on a host), `io.warden.Agent` for one that names no app unit;
+//! object `/io/warden/Agent`, interface `io.warden.Agent1` (the version is in the name: an
+//! incompatible change gets `Agent2`). Reads are open to every local user;
 //! `RequestRestart` and `SetKillSwitch` are allowed to root and to members of
 //! `WARDEN_ADMIN_GROUP`, decided from the credentials the bus daemon reports for the caller
 //! (never from anything the caller says); others get `org.freedesktop.DBus.Error.AccessDenied`
@@ -16,6 +18,8 @@ use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 
 use crate::agent::protocol::{Caller, Change, Decided};
+use crate::config::Settings;
+use crate::config::instance::AppName;
 use crate::ledger::entry::Entry;
 use crate::ledger::policy::Evaluation;
 use crate::ledger::state::StateDoc;
@@ -24,8 +28,50 @@ use crate::platform::accounts::Admins;
 use crate::systemd::journal;
 
 pub const BUS_NAME: &str = "io.warden.Agent";
+/// Every instance's name starts so.
+pub const INSTANCE_PREFIX: &str = "io.warden.Agent.";
 pub const OBJECT_PATH: &str = "/io/warden/Agent";
 pub const INTERFACE: &str = "io.warden.Agent1";
+
+/// The bus name of the agent of `app`. A bus name's element holds `[A-Za-z0-9_-]` and does
+/// not start with a digit: other characters of a unit's name (and a leading digit, and `_`
+/// itself) are written `_xx`, in hex, as systemd escapes names in object paths.
+pub fn bus_name(app: Option<&AppName>) -> String {
+    let Some(app) = app else {
+        return BUS_NAME.to_string();
+    };
+    let mut out = String::from(INSTANCE_PREFIX);
+    for (i, b) in app.as_str().bytes().enumerate() {
+        if b.is_ascii_alphabetic() || b == b'-' || (b.is_ascii_digit() && i > 0) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("_{b:02x}"));
+        }
+    }
+    out
+}
+
+/// The bus name of the agent of the contract `s`: its app unit's.
+pub fn agent_name(s: &Settings) -> String {
+    bus_name(s.app_unit.as_deref().and_then(AppName::of_unit).as_ref())
+}
+
+/// The app whose agent owns `name`, for a name of [`bus_name`]'s.
+pub fn app_of_bus_name(name: &str) -> Option<AppName> {
+    let escaped = name.strip_prefix(INSTANCE_PREFIX)?;
+    let mut bytes = Vec::new();
+    let mut it = escaped.bytes();
+    while let Some(b) = it.next() {
+        if b == b'_' {
+            let hex = [it.next()?, it.next()?];
+            bytes.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
+        } else {
+            bytes.push(b);
+        }
+    }
+    let app = AppName::parse(std::str::from_utf8(&bytes).ok()?).ok()?;
+    (bus_name(Some(&app)) == name).then_some(app)
+}
 
 /// Longest reason accepted over the bus (the state file's own bound is checked again later).
 const MAX_REASON_BYTES: usize = 4096;
@@ -472,9 +518,9 @@ pub async fn completed(conn: &zbus::Connection, e: &Entry) -> zbus::Result<()> {
 /// well-known name, held for the agent's lifetime: not taken from another holder, and not
 /// given up to a later claimant (zbus's default flags allow both, which let any process of
 /// the service user take the name from a running agent, silently, and answer in its place).
-pub async fn serve(iface: AgentIface) -> zbus::Result<zbus::Connection> {
+pub async fn serve(iface: AgentIface, name: &str) -> zbus::Result<zbus::Connection> {
     zbus::connection::Builder::system()
-        .name(BUS_NAME)
+        .name(name)
         .allow_name_replacements(false)
         .replace_existing_names(false)
         .serve_at(OBJECT_PATH, iface)
@@ -520,6 +566,35 @@ pub trait Agent1 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_app_has_a_valid_bus_name_that_names_it_back() {
+        assert_eq!(bus_name(None), "io.warden.Agent");
+        for (app, want) in [
+            ("mes-dashboard", "io.warden.Agent.mes-dashboard"),
+            ("shop_api", "io.warden.Agent.shop_5fapi"),
+            ("app@blue", "io.warden.Agent.app_40blue"),
+            ("9lives", "io.warden.Agent._39lives"),
+            ("a:b\\x2d", "io.warden.Agent.a_3ab_5cx2d"),
+        ] {
+            let a = AppName::parse(app).unwrap();
+            let name = bus_name(Some(&a));
+            assert_eq!(name, want);
+            assert!(
+                zbus::names::WellKnownName::try_from(name.as_str()).is_ok(),
+                "{name}"
+            );
+            assert_eq!(app_of_bus_name(&name), Some(a));
+        }
+        for foreign in [
+            "io.warden.Agent",
+            "io.warden.Agent.x_zz",
+            "io.warden.Agent._2e",
+            "org.x.y",
+        ] {
+            assert_eq!(app_of_bus_name(foreign), None, "{foreign}");
+        }
+    }
 
     #[test]
     fn refusals_are_logged_a_few_per_window_and_the_rest_counted() {

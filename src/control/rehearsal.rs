@@ -236,8 +236,7 @@ fn pids(p: &[u32]) -> String {
 pub fn judge_reload(answer: Result<RestartAnswer, ClientError>) -> Result<String, StepFailure> {
     const POLICY: &str =
         "the policy refused: wait, or rehearse with --override --acknowledge --reason TEXT";
-    const JOURNAL: &str =
-        "the agent's journal (journalctl -u warden.service) has the reload's details";
+    const JOURNAL: &str = "the agent's journal (journalctl -u 'warden@*') has the reload's details";
     match answer {
         Ok(RestartAnswer::Completed { outcome, .. }) if outcome.succeeded() => {
             Ok(format!("restart executed and verified: {}", outcome.detail))
@@ -437,12 +436,15 @@ async fn through_the_agent(
     settings: &Settings,
     before: &AppState,
 ) {
-    let Some(agent) = Agent::find().await else {
+    let Some(agent) = Agent::find(settings).await else {
         report.push(
             "reload",
             Err(fail(
-                "no agent on the bus",
-                "start the agent: systemctl start warden.service",
+                format!(
+                    "no agent on the bus ({})",
+                    super::dbus::agent_name(settings)
+                ),
+                "start the app's agent: systemctl start warden@APP.service",
             )),
             None,
         );

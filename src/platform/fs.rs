@@ -1,10 +1,10 @@
 //! File primitives for files that matter: durable atomic replacement, and reading a file that
 //! someone else controls without following links, blocking on a FIFO, or reading without bound.
 
-use std::os::unix::fs::PermissionsExt as _;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;

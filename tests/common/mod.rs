@@ -13,6 +13,12 @@ pub const WATCHDOG_UNIT: &str = "mes-dashboard-watchdog.service";
 pub const WORKER_UNIT: &str = "mes-dashboard-worker.service";
 pub const SERVICE_USER: &str = "www-data";
 
+/// The bus name of the fixture's agent: its app's.
+pub fn agent_bus_name() -> String {
+    let app = warden::config::instance::AppName::of_unit(APP_UNIT).unwrap();
+    warden::control::dbus::bus_name(Some(&app))
+}
+
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -207,7 +213,8 @@ impl Fixture {
     pub fn watchdog_unit_text(&self) -> String {
         format!(
             "[Unit]\nDescription=MES dashboard watchdog\nRequires={APP_UNIT}\nAfter={APP_UNIT}\n\n\
-             [Service]\nType=notify\nUser={SERVICE_USER}\nEnvironmentFile={env}\n\
+             [Service]\nType=notify\nUser={SERVICE_USER}\nSupplementaryGroups=warden\n\
+             EnvironmentFile={env}\n\
              ExecStartPre={w} check --phase running\nExecStart={w} run\n",
             env = self.env_file.display(),
             w = warden().display(),
@@ -338,6 +345,12 @@ impl Sandbox {
     /// fixtures and the shared conda install are visible even when they live below /var/tmp,
     /// which the sandbox covers with a tmpfs.
     pub fn boot(name: &str, binds: &[&Path]) -> Sandbox {
+        Self::boot_with_etc(name, binds, None)
+    }
+
+    /// As [`Sandbox::boot`], with `etc`'s files laid over the sandbox's /etc (an instance's
+    /// `warden/APP.env`, say); the host's /etc is not touched.
+    pub fn boot_with_etc(name: &str, binds: &[&Path], etc: Option<&Path>) -> Sandbox {
         assert!(
             nix::unistd::geteuid().is_root(),
             "the live tests boot systemd in namespaces and need root"
@@ -357,6 +370,9 @@ impl Sandbox {
                 "SYSBOX_DBUS_POLICY",
                 repo().join("systemd/io.warden.Agent.conf"),
             )
+            // The package's groups (sysusers): the agents own their names as `warden`.
+            .env("SYSBOX_GROUPS", "warden warden-admin")
+            .env("SYSBOX_ETC", etc.map(Path::as_os_str).unwrap_or_default())
             .output()
             .unwrap();
         assert!(out.status.success(), "sandbox boot failed: {}", text(&out));

@@ -13,7 +13,11 @@
 #   SYSBOX_BINDS  space-separated host directories that stay writable inside (same path)
 #   SYSBOX_DBUS_POLICY  space-separated D-Bus policy files installed for the sandbox's system
 #                 bus (beside the host's /etc/dbus-1/system.d, which stays untouched)
+#   SYSBOX_ETC    a host directory whose contents are laid over /etc inside (e.g. warden/APP.env)
+#   SYSBOX_GROUPS space-separated groups added to /etc/group inside when the host lacks them
 #
+# /etc is the host's, copy-on-write (an overlay whose upper layer is $SYSBOX_DIR/etc-upper):
+# what is written there inside stays in the sandbox.
 # Inside: / is the host's root read-only; /tmp is the host's /tmp (read-write, same paths);
 # /run is $SYSBOX_DIR/run (visible from the host: bus socket, units, runtime dirs);
 # /etc/systemd/system holds only the minimal units linked here; put test units in
@@ -87,6 +91,8 @@ stage2() {
   # first and moved into place after the private tmpfs mounts, so that a bind below /var/tmp
   # (say) is not hidden by the tmpfs mounted over it.
   mount --bind /tmp /tmp
+  # Before the binds below /etc, which go on top of it.
+  mount -t overlay sysbox-etc -o "lowerdir=/etc,upperdir=$dir/etc-upper,workdir=$dir/etc-work" /etc
   local i=0 staged=()
   for t in ${SYSBOX_BINDS:-}; do
     mkdir -p "$dir/stage/$i"; mount --bind "$t" "$dir/stage/$i"; staged+=("$t"); i=$((i + 1))
@@ -118,6 +124,24 @@ stage2() {
       /lib/systemd/systemd --system --unit=sysbox.target systemd.journald.forward_to_console=1'
 }
 
+# The upper layer of the sandbox's /etc: SYSBOX_ETC's files, the groups of SYSBOX_GROUPS, and
+# the files the host has mounted below /etc (an overlay shows what is under a mount point).
+etc_layer() {
+  local g gid m
+  grep -qw overlay /proc/filesystems || fail "the kernel has no overlay file system (for /etc inside)"
+  mkdir -p "$DIR/etc-upper" "$DIR/etc-work"
+  [ -n "${SYSBOX_ETC:-}" ] && cp -a "$SYSBOX_ETC/." "$DIR/etc-upper/"
+  awk '$5 ~ "^/etc/" {print $5}' /proc/self/mountinfo | while read -r m; do
+    [ -f "$m" ] && { mkdir -p "$(dirname "$DIR/etc-upper${m#/etc}")"; cp -a "$m" "$DIR/etc-upper${m#/etc}"; }
+  done
+  for g in ${SYSBOX_GROUPS:-}; do
+    getent group "$g" >/dev/null && continue
+    [ -f "$DIR/etc-upper/group" ] || cp -a /etc/group "$DIR/etc-upper/group"
+    gid=$(awk -F: 'BEGIN { g = 990 } { used[$3] = 1 } END { while (used[g]) g--; print g }' "$DIR/etc-upper/group")
+    echo "$g:x:$gid:" >> "$DIR/etc-upper/group"
+  done
+}
+
 state() {
   busctl --address="$BUS" get-property org.freedesktop.systemd1 /org/freedesktop/systemd1 \
     org.freedesktop.systemd1.Manager SystemState 2>/dev/null | awk '{gsub(/"/, "", $2); print $2}'
@@ -131,6 +155,7 @@ up() {
   cg="$(cgroup_root)/warden-sysbox-$(basename "$DIR")"; self=$(readlink -f "$0")
   rm -rf "$DIR"; mkdir -p "$DIR/run" "$DIR/units" "$DIR/dev"
   link_units
+  etc_layer
   if [ -n "${SYSBOX_DBUS_POLICY:-}" ] && [ -d /etc/dbus-1/system.d ]; then
     mkdir -p "$DIR/dbus.d"
     cp -a /etc/dbus-1/system.d/. "$DIR/dbus.d/"

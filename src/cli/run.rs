@@ -88,6 +88,7 @@ pub fn main(a: RunArgs) -> Exit {
             return Exit::Usage;
         }
     };
+    warn_if_root_for_another_user(&loaded.settings);
     let failed = crate::contract::startup::errors(&loaded);
     for f in &failed {
         tracing::error!(code = f.code.as_str(), subject = %f.subject, help = %f.help, "{}", f.headline());
@@ -117,6 +118,34 @@ pub fn main(a: RunArgs) -> Exit {
             Exit::CheckFailed
         }
     }
+}
+
+/// The template gives the agent no user: without the drop-in that names the app's, it runs
+/// as root, and a hardened root (no capabilities) can neither signal nor write for another
+/// user. Said once, plainly, before the failures it explains.
+fn warn_if_root_for_another_user(s: &Settings) {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let Ok(meta) = std::fs::metadata(&s.runtime_dir.value) else {
+        return;
+    };
+    if meta.uid() == 0 {
+        return;
+    }
+    let owner =
+        crate::platform::accounts::user_name(meta.uid()).unwrap_or_else(|| meta.uid().to_string());
+    let unit = s
+        .app_unit
+        .as_deref()
+        .and_then(AppName::of_unit)
+        .map_or_else(|| "the agent's unit".to_string(), |a| a.agent_unit());
+    tracing::warn!(
+        "the agent runs as root, the app's runtime directory {} belongs to {owner}: give the \
+         agent the app's user (systemctl edit {unit}: [Service] User={owner} Group=…)",
+        s.runtime_dir.value.display()
+    );
 }
 
 /// Runs the agent until SIGTERM/SIGINT.

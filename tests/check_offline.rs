@@ -918,3 +918,31 @@ fn e02_a_misspelled_variable_is_named_with_the_one_meant() {
         "the app's own GUNICORN_WORKERS is left alone: {doc:#}"
     );
 }
+
+#[test]
+fn u08_the_agents_contract_file_and_the_app_unit_must_agree() {
+    let f = Fixture::new("u08-instance");
+    let dir = f.dir.join("warden");
+    std::fs::create_dir(&dir).unwrap();
+    let base = std::fs::read_to_string(&f.env_file).unwrap();
+    let instance = dir.join("mes-dashboard.env");
+    std::fs::write(&instance, format!("{base}WORKER_RESTART_COOLDOWN=120\n")).unwrap();
+    chmod(&instance, 0o640);
+    // The app unit's env file says nothing of the cooldown: the defaults stand on both sides.
+    let out = warden_with_config_dir(&f, &dir, &["check", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // The app's own file says otherwise.
+    std::fs::write(&f.env_file, format!("{base}WORKER_RESTART_COOLDOWN=60\n")).unwrap();
+    let out = warden_with_config_dir(&f, &dir, &["check", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let u08 = finding(&doc, "U08");
+    assert_eq!(u08["subject"], "WORKER_RESTART_COOLDOWN");
+    assert!(
+        u08["message"]
+            .as_str()
+            .unwrap()
+            .contains("mes-dashboard.service sees WORKER_RESTART_COOLDOWN=60"),
+        "{u08:#}"
+    );
+}

@@ -55,6 +55,12 @@ fn status_with_no_agent_and_no_history_says_so_with_its_own_code() {
         "{}",
         text(&o)
     );
+
+    // A state file that does not parse, and no agent to ask: nothing to show (7).
+    std::fs::write(&state, b"{\"history\": [").unwrap();
+    let o = warden_without_bus(&f, &["status"]);
+    assert_eq!(o.status.code(), Some(7), "{}", text(&o));
+    assert!(text(&o).contains("does not parse"), "{}", text(&o));
 }
 
 #[test]
@@ -130,6 +136,7 @@ fn the_admin_commands_need_a_contract_and_say_how_to_configure_one() {
         &["status", "--all"],
         &["restart", "--reason", "x"],
         &["kill-switch"],
+        &["rehearse"],
     ] {
         let o = Command::new(warden())
             .env_clear()

@@ -260,13 +260,22 @@ fn two_apps_each_with_its_agent_from_the_shipped_template() {
     assert_eq!(e["verified"], true, "{e:#}");
     assert_eq!(history(&shop).len(), 1);
 
-    // No contract file: the start fails and says which file; no restart loop.
+    // No contract file: the start fails at once, naming the file, and is not retried.
     let o = sb.systemctl(&["start", "warden@plain.service"]);
     assert!(!o.status.success());
+    assert_eq!(sb.prop("warden@plain.service", "AssertResult"), "no");
     let journal = sb.journal("warden@plain.service");
     assert!(
-        journal.contains("/etc/warden/plain.env does not exist"),
+        journal.contains("Assertion failed for warden@plain.service - warden watchdog for plain (contract /etc/warden/plain.env)"),
         "{journal}"
     );
     assert_eq!(sb.prop("warden@plain.service", "NRestarts"), "0");
+    // Without the unit's assertion, the agent itself refuses, naming the file.
+    let o = inside(&sb, &["run", "--app", "plain"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("/etc/warden/plain.env does not exist"),
+        "{}",
+        text(&o)
+    );
 }

@@ -72,7 +72,7 @@ impl Explain for GatherError {
                 app.unit()
             ),
             GatherError::NoAppUnit { app, .. } => format!(
-                "write the contract to {} (docs/MIGRATION.md), or check the app's name: \
+                "write the contract to {} (/usr/share/doc/warden/MIGRATION.md), or check the app's name: \
                  systemctl status {}",
                 app.env_file(&crate::config::instance::config_dir())
                     .display(),

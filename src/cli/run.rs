@@ -22,7 +22,7 @@ use crate::agent::startup::{self, Prepared};
 use crate::agent::watchdog::{self, notify};
 use crate::config::instance::AppName;
 use crate::config::{EnvFileArg, Settings};
-use crate::contract::inputs::{Sources, load_config};
+use crate::contract::inputs::{Sources, gather};
 use crate::control::dbus::{self, AgentIface, Ask, SharedSnapshot};
 use crate::control::metrics::{self, Metrics};
 use crate::control::observe::Meta;
@@ -73,16 +73,18 @@ fn init_logging() {
 
 pub fn main(a: RunArgs) -> Exit {
     init_logging();
+    // Units from systemd (else their files): the app unit's WorkingDirectory= roots relative
+    // paths, as it does for the check in the agent's ExecStartPre=.
     let src = match super::target::locate_for_agent(a.app.as_ref(), &a.env_files) {
-        Ok(found) => found.sources(&[], true),
+        Ok(found) => found.sources(&[], false),
         Err(e) => {
             tracing::error!("{e}; {}", errors::Explain::help(&e));
             errors::report(&e);
             return Exit::Usage;
         }
     };
-    let loaded = match load_config(&src) {
-        Ok((l, _)) => l,
+    let loaded = match gather(&src) {
+        Ok(g) => g.loaded,
         Err(e) => {
             errors::report(&e);
             return Exit::Usage;
@@ -190,9 +192,9 @@ fn run(src: Sources, s: Settings, validation: Validation) -> Result<(), AgentErr
 /// its state lock are on them), everything else is taken. An invalid value keeps the running
 /// configuration.
 fn reloaded(src: &Sources, current: &Settings) -> Result<Settings, String> {
-    let mut new = load_config(src)
+    let mut new = gather(src)
         .map_err(|e| e.to_string())?
-        .0
+        .loaded
         .strict()
         .map_err(|i| i.to_string())?;
     if new.restart_flag.value != current.restart_flag.value

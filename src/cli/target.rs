@@ -113,8 +113,8 @@ impl Explain for LocateError {
         match self {
             LocateError::Nothing { dir } => format!(
                 "configure an app: write its contract to {}/APP.env (from the app's env file; \
-                 docs/MIGRATION.md), then `warden check --app APP`; or name a file with \
-                 --env-file PATH",
+                 /usr/share/doc/warden/MIGRATION.md), then `warden check --app APP`; or name a \
+                 file with --env-file PATH",
                 dir.display()
             ),
             LocateError::Several { apps, .. } => format!(
@@ -133,9 +133,15 @@ impl Explain for LocateError {
     }
 }
 
-/// Whether the process environment states a variable of the contract.
+/// Whether the process environment states a variable of the contract. `conda activate`
+/// exports `CONDA_PREFIX` and `CONDA_DEFAULT_ENV` in every shell it runs in: those two alone
+/// are the shell's, not a contract.
 fn environment_states_contract() -> bool {
-    std::env::vars_os().any(|(k, _)| k.to_str().is_some_and(vars::is_read))
+    const SET_BY_CONDA: [&str; 2] = ["CONDA_PREFIX", "CONDA_DEFAULT_ENV"];
+    std::env::vars_os().any(|(k, _)| {
+        k.to_str()
+            .is_some_and(|k| vars::is_read(k) && !SET_BY_CONDA.contains(&k))
+    })
 }
 
 /// Finds the contract of a command given `app` and `env_files`.

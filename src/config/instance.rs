@@ -100,9 +100,11 @@ pub fn configured(dir: &Path) -> std::io::Result<Vec<AppName>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
+    // A link is followed: /etc/warden is root's, and a contract kept as a link to the app's
+    // own env file is one file for both.
     let mut apps: Vec<AppName> = rd
         .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter(|e| std::fs::metadata(e.path()).is_ok_and(|m| m.is_file()))
         .filter_map(|e| {
             let n = e.file_name();
             AppName::parse(n.to_str()?.strip_suffix(".env")?).ok()

@@ -64,6 +64,47 @@ pub(super) fn check(ctx: &mut Context<'_>, out: &mut Vec<Finding>) {
     }
     runtime_directories(ctx, out);
     drift(&envs, out);
+    contract_drift(ctx, &envs, out);
+}
+
+/// The agent's contract file (`/etc/warden/APP.env`) and the app unit must agree on what both
+/// state: the app (its admin API) writes the flag where its own environment says, and the
+/// agent watches where its contract says.
+fn contract_drift(
+    ctx: &Context<'_>,
+    envs: &[(&UnitDef, BTreeMap<String, String>)],
+    out: &mut Vec<Finding>,
+) {
+    let Some(app) = ctx.app_unit() else { return };
+    let Some((_, app_env)) = envs.iter().find(|(u, _)| u.name == app.name) else {
+        return;
+    };
+    for var in vars::contract().map(|v| v.name) {
+        let Some((value, crate::config::Source::EnvFile { path, line })) =
+            ctx.inputs.layers.get(var)
+        else {
+            continue;
+        };
+        // A file the app unit loads itself is the app's own view.
+        if app.environment_files.iter().any(|(p, _)| p == path) {
+            continue;
+        }
+        if let Some(seen) = app_env.get(var).filter(|seen| seen.as_str() != value) {
+            out.push(Finding::new(
+                Code::VariableDrift,
+                var.to_string(),
+                format!(
+                    "the contract sets {var}={value} ({}:{line}), but {} sees {var}={seen}",
+                    path.display(),
+                    app.name
+                ),
+                format!(
+                    "make them equal: set {var} the same in {} and in the app's env file",
+                    path.display()
+                ),
+            ));
+        }
+    }
 }
 
 fn env_files(ctx: &Context<'_>, out: &mut Vec<Finding>) {

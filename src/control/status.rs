@@ -17,7 +17,8 @@
 //!   warden does not read: the original's defaults are shown.
 //!
 //! The original's top-level `worker_pid` and `worker_start_time` describe the Flask worker that
-//! answers the request; only the app knows them, so they are not here.
+//! answered the request; warden, outside the app, gives the newest worker of the master (the
+//! last reload's), which is what the dashboard's worker tab shows.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

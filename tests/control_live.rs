@@ -88,9 +88,11 @@ fn json(o: &Output) -> serde_json::Value {
 }
 
 /// The value of an unlabelled sample in a Prometheus exposition.
+/// The value of the agent's series `name` (labelled with its app).
 fn sample(text: &str, name: &str) -> Option<f64> {
+    let series = format!("{name}{{app=\"mes-dashboard\"}} ");
     text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .find_map(|l| l.strip_prefix(&series)?.trim().parse().ok())
 }
 
 /// PropertiesChanged of the agent's object, as a subscriber on the bus sees them. Returns

@@ -279,7 +279,12 @@ async fn event_loop(
     // A flag already there at start is taken.
     executor.flag_events().changed();
 
-    let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION")));
+    let metrics = Arc::new(
+        match settings.app_unit.as_deref().and_then(AppName::of_unit) {
+            Some(app) => Metrics::for_app(env!("CARGO_PKG_VERSION"), app.as_str()),
+            None => Metrics::new(env!("CARGO_PKG_VERSION")),
+        },
+    );
     serve_metrics(metrics_listener, &metrics);
     // D-Bus: the API is a convenience on top of the flag; the agent runs without a bus.
     let (ask_tx, mut asks) = mpsc::channel::<Ask>(64);

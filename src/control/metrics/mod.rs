@@ -6,10 +6,12 @@
 //! Families (all prefixed `warden_`): `restarts_total{decision,source}`, `policy_state{state}`,
 //! `policy_attempts_in_window`, `policy_cooldown_remaining_seconds`, `kill_switch_engaged`,
 //! `reload_duration_seconds` and `flag_to_signal_seconds` (histograms), `contract_valid`,
-//! `watchdog_pings_total`, `start_time_seconds`, `build_info{version}`.
+//! `watchdog_pings_total`, `start_time_seconds`, `build_info{version}`; an app's agent labels
+//! every series `app="APP"`.
 
 pub mod endpoint;
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
@@ -84,7 +86,17 @@ impl Metrics {
     /// no history (allowed, no attempts); the contract's validity is unknown (and not
     /// exported) until [`Metrics::set_contract_valid`].
     pub fn new(version: &str) -> Self {
-        let mut registry = Registry::default();
+        Self::with_registry(version, Registry::default())
+    }
+
+    /// As [`Metrics::new`], every series labelled `app="APP"`: the agents of a host's apps
+    /// write their textfiles side by side, and node_exporter refuses a series seen twice.
+    pub fn for_app(version: &str, app: &str) -> Self {
+        let labels = [(Cow::Borrowed("app"), Cow::Owned(app.to_string()))];
+        Self::with_registry(version, Registry::with_labels(labels.into_iter()))
+    }
+
+    fn with_registry(version: &str, mut registry: Registry) -> Self {
         let build = Family::<[(&'static str, String); 1], Gauge>::default();
         build
             .get_or_create(&[("version", version.to_string())])

@@ -229,6 +229,21 @@ fn start_time_is_now() {
     assert!(t >= before.floor(), "{t} < {before}");
 }
 
+#[test]
+fn an_apps_agent_labels_every_series_with_its_app() {
+    let m = Metrics::for_app("t", "shop");
+    m.set_contract_valid(true);
+    let text = m.render();
+    let samples: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .collect();
+    assert!(samples.len() > 10, "{text}");
+    for s in samples {
+        assert!(s.contains("app=\"shop\""), "{s}");
+    }
+}
+
 // Shared between the event loop and the endpoint's task.
 const _: () = {
     const fn send_sync<T: Send + Sync>() {}

@@ -77,6 +77,16 @@ fn not_enforced_reports_warnings_and_exits_zero() {
     assert_eq!(status, 0);
     assert_eq!(doc["valid"], false);
     assert_eq!(finding(&doc, "E01")["severity"], "warning");
+    // The summary still counts the errors the contract has.
+    let out = f.check(&[]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        text(&out).contains(
+            "INVALID: 1 error(s) not enforced (RUNTIME_CONTRACT_ENFORCE=false), 0 warning(s)"
+        ),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]

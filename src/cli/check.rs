@@ -81,7 +81,8 @@ pub fn main(a: CheckArgs) -> Exit {
         }
     };
     let mut report = contract::check(&g.inputs(&scripts, &docs, a.phase));
-    let valid = report.errors() == 0;
+    let (errors, warnings) = (report.errors(), report.warnings());
+    let valid = errors == 0;
     let s = &g.loaded.settings;
     let enforced = s.enforce.value;
     if !enforced {
@@ -109,16 +110,16 @@ pub fn main(a: CheckArgs) -> Exit {
             f.render(&mut text);
             text.push('\n');
         }
+        // Counted before an unenforced contract turns its errors into warnings: the summary
+        // still says how many were errors.
         text.push_str(&format!(
-            "warden check: contract {} {}: {} error(s), {} warning(s){}",
+            "warden check: contract {} {}: {errors} error(s){}, {warnings} warning(s)",
             s.contract_version.value,
             if valid { "valid" } else { "INVALID" },
-            report.errors(),
-            report.warnings(),
             if enforced {
                 ""
             } else {
-                " (not enforced: RUNTIME_CONTRACT_ENFORCE=false)"
+                " not enforced (RUNTIME_CONTRACT_ENFORCE=false)"
             }
         ));
         super::print(&text);

@@ -35,6 +35,10 @@ print(m["target_directory"], p["version"], p["metadata"]["deb"]["maintainer"])
 
 [[ -n ${maintainer:-} ]] ||
     die "cannot read the package metadata from Cargo.toml" "run 'cargo metadata --no-deps --locked'"
+# Shipped as they are (Cargo.toml's assets); named here so that a missing one says what it is.
+for f in systemd/warden@.service systemd/io.warden.Agent.conf docs/MIGRATION.md docs/RUNBOOK.md; do
+    [[ -f $f ]] || die "$f is missing" "the package ships it (Cargo.toml [package.metadata.deb] assets): restore it"
+done
 
 cargo build --release --locked >&2
 

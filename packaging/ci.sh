@@ -90,7 +90,7 @@ version=$(dpkg-query -W -f='${Version}' warden)
     die "/usr/bin/warden --version does not say ${version%-*}" "is another warden first in the way?"
 /usr/bin/warden --version
 for f in \
-    /usr/lib/systemd/system/warden.service \
+    /usr/lib/systemd/system/warden@.service \
     /usr/share/dbus-1/system.d/io.warden.Agent.conf \
     /usr/lib/tmpfiles.d/warden.conf \
     /usr/lib/sysusers.d/warden.conf \
@@ -100,24 +100,64 @@ for f in \
     /usr/share/man/man1/warden.1.gz \
     /usr/share/man/man1/warden-check.1.gz \
     /usr/share/doc/warden/copyright \
+    /usr/share/doc/warden/README.md \
+    /usr/share/doc/warden/RUNBOOK.md \
+    /usr/share/doc/warden/MIGRATION.md \
     /usr/share/doc/warden/examples/mes-dashboard.service \
+    /usr/share/doc/warden/examples/mes-dashboard-worker@.service \
     /usr/share/doc/warden/examples/prometheus/warden-alerts.yml; do
     [[ -f $f ]] || die "the package did not install $f" "check the assets in Cargo.toml [package.metadata.deb]"
 done
-getent group warden-admin >/dev/null || die "the postinst did not create the group warden-admin" \
-    "check that the package's postinst runs systemd-sysusers"
+# One agent per app: the template only. (An upgrade from a package that shipped it removes it.)
+if dpkg -L warden | grep -qx /usr/lib/systemd/system/warden.service; then
+    die "the package still ships /usr/lib/systemd/system/warden.service" \
+        "the agent is the template warden@.service: drop warden.service from packaging and systemd/"
+fi
+for g in warden warden-admin; do
+    getent group "$g" >/dev/null || die "the postinst did not create the group $g" \
+        "check that the package's postinst runs systemd-sysusers (Cargo.toml: the systemd-units table)"
+done
+# The package never enables or starts an agent: the operator enables each warden@APP.service
+# once its contract, /etc/warden/APP.env, is written. An upgrade restarts the agents that run
+# (try-restart), a removal stops them.
+for s in postinst prerm postrm; do
+    f=/var/lib/dpkg/info/warden.$s
+    [[ -f $f ]] || continue
+    if grep -nE 'deb-systemd-invoke|systemctl[^|#]* (start|enable|restart) ' "$f"; then
+        die "the package's $s enables or starts a warden unit (above)" \
+            "the template must be installed only: check packaging/debian/$s and Cargo.toml's systemd-units table"
+    fi
+done
+grep -q "systemctl try-restart 'warden@\*.service'" /var/lib/dpkg/info/warden.postinst ||
+    die "the package's postinst does not restart the running agents on an upgrade" "see packaging/debian/postinst"
+grep -q "systemctl stop 'warden@\*.service'" /var/lib/dpkg/info/warden.prerm ||
+    die "the package's prerm does not stop the agents on removal" "see packaging/debian/prerm"
+grep -q systemd-sysusers /var/lib/dpkg/info/warden.postinst ||
+    die "the package's postinst does not run systemd-sysusers" "check Cargo.toml's systemd-units table"
 if command -v man >/dev/null; then
     man -w warden-check
 fi
 if command -v systemd-analyze >/dev/null; then
-    # The agent requires the app unit, which the operator installs: that complaint is expected.
-    if ! out=$(systemd-analyze verify /usr/lib/systemd/system/warden.service 2>&1); then
-        if grep -v 'mes-dashboard.service' <<<"$out" | grep -q .; then
-            echo "$out" >&2
-            die "systemd-analyze verify finds fault with warden.service" "see its output above"
-        fi
+    # An instance of the installed template, as an operator gets it: warden@mes-dashboard.service
+    # beside the example app unit it requires. The example's paths (/opt/…) are not on this
+    # machine: complaints about mes-dashboard.service itself are expected, none about the agent.
+    units=$(mktemp -d)
+    ln -s /usr/lib/systemd/system/warden@.service "$units/warden@mes-dashboard.service"
+    cp /usr/share/doc/warden/examples/mes-dashboard.service "$units/"
+    verify_rc=0
+    out=$(SYSTEMD_UNIT_PATH="$units:" systemd-analyze verify --man=no \
+        "$units/warden@mes-dashboard.service" 2>&1) || verify_rc=$?
+    rm -rf "$units"
+    if grep -vE '(^|/)mes-dashboard\.service:' <<<"$out" | grep -q . || { [[ $verify_rc != 0 ]] && [[ -z $out ]]; }; then
+        echo "$out" >&2
+        die "systemd-analyze verify finds fault with warden@mes-dashboard.service" "see its output above"
     fi
-    echo "systemd-analyze verify warden.service: clean (but for the missing app unit)"
+    if [[ -n $out ]]; then
+        printf '%s\n' "$out" | sed 's/^/  (the example app unit, expected) /'
+        echo "systemd-analyze verify warden@mes-dashboard.service (the installed template): clean but for the example app unit's paths"
+    else
+        echo "systemd-analyze verify warden@mes-dashboard.service (the installed template): clean"
+    fi
 fi
 done_step "install the .deb and check it"
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the release bundle in dist/warden-VERSION/ (or --out DIR):
-#   warden-VERSION-ARCH-linux.tar.gz   binary, units, D-Bus policy, tmpfiles/sysusers, man pages,
-#                                      completions, README, copyright, alert rules (a /usr tree)
+#   warden-VERSION-ARCH-linux.tar.gz   binary, the agent's template warden@.service, D-Bus policy,
+#                                      tmpfiles/sysusers, man pages, completions, README, RUNBOOK,
+#                                      MIGRATION, copyright, example units, alert rules (a /usr tree)
 #   warden_VERSION-1_amd64.deb         the Debian package (packaging/build-deb.sh)
 #   warden-VERSION.spdx.json           SPDX 2.3 SBOM of the dependency graph (packaging/sbom.py)
 #   SHA256SUMS, SHA256SUMS.sig         checksums, signed with `ssh-keygen -Y sign -n file`
@@ -116,11 +117,13 @@ install -D -m 0644 -t "$root/share/man/man1" "$assets"/man/*.1.gz
 install -D -m 0644 "$assets/completions/warden.bash" "$root/share/bash-completion/completions/warden"
 install -D -m 0644 "$assets/completions/_warden" "$root/share/zsh/vendor-completions/_warden"
 install -D -m 0644 "$assets/completions/warden.fish" "$root/share/fish/vendor_completions.d/warden.fish"
-install -D -m 0644 systemd/warden.service "$root/lib/systemd/system/warden.service"
+# The agent is a template, one instance per app: warden@APP.service (docs/MIGRATION.md).
+install -D -m 0644 systemd/warden@.service "$root/lib/systemd/system/warden@.service"
 install -D -m 0644 systemd/warden.tmpfiles.conf "$root/lib/tmpfiles.d/warden.conf"
 install -D -m 0644 systemd/warden.sysusers.conf "$root/lib/sysusers.d/warden.conf"
 install -D -m 0644 systemd/io.warden.Agent.conf "$root/share/dbus-1/system.d/io.warden.Agent.conf"
-install -D -m 0644 -t "$root/share/doc/warden" README.md packaging/debian/copyright
+install -D -m 0644 -t "$root/share/doc/warden" README.md docs/RUNBOOK.md docs/MIGRATION.md \
+    packaging/debian/copyright
 install -D -m 0644 -t "$root/share/doc/warden/examples" \
     systemd/mes-dashboard.service systemd/mes-dashboard-worker@.service
 install -D -m 0644 -t "$root/share/doc/warden/examples/prometheus" packaging/prometheus/warden-alerts.yml

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Verifies a release bundle (packaging/release.sh): the checksums, the signature over them, the
-# SBOM against the SPDX reference validator, and that the tarball's binary runs.
+# SBOM against the SPDX reference validator, that the tarball's binary runs, and that the tarball
+# and the .deb ship the agent's template warden@.service (and no warden.service).
 #
 #   packaging/verify.sh DIR [ALLOWED_SIGNERS] [--tamper-test]
 #
@@ -26,7 +27,7 @@ for arg in "$@"; do
     case $arg in
     --tamper-test) tamper=true ;;
     -h | --help)
-        sed -n '2,12s/^# \{0,1\}//p' "$0"
+        sed -n '2,13s/^# \{0,1\}//p' "$0"
         exit 0
         ;;
     -*) die "unknown option $arg" "packaging/verify.sh DIR [ALLOWED_SIGNERS] [--tamper-test]" ;;
@@ -92,6 +93,28 @@ tarballs=("$dir"/warden-*-linux.tar.gz)
 tar -xzf "${tarballs[0]}" -C "$tmp"
 bins=("$tmp"/warden-*/bin/warden)
 "${bins[0]}" --version
+
+echo "== the tarball's and the .deb's contents"
+# The agent is the template warden@.service, one instance per app; warden.service is gone.
+tree=$(dirname "$(dirname "${bins[0]}")")
+for f in lib/systemd/system/warden@.service share/dbus-1/system.d/io.warden.Agent.conf \
+    lib/sysusers.d/warden.conf lib/tmpfiles.d/warden.conf share/doc/warden/MIGRATION.md; do
+    [[ -f $tree/$f ]] || die "the tarball has no $f" "the bundle is incomplete or stale: rebuild it with packaging/release.sh"
+done
+[[ ! -e $tree/lib/systemd/system/warden.service ]] ||
+    die "the tarball still ships lib/systemd/system/warden.service" "rebuild the bundle from a current checkout"
+debs=("$dir"/*.deb)
+if [[ -f ${debs[0]} ]] && command -v dpkg-deb >/dev/null; then
+    listing=$(dpkg-deb -c "${debs[0]}" | awk '{print $NF}')
+    for f in ./usr/lib/systemd/system/warden@.service ./usr/share/dbus-1/system.d/io.warden.Agent.conf \
+        ./usr/lib/sysusers.d/warden.conf ./usr/lib/tmpfiles.d/warden.conf ./usr/share/doc/warden/MIGRATION.md; do
+        grep -qxF "$f" <<<"$listing" || die "$(basename "${debs[0]}") has no ${f#.}" \
+            "the bundle is incomplete or stale: rebuild it with packaging/release.sh"
+    done
+    ! grep -qxF ./usr/lib/systemd/system/warden.service <<<"$listing" ||
+        die "$(basename "${debs[0]}") still ships /usr/lib/systemd/system/warden.service" "rebuild the bundle from a current checkout"
+fi
+echo "the agent's template warden@.service, the D-Bus policy, sysusers, tmpfiles and MIGRATION.md: present; no warden.service"
 
 if $tamper; then
     echo "== tamper test (on a copy)"

@@ -175,6 +175,19 @@ fn the_control_surface_end_to_end() {
     let o = l.warden(&["status"]);
     assert!(text(&o).contains("policy: allowed"), "{}", text(&o));
     assert!(text(&o).contains("source: agent"), "{}", text(&o));
+    // The contract of the running app, inside (its paths are the sandbox's): its master
+    // holding the port is no fault.
+    let (w, env) = (warden(), l.f.env_file.display().to_string());
+    let o = l.sb.run(&[
+        "env",
+        "-i",
+        "PATH=/usr/bin:/bin",
+        w.to_str().unwrap(),
+        "contract",
+        "--env-file",
+        &env,
+    ]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
 
     // An unprivileged user reads, and is refused (and audited) when changing anything.
     let o = l.warden_as(Some("nobody"), &["status", "--json"]);
@@ -274,7 +287,12 @@ fn the_control_surface_end_to_end() {
         sample(&l.metrics(), "warden_kill_switch_engaged"),
         Some(0.0)
     );
-    assert!(text(&l.warden(&["kill-switch"])).starts_with("kill-switch: off"));
+    let o = l.warden(&["kill-switch"]);
+    assert!(
+        text(&o).starts_with("kill-switch: off (released by root at "),
+        "{}",
+        text(&o)
+    );
 
     // No agent: status from the state file, the switch refused, a restart refused unless
     // queued, and then queued with its reason for the agent's next start.

@@ -108,7 +108,8 @@ pub fn main(a: ContractArgs) -> Exit {
         Ok(g) => g,
         Err(exit) => return exit,
     };
-    let report = contract::check(&g.inputs(&[], &[], Phase::PreStart));
+    // The contract of the app as it is: running (its master named by the PID file) or not.
+    let report = contract::check(&g.inputs(&[], &[], phase_now(&g.loaded.settings)));
     let v = view(&g, &report);
     if a.json {
         super::print(&serde_json::to_string_pretty(&v).unwrap_or_default());
@@ -120,6 +121,16 @@ pub fn main(a: ContractArgs) -> Exit {
         Exit::CheckFailed
     } else {
         Exit::Ok
+    }
+}
+
+/// `Running` while the PID file names a live Gunicorn master, else `PreStart`: a contract
+/// shown for a running app is not faulted for the port its master holds.
+fn phase_now(s: &Settings) -> Phase {
+    use crate::platform::process::{Role, classify, read_pid_file};
+    match read_pid_file(&s.pid_file.value) {
+        Ok(pid) if matches!(classify(pid), Role::Master) => Phase::Running,
+        _ => Phase::PreStart,
     }
 }
 

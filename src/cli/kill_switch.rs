@@ -123,9 +123,11 @@ fn show(admin: &super::Admin) -> Exit {
         Err(Fetched::Failed(exit)) => return exit,
     };
     let k = &doc["kill_switch"];
+    let engaged = k["engaged"] == true;
     let by = match (&k["changed_by"], &k["changed_at"], &k["reason"]) {
         (serde_json::Value::String(by), serde_json::Value::String(at), r) => format!(
-            " (engaged by {by} at {at}{})",
+            " ({} by {by} at {at}{})",
+            if engaged { "engaged" } else { "released" },
             r.as_str().map(|r| format!(": {r}")).unwrap_or_default()
         ),
         _ => String::new(),
@@ -133,7 +135,7 @@ fn show(admin: &super::Admin) -> Exit {
     // A state, not an action: `on`/`off` are the words that change it.
     super::print(&format!(
         "kill-switch: {}{by}",
-        if k["engaged"] == true { "on" } else { "off" }
+        if engaged { "on" } else { "off" }
     ));
     Exit::Ok
 }

@@ -1,21 +1,73 @@
 #!/usr/bin/env bash
-# deps.sh — installs the Debian packages warden's tests and quick start need, when missing:
-# systemd and dbus (the sandbox boots them), util-linux and bsdutils (unshare, nsenter,
-# script), python3-venv (the conda-like prefix), curl (the quick start talks to the app),
-# prometheus (for its promtool: the alert rules and the metrics exposition are checked).
+# deps.sh — installs what warden's quick start or its tests need, and nothing else, when missing.
+#
+#   deps.sh [--for tests|quickstart] [--no-cargo]
+#
+#   --for quickstart  the Debian packages the sandbox and the demo need: systemd and dbus (the
+#                     sandbox boots them), util-linux and bsdutils (unshare, nsenter, script),
+#                     python3-venv (the conda-like prefix), curl (the demo talks to the app);
+#                     also what tests/soak/soak.sh needs
+#   --for tests       (the default) the same, plus promtool (the alert rules and the metrics
+#                     exposition are checked with it)
+#   --no-cargo        do not require cargo (the quick start against the installed package)
+#
+# promtool is taken out of Debian's prometheus package without installing it: `apt-get download`
+# and `dpkg-deb -x`, into $WARDEN_CI_CACHE/bin/promtool (default /var/cache/warden-ci/bin). No
+# Prometheus server is installed, enabled or started. tests/metrics.rs and .ci/run use
+# $PROMTOOL, else that path. Prints nothing on stdout.
 set -euo pipefail
-need=()
-for p in systemd dbus util-linux bsdutils python3-venv curl prometheus; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
+mode=tests
+cargo=true
+while [ $# -gt 0 ]; do
+  case $1 in
+    --for) mode=${2:-}; shift 2 || shift ;;
+    --for=*) mode=${1#--for=}; shift ;;
+    --no-cargo) cargo=false; shift ;;
+    -h|--help) sed -n '2,17s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    *) echo "deps: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
 done
-if [ ${#need[@]} -gt 0 ]; then
-  echo "deps: installing ${need[*]}" >&2
-  apt-get update -qq
+case $mode in
+  tests|quickstart) ;;
+  *) echo "deps: --for takes tests or quickstart, not '$mode'" >&2; exit 2 ;;
+esac
+
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+apt_updated=false
+apt_update() { $apt_updated || { apt-get update -qq; apt_updated=true; }; }
+
+need=()
+for p in systemd dbus util-linux bsdutils python3-venv curl; do
+  installed "$p" || need+=("$p")
+done
+if [ ${#need[@]} -eq 0 ]; then
+  echo "deps: systemd dbus util-linux bsdutils python3-venv curl: installed" >&2
+else
+  echo "deps: installing ${need[*]} (apt)" >&2
+  apt_update
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-  # Only promtool is wanted: on a host booted with systemd the package also starts a
-  # Prometheus server.
-  if [[ " ${need[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
-    systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+fi
+
+if [ "$mode" = tests ]; then
+  cache=${WARDEN_CI_CACHE:-/var/cache/warden-ci}
+  promtool=$cache/bin/promtool
+  if ! "$promtool" --version >/dev/null 2>&1; then
+    echo "deps: fetching promtool from Debian's prometheus package into $promtool (not installed)" >&2
+    tmp=$(mktemp -d)
+    # apt-get download drops its privileges to _apt, which must be able to write there.
+    if id _apt >/dev/null 2>&1; then chown _apt "$tmp"; fi
+    if ! (cd "$tmp" && apt-get download -qq prometheus >/dev/null 2>&1); then
+      apt_update
+      (cd "$tmp" && apt-get download -qq prometheus >/dev/null)
+    fi
+    debs=("$tmp"/prometheus_*.deb)
+    dpkg-deb -x "${debs[0]}" "$tmp/x"
+    install -D -m 0755 "$tmp/x/usr/bin/promtool" "$promtool"
+    rm -rf "$tmp"
+    "$promtool" --version >/dev/null || { echo "deps: $promtool does not run" >&2; exit 1; }
   fi
 fi
-command -v cargo >/dev/null || { echo "deps: cargo is required (rustup)" >&2; exit 1; }
+
+if $cargo; then
+  command -v cargo >/dev/null || { echo "deps: cargo is required (https://rustup.rs)" >&2; exit 1; }
+fi

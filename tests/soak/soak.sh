@@ -2,9 +2,10 @@
 # soak.sh — warden under sustained control traffic, for SOAK_MINUTES (default 30), with the
 # layout of examples/quickstart.sh: a conda-like prefix with Gunicorn from PyPI, the machine's
 # own systemd booted in private namespaces (tests/harness/sysbox.sh, root only, the host
-# untouched), and the shipped units (systemd/mes-dashboard.service, systemd/warden.service, the
-# hardened agent) linked in, with drop-ins for this machine. The agent's drop-in adds
-# WatchdogSec=$SOAK_WATCHDOG_SEC (default 2) to the shipped hardening.
+# untouched), the contract in the sandbox's /etc/warden/mes-dashboard.env, and the shipped units
+# (systemd/mes-dashboard.service, and the hardened agent warden@mes-dashboard.service from the
+# template systemd/warden@.service) linked in, with drop-ins for this machine. The agent's
+# drop-in adds WatchdogSec=$SOAK_WATCHDOG_SEC (default 2) to the shipped hardening.
 #
 # Load, all at once:
 #   - a restart request every SOAK_RESTART_EVERY s (default 4), alternately a flag written as the
@@ -53,25 +54,30 @@ base=/var/tmp/warden-soak
 app=$repo/examples/gunicorn-app
 export SYSBOX_DIR=/tmp/warden-soak-sysbox SYSBOX_BINDS=$base
 export SYSBOX_DBUS_POLICY=$repo/systemd/io.warden.Agent.conf
+# The contract, laid over the sandbox's /etc (the host's is not written), and the package's
+# groups: the agent owns its bus name as a member of `warden`.
+export SYSBOX_ETC=$base/etc SYSBOX_GROUPS="warden warden-admin"
+# The host-side commands below find the contract as the agent does, by the app's name.
+export WARDEN_CONFIG_DIR=$base/etc/warden
 sysbox=$repo/tests/harness/sysbox.sh
 inside() { bash "$sysbox" run "$@"; }
 say() { printf 'soak: %s\n' "$*"; }
 now_us() { date +%s%6N; }
 
 say "dependencies, prefix and warden (release)"
-bash "$repo/tests/harness/deps.sh"
+bash "$repo/tests/harness/deps.sh" --for quickstart
 cargo build --release --quiet --manifest-path "$repo/Cargo.toml"
 target=$(cargo metadata --format-version 1 --no-deps --manifest-path "$repo/Cargo.toml" |
   python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 bash "$repo/tests/harness/make-prefix.sh" "$base/conda" mes-dashboard
 prefix=$base/conda/envs/mes-dashboard
 rm -rf "${base:?}/state" "${base:?}/etc" "${base:?}/bin" "${base:?}/counts"
-mkdir -p "$base/etc" "$base/state" "$base/bin" "$base/counts"
+mkdir -p "$base/etc/warden" "$base/state" "$base/bin" "$base/counts"
 install -m 755 "$target/release/warden" "$base/bin/warden"
 warden=$base/bin/warden
 "$warden" --version
 chown www-data:www-data "$base/state"
-env_file=$base/etc/mes-dashboard.env
+env_file=$base/etc/warden/mes-dashboard.env
 cat > "$env_file" <<EOF
 RUNTIME_CONTRACT_VERSION=2026.02-p2
 WATCHDOG_RUNTIME_DIR=/run/mes-dashboard
@@ -82,7 +88,6 @@ GUNICORN_BIND=127.0.0.1:$port
 CONDA_BIN=$base/conda/bin/conda
 CONDA_ENV_NAME=mes-dashboard
 WARDEN_APP_UNIT=mes-dashboard.service
-WARDEN_UNITS=warden.service
 WARDEN_KILL_SWITCH_FILE=/run/mes-dashboard/kill_switch.json
 WARDEN_STATUS_FILE=/run/mes-dashboard/status.json
 WARDEN_METRICS_SOCKET=/run/mes-dashboard/metrics.sock
@@ -105,43 +110,43 @@ cleanup() {
 trap cleanup EXIT
 units=$SYSBOX_DIR/run/systemd/system
 ln -sf "$repo/systemd/mes-dashboard.service" "$units/mes-dashboard.service"
-ln -sf "$repo/systemd/warden.service" "$units/warden.service"
+ln -sf "$repo/systemd/warden@.service" "$units/warden@.service"
 dropin() { mkdir -p "$units/$1.d"; cat > "$units/$1.d/$2.conf"; }
 dropin mes-dashboard.service local <<EOF
 [Service]
 EnvironmentFile=
-EnvironmentFile=$env_file
+EnvironmentFile=/etc/warden/mes-dashboard.env
 WorkingDirectory=$app
 ExecStartPre=
 ExecStartPre=$warden check
 ExecStart=
 ExecStart=$prefix/bin/gunicorn --pid \${WATCHDOG_PID_FILE} --bind \${GUNICORN_BIND} --workers 2 --no-control-socket --chdir $app app:app
 EOF
-# As the quick start: the state below $base instead of StateDirectory= (the sandbox's /var/lib
-# is read-only), PrivateTmp= off (it would hide $base, below /var/tmp). Restart=on-failure stays
-# from the shipped unit: a watchdog kill would show as NRestarts.
-dropin warden.service local <<EOF
+# As the quick start: the app's user, the state below $base instead of StateDirectory= (the
+# sandbox's /var/lib is read-only), PrivateTmp= off (it would hide $base, below /var/tmp).
+# Restart=on-failure stays from the shipped unit: a watchdog kill would show as NRestarts.
+dropin warden@mes-dashboard.service local <<EOF
 [Service]
-EnvironmentFile=
-EnvironmentFile=$env_file
+User=www-data
+Group=www-data
 ExecStartPre=
-ExecStartPre=$warden check --phase running
+ExecStartPre=$warden check --phase running --app %i
 ExecStart=
-ExecStart=$warden run
+ExecStart=$warden run --app %i
 StateDirectory=
 ReadWritePaths=$base/state
 PrivateTmp=no
 WatchdogSec=$wd_sec
 EOF
 inside systemctl daemon-reload
-inside systemctl start mes-dashboard.service warden.service
-inside systemctl is-active warden.service >/dev/null
-env=(--env-file "$env_file")
+inside systemctl start mes-dashboard.service warden@mes-dashboard.service
+inside systemctl is-active warden@mes-dashboard.service >/dev/null
+env=(--app mes-dashboard)
 rt=$SYSBOX_DIR/run/mes-dashboard
 "$warden" status "${env[@]}"
 
-cg=$(cat "$SYSBOX_DIR/cgroup")/system.slice/warden.service
-unit_path=/org/freedesktop/systemd1/unit/warden_2eservice
+cg=$(cat "$SYSBOX_DIR/cgroup")/system.slice/system-warden.slice/warden@mes-dashboard.service
+unit_path=/org/freedesktop/systemd1/unit/warden_40mes_2ddashboard_2eservice
 prop() { # $1: interface suffix (Unit|Service), $2: property → the bare value
   busctl --address="$DBUS_SYSTEM_BUS_ADDRESS" get-property org.freedesktop.systemd1 "$unit_path" \
     "org.freedesktop.systemd1.$1" "$2" | awk '{ $1 = ""; sub(/^ /, ""); gsub(/"/, ""); print }'
@@ -259,7 +264,7 @@ pids=()
 
 # The verdict.
 inside journalctl --sync
-timeouts=$(bash "$sysbox" journal -u warden.service -o cat | grep -c 'Watchdog timeout' || true)
+timeouts=$(bash "$sysbox" journal -u warden@mes-dashboard.service -o cat | grep -c 'Watchdog timeout' || true)
 summary=$(awk -F, -v warmup="$warmup" 'NR == 1 { next }
   { n++; t[n] = $1; fd[n] = $5; rss[n] = $6; anon[n] = $7
     if (n == 1 || $5 < fdmin) fdmin = $5; if ($5 > fdmax) fdmax = $5; if ($6 > rssmax) rssmax = $6

@@ -293,6 +293,14 @@ fn the_control_surface_end_to_end() {
         "{}",
         text(&o)
     );
+    // Exit 5 for the switch too: recorded and published, but its reload signals nothing.
+    std::fs::write(&pid_file, format!("{other}\n")).unwrap();
+    let o = l.warden(&["kill-switch", "on", "--reason", "drill, wrong PID file"]);
+    std::fs::write(&pid_file, &real).unwrap();
+    assert_eq!(code(&o), 5, "{}", text(&o));
+    assert!(text(&o).contains("pid_not_gunicorn_master"), "{}", text(&o));
+    let o = l.warden(&["kill-switch", "off", "--reason", "drill over"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
 
     // No agent: status from the state file, the switch refused, a restart refused unless
     // queued, and then queued with its reason for the agent's next start.
@@ -304,6 +312,13 @@ fn the_control_surface_end_to_end() {
     assert_eq!(json(&o)["kill_switch"]["engaged"], false);
     let o = l.warden(&["kill-switch", "on", "--reason", "x"]);
     assert_eq!(code(&o), 7, "{}", text(&o));
+    // Exit 5 for status: what answers in the agent's name is not an agent of this version.
+    {
+        let _impostor = Impostor::serve(&l.sb.bus);
+        let o = l.warden(&["status"]);
+        assert_eq!(code(&o), 5, "{}", text(&o));
+        assert!(text(&o).contains("not JSON"), "{}", text(&o));
+    }
     // The flag is in the sandbox's /run: ask from inside.
     let w = warden();
     let env = l.f.env_file.display().to_string();
@@ -338,6 +353,63 @@ fn the_control_surface_end_to_end() {
     let taken = await_entry_where(&l, |e| e["reason"] == "after hours");
     assert_eq!(taken["requested_by"], "root", "{taken:#}");
     assert!(!flag.exists(), "the agent took the flag");
+}
+
+/// Root (whom the policy lets own an agent's name: an agent run without User=) answering in
+/// the stopped agent's name, with something that is not a status document, until dropped.
+struct Impostor {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+struct NotAStatus;
+
+#[zbus::interface(name = "io.warden.Agent1")]
+impl NotAStatus {
+    fn status(&self) -> String {
+        "<html>503 Service Unavailable</html>".into()
+    }
+}
+
+impl Impostor {
+    fn serve(bus: &str) -> Impostor {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        let bus = bus.to_string();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let conn = rt.block_on(async {
+                zbus::connection::Builder::address(bus.as_str())
+                    .name(agent_bus_name())
+                    .serve_at(warden::control::dbus::OBJECT_PATH, NotAStatus)
+                    .build()
+                    .await
+                    .unwrap()
+            });
+            ready_tx.send(()).unwrap();
+            // The connection serves on the runtime's threads while this one waits.
+            let _ =
+                rt.block_on(async { tokio::task::spawn_blocking(move || stopped.recv()).await });
+            drop(conn);
+        });
+        ready.recv().expect("the impostor owns the name");
+        Impostor {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Impostor {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// The newest history entry `pred` holds for, once the agent has recorded it (its status

@@ -260,6 +260,36 @@ fn two_apps_each_with_its_agent_from_the_shipped_template() {
     assert_eq!(e["verified"], true, "{e:#}");
     assert_eq!(history(&shop).len(), 1);
 
+    // One app configured: every command's default, typed with nothing exported.
+    let o = sb.run(&["rm", "/etc/warden/shop.env"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = inside(&sb, &["status"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("source: agent"), "{}", text(&o));
+    let o = inside(&sb, &["check", "--phase", "running"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = inside(&sb, &["contract"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("/etc/warden/mes-dashboard.env"),
+        "{}",
+        text(&o)
+    );
+    let o = inside(&sb, &["kill-switch"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "kill-switch: off"
+    );
+    // The flag's reload above started mes-dashboard's cooldown.
+    let o = inside(&sb, &["restart", "--reason", "post-deploy check"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert_eq!(
+        history(&mes).len(),
+        2,
+        "the refusal is recorded in mes-dashboard's history"
+    );
+
     // No contract file: the start fails at once, naming the file, and is not retried.
     let o = sb.systemctl(&["start", "warden@plain.service"]);
     assert!(!o.status.success());

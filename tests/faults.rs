@@ -454,6 +454,80 @@ fn sigkill_at_random_moments_loses_no_sighup_from_the_history() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// 1b. A broken deploy
+// ---------------------------------------------------------------------------------------------
+
+/// What the app answers on `/`.
+fn get(f: &Fixture) -> (u16, Value) {
+    use std::io::Read as _;
+    let mut s = std::net::TcpStream::connect(f.env["GUNICORN_BIND"].as_str()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut r = String::new();
+    s.read_to_string(&mut r).unwrap();
+    let code = r
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = r.split("\r\n\r\n").nth(1).unwrap_or_default();
+    (code, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// A syntax error deployed into the app's module, then a restart flag: the app's Gunicorn,
+/// asked first, cannot load it, so nothing is signalled: the master and its workers are the
+/// same and keep answering 200, and the history records the failure with Gunicorn's own
+/// error. Fixed, the next flag reloads.
+#[test]
+fn a_broken_deploy_is_never_signalled_and_the_old_workers_keep_serving() {
+    let f = Fixture::new("faults-broken-deploy");
+    let app_dir = f.dir.join("app");
+    std::fs::create_dir_all(&app_dir).unwrap();
+    let module = app_dir.join("app.py");
+    let good = std::fs::read_to_string(repo().join("examples/gunicorn-app/app.py")).unwrap();
+    std::fs::write(&module, &good).unwrap();
+    let log = f.dir.join("gunicorn.log");
+    let _g = start_gunicorn_in(
+        &f,
+        &app_dir,
+        &[
+            "--log-level",
+            "info",
+            "--error-logfile",
+            log.to_str().unwrap(),
+        ],
+    );
+    let master = warden::platform::process::read_pid_file(&f.pid_file()).unwrap();
+    let workers = await_workers(master, 2);
+    assert_eq!(workers.len(), 2);
+    let mut a = Agent::start(&f, &[]);
+
+    std::fs::write(&module, format!("{good}\ndef broken(:\n")).unwrap();
+    let e = a.request(&f, "");
+    assert_eq!(e["decision"], "failed", "{e:#}");
+    assert_eq!(e["decision_reason"], "preflight_failed", "{e:#}");
+    let failure = e["failure"].as_str().unwrap_or_default();
+    assert!(failure.contains("SyntaxError"), "{e:#}");
+    assert_eq!(e["master_pid"], master);
+    drain_signals(master, &log);
+    assert_eq!(hups(&log), 0, "the master was signalled");
+    assert_eq!(warden::platform::process::children(master), workers);
+    let (code, body) = get(&f);
+    assert_eq!(code, 200);
+    assert!(workers.contains(&(body["worker_pid"].as_u64().unwrap() as u32)));
+
+    // Fixed: the next request reloads (the failure did not start a cooldown).
+    std::fs::write(&module, &good).unwrap();
+    let e = a.request(&f, "");
+    assert_eq!(e["decision"], "executed", "{e:#}");
+    assert_eq!(e["verified"], true, "{e:#}");
+    assert!(e["timings"]["preflight_ms"].as_f64().is_some(), "{e:#}");
+    let (code, body) = get(&f);
+    assert_eq!(code, 200);
+    assert!(!workers.contains(&(body["worker_pid"].as_u64().unwrap() as u32)));
+}
+
+// ---------------------------------------------------------------------------------------------
 // 2. A full disk under the state file
 // ---------------------------------------------------------------------------------------------
 

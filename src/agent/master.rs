@@ -22,6 +22,9 @@ pub trait Master: Send {
     /// The master the PID file names, checked to be a live Gunicorn master (and, under
     /// systemd, the app unit's), and pinned: later calls act on that very process.
     fn find(&mut self) -> Result<MasterId, Failure>;
+    /// Has the app's Gunicorn, as the master runs, load its configuration and application
+    /// (`--check-config`) within `timeout`: how long it took, or why it cannot reload.
+    fn preflight(&mut self, master: MasterId, timeout: Duration) -> Result<Duration, Failure>;
     /// Pins the master's workers as they are now (so that their exit is seen whatever later
     /// has their PIDs) and returns their PIDs.
     fn pin_workers(&mut self, master: MasterId) -> Vec<u32>;
@@ -135,6 +138,10 @@ impl Master for ProcMaster {
         })
     }
 
+    fn preflight(&mut self, master: MasterId, timeout: Duration) -> Result<Duration, Failure> {
+        super::preflight::check(master.pid, timeout)
+    }
+
     fn pin_workers(&mut self, master: MasterId) -> Vec<u32> {
         self.workers = process::children(master.pid)
             .into_iter()
@@ -225,6 +232,9 @@ pub mod fake {
         pub healthy: bool,
         /// While set, a reload waits for the test to clear it (a reload in progress).
         pub hold_reloads: bool,
+        /// What the preflight answers, and how many ran.
+        pub preflight: Result<(), String>,
+        pub preflights: usize,
         next_pid: u32,
     }
 
@@ -242,6 +252,8 @@ pub mod fake {
                 holds_port: true,
                 healthy: true,
                 hold_reloads: false,
+                preflight: Ok(()),
+                preflights: 0,
                 next_pid: 200,
             }
         }
@@ -275,6 +287,15 @@ pub mod fake {
     impl Master for FakeMaster {
         fn find(&mut self) -> Result<MasterId, Failure> {
             self.app().found.clone()
+        }
+
+        fn preflight(&mut self, _: MasterId, _: Duration) -> Result<Duration, Failure> {
+            let mut app = self.app();
+            app.preflights += 1;
+            app.preflight
+                .clone()
+                .map(|()| Duration::from_millis(1))
+                .map_err(|why| Failure::new(FailureKind::PreflightFailed, why))
         }
 
         fn pin_workers(&mut self, _: MasterId) -> Vec<u32> {

@@ -144,6 +144,18 @@ fn reload(
         Ok(m) => m,
         Err(f) => return fail(ledger, e, f),
     };
+    // Before anything is recorded as intended or signalled: a reload of code that does not
+    // load is refused while the old workers still serve.
+    let mut preflight_ms = None;
+    if let Some(timeout) = s.preflight {
+        match master.preflight(m, timeout) {
+            Ok(took) => preflight_ms = Some(millis(took)),
+            Err(f) => {
+                e.master_pid = Some(m.pid);
+                return fail(ledger, e, f);
+            }
+        }
+    }
     master.pin_workers(m);
 
     // Intended before the signal: a crash from here on leaves an entry, never nothing (see
@@ -205,6 +217,7 @@ fn reload(
     e.verified = Some(verified);
     e.master_pid = Some(m.pid);
     e.timings = Some(Timings {
+        preflight_ms,
         signal_sent_at: Some(format_time(sent_at)),
         flag_to_signal_ms,
         workers_replaced_ms,

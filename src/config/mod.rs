@@ -84,6 +84,13 @@ fn as_seconds<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(d.as_secs())
 }
 
+fn as_opt_seconds<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_u64(d.as_secs()),
+        None => s.serialize_none(),
+    }
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone, Serialize)]
 pub struct Settings {
@@ -111,6 +118,13 @@ pub struct Settings {
     /// How long a reload may take to be verified.
     #[serde(rename = "reload_timeout_seconds", serialize_with = "as_seconds")]
     pub reload_timeout: Duration,
+    /// Before every SIGHUP the app's Gunicorn checks its configuration and application, within
+    /// this time; `None` when turned off.
+    #[serde(
+        rename = "preflight_timeout_seconds",
+        serialize_with = "as_opt_seconds"
+    )]
+    pub preflight: Option<Duration>,
     /// Where the agent publishes the status document on every change.
     pub status_file: Option<PathBuf>,
     /// Where the agent publishes the kill-switch for the app.

@@ -366,6 +366,8 @@ impl Settings {
         );
         let admin_group = r.text(&vars::WARDEN_ADMIN_GROUP).map(|g| g.value);
         let reload_timeout = r.whole(&vars::WARDEN_RELOAD_TIMEOUT);
+        let preflight = r.flag(&vars::WARDEN_PREFLIGHT);
+        let preflight_timeout = r.whole(&vars::WARDEN_PREFLIGHT_TIMEOUT);
         let status_file = r.path(&vars::WARDEN_STATUS_FILE).map(|p| p.value);
         let kill_switch_file = r.path(&vars::WARDEN_KILL_SWITCH_FILE).map(|p| p.value);
         let metrics_socket = r.path(&vars::WARDEN_METRICS_SOCKET).map(|p| p.value);
@@ -409,6 +411,9 @@ impl Settings {
             health_url: health_url.map(|u| u.value),
             admin_group,
             reload_timeout: Duration::from_secs(reload_timeout.value),
+            preflight: preflight
+                .value
+                .then(|| Duration::from_secs(preflight_timeout.value)),
             status_file,
             kill_switch_file,
             metrics_socket,

@@ -376,6 +376,26 @@ pub static WARDEN_RELOAD_TIMEOUT: Var = Var {
     example: "30",
 };
 
+pub static WARDEN_PREFLIGHT: Var = Var {
+    name: "WARDEN_PREFLIGHT",
+    fallbacks: &[],
+    default: Default::Text("true"),
+    kind: Kind::Bool,
+    contract: false,
+    help: "before every SIGHUP, the app's own Gunicorn loads its configuration and application (`--check-config`, as the master runs: its argv, environment, directory and user); a failure signals nothing. `false` for an app whose import is too costly to repeat",
+    example: "true",
+};
+
+pub static WARDEN_PREFLIGHT_TIMEOUT: Var = Var {
+    name: "WARDEN_PREFLIGHT_TIMEOUT",
+    fallbacks: &[],
+    default: Default::Text("60"),
+    kind: Kind::Seconds { min: 1 },
+    contract: false,
+    help: "seconds the preflight may take; a slower one fails the reload",
+    example: "60",
+};
+
 pub static WARDEN_STATUS_FILE: Var = Var {
     name: "WARDEN_STATUS_FILE",
     fallbacks: &[],
@@ -444,6 +464,8 @@ pub static ALL: &[&Var] = &[
     &WARDEN_HEALTH_URL,
     &WARDEN_ADMIN_GROUP,
     &WARDEN_RELOAD_TIMEOUT,
+    &WARDEN_PREFLIGHT,
+    &WARDEN_PREFLIGHT_TIMEOUT,
     &WARDEN_STATUS_FILE,
     &WARDEN_KILL_SWITCH_FILE,
     &WARDEN_METRICS_SOCKET,

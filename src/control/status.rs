@@ -117,7 +117,16 @@ pub struct StatusDoc {
     /// `null` when no agent answered.
     pub agent: Option<AgentSection>,
     pub gunicorn: Gunicorn,
+    /// Whether a reload is preceded by the app's own `gunicorn --check-config`.
+    pub preflight: PreflightStatus,
     pub source: DocumentSource,
+}
+
+/// The preflight as configured (`WARDEN_PREFLIGHT`, `WARDEN_PREFLIGHT_TIMEOUT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreflightStatus {
+    pub enabled: bool,
+    pub timeout_seconds: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -373,6 +382,10 @@ pub fn document(i: &Observed) -> StatusDoc {
             state_write_error: a.state_write_error.map(str::to_string),
         }),
         gunicorn: i.gunicorn.clone(),
+        preflight: PreflightStatus {
+            enabled: i.settings.preflight.is_some(),
+            timeout_seconds: i.settings.preflight.map(|t| t.as_secs()),
+        },
         source: i.source,
     }
 }
@@ -497,6 +510,9 @@ pub fn summary(d: &StatusDoc) -> String {
         g.workers.len(),
         clean(&g.bind)
     ));
+    if !d.preflight.enabled {
+        out.push("preflight: off (WARDEN_PREFLIGHT=false): reloads are not checked first".into());
+    }
     let v = &d.runtime_contract.validation;
     if !v.valid {
         out.push(format!(
@@ -595,6 +611,9 @@ pub const KEY_PATHS: &[&str] = &[
     "gunicorn.master_pid",
     "gunicorn.workers",
     "gunicorn.bind",
+    "preflight",
+    "preflight.enabled",
+    "preflight.timeout_seconds",
     "source",
 ];
 

@@ -162,6 +162,7 @@ words! {
         GunicornPidUnavailable => "gunicorn_pid_unavailable",
         SignalFailed => "signal_failed",
         IntentNotRecorded => "intent_not_recorded",
+        PreflightFailed => "preflight_failed",
     }
 }
 
@@ -176,6 +177,8 @@ impl FailureKind {
             | FailureKind::PidOutsideAppUnit => Reason::GunicornPidUnavailable,
             FailureKind::IntentNotRecorded => Reason::IntentNotRecorded,
             FailureKind::SignalFailed => Reason::SignalFailed,
+            // warden's own: the original has no preflight.
+            FailureKind::PreflightFailed => Reason::PreflightFailed,
         }
     }
 }
@@ -200,6 +203,9 @@ words! {
         PidOutsideAppUnit => "pid_outside_app_unit",
         IntentNotRecorded => "intent_not_recorded",
         SignalFailed => "signal_failed",
+        /// The app's Gunicorn could not load its configuration or application: a reload would
+        /// have stopped the workers and booted none.
+        PreflightFailed => "preflight_failed",
     }
 }
 
@@ -324,6 +330,10 @@ pub struct Timings {
     pub signal_sent_at: Option<String>,
     /// From the signal to every old worker replaced.
     pub workers_replaced_ms: Option<f64>,
+    /// How long the app's Gunicorn took to check its configuration and application, before
+    /// the signal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preflight_ms: Option<f64>,
 }
 
 #[cfg(test)]

@@ -539,6 +539,11 @@ pub fn start_gunicorn(f: &Fixture) -> Gunicorn {
 
 /// [`start_gunicorn`] with more gunicorn options (`extra`).
 pub fn start_gunicorn_with(f: &Fixture, extra: &[&str]) -> Gunicorn {
+    start_gunicorn_in(f, &repo().join("examples/gunicorn-app"), extra)
+}
+
+/// [`start_gunicorn_with`], serving the app module in `app_dir` (a copy a test may break).
+pub fn start_gunicorn_in(f: &Fixture, app_dir: &Path, extra: &[&str]) -> Gunicorn {
     let sock_path = f.dir.join("notify.sock");
     let _ = std::fs::remove_file(&sock_path);
     let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
@@ -554,7 +559,7 @@ pub fn start_gunicorn_with(f: &Fixture, extra: &[&str]) -> Gunicorn {
         .args(["--workers", "2", "--no-control-socket"])
         .args(extra)
         .arg("--chdir")
-        .arg(repo().join("examples/gunicorn-app"))
+        .arg(app_dir)
         .arg("app:app")
         .env("NOTIFY_SOCKET", &sock_path)
         .stdout(std::process::Stdio::null())

@@ -206,6 +206,40 @@ fn a_pid_that_is_not_the_master_is_never_signalled() {
 }
 
 #[test]
+fn code_that_does_not_load_is_never_signalled_and_the_failure_says_why() {
+    let mut r = Rig::new(&[]);
+    r.app.app().preflight = Err("gunicorn --check-config exited with exit status: 1: \
+         File \"app.py\", line 3 | SyntaxError: invalid syntax"
+        .into());
+    r.flag("");
+    let e = r.handled();
+    assert_eq!(e.decided(), Some(Decision::Failed));
+    assert_eq!(
+        e.decision_reason.as_ref().and_then(|r| r.known()),
+        Some(Reason::PreflightFailed)
+    );
+    assert!(
+        e.outcome_detail().ends_with("SyntaxError: invalid syntax"),
+        "{}",
+        e.outcome_detail()
+    );
+    assert_eq!(e.master_pid, Some(100));
+    assert_eq!(r.app.app().reloads, 0, "signalled");
+    // Not counted: the next request, the code fixed, goes through at once.
+    r.app.app().preflight = Ok(());
+    r.flag("");
+    let e = r.handled();
+    assert_eq!(e.decided(), Some(Decision::Executed));
+    assert!(e.timings.as_ref().unwrap().preflight_ms.is_some());
+    assert_eq!(r.app.app().preflights, 2);
+    // Turned off, none runs.
+    let mut r = Rig::new(&[("WARDEN_PREFLIGHT", "false")]);
+    r.flag("");
+    assert_eq!(r.handled().decided(), Some(Decision::Executed));
+    assert_eq!(r.app.app().preflights, 0);
+}
+
+#[test]
 fn a_reload_that_does_not_replace_the_workers_is_executed_but_not_verified() {
     let mut r = Rig::new(&[("WARDEN_HEALTH_URL", "http://127.0.0.1:9/health")]);
     {

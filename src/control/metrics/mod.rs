@@ -5,7 +5,8 @@
 //!
 //! Families (all prefixed `warden_`): `restarts_total{decision,source}`, `policy_state{state}`,
 //! `policy_attempts_in_window`, `policy_cooldown_remaining_seconds`, `kill_switch_engaged`,
-//! `reload_duration_seconds` and `flag_to_signal_seconds` (histograms), `contract_valid`,
+//! `reload_duration_seconds`, `flag_to_signal_seconds` and `preflight_duration_seconds`
+//! (histograms), `preflight_failures_total`, `contract_valid`,
 //! `watchdog_pings_total`, `start_time_seconds`, `build_info{version}`; an app's agent labels
 //! every series `app="APP"`.
 
@@ -28,7 +29,7 @@ use prometheus_client::registry::Registry;
 pub use endpoint::{TextfileError, bind_socket, serve_unix, write_textfile};
 
 use crate::ledger::entry::Entry;
-use crate::ledger::model::{Decision, RequestSource};
+use crate::ledger::model::{Decision, Reason, RequestSource};
 use crate::ledger::policy::{Evaluation, PolicyState};
 use crate::ledger::state::StateDoc;
 
@@ -44,6 +45,10 @@ const FLAG_TO_SIGNAL_BUCKETS: &[f64] = &[
 const RELOAD_BUCKETS: &[f64] = &[
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
+
+/// The app's `gunicorn --check-config`, in seconds: an interpreter's start and the app's import,
+/// up to `WARDEN_PREFLIGHT_TIMEOUT`.
+const PREFLIGHT_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
 type Labels = [(&'static str, &'static str); 2];
 
@@ -77,6 +82,8 @@ pub struct Metrics {
     watchdog_pings: Counter,
     reload: Histogram,
     flag_to_signal: Histogram,
+    preflight: Histogram,
+    preflight_failures: Counter,
     live: Arc<Live>,
 }
 
@@ -153,6 +160,18 @@ impl Metrics {
             "From the restart flag's write to the SIGHUP",
             flag_to_signal.clone(),
         );
+        let preflight = Histogram::new(PREFLIGHT_BUCKETS.iter().copied());
+        registry.register(
+            "warden_preflight_duration_seconds",
+            "The app's gunicorn --check-config before a reload, when it passed",
+            preflight.clone(),
+        );
+        let preflight_failures = Counter::default();
+        registry.register(
+            "warden_preflight_failures",
+            "Reloads refused because the app's Gunicorn could not load its configuration or application",
+            preflight_failures.clone(),
+        );
         let watchdog_pings = Counter::default();
         registry.register(
             "warden_watchdog_pings",
@@ -166,6 +185,8 @@ impl Metrics {
             watchdog_pings,
             reload,
             flag_to_signal,
+            preflight,
+            preflight_failures,
             live,
         }
     }
@@ -193,6 +214,14 @@ impl Metrics {
             if let Some(v) = t.workers_replaced_ms {
                 self.observe_reload(ms(v));
             }
+            if let Some(v) = t.preflight_ms {
+                self.preflight.observe(ms(v).as_secs_f64());
+            }
+        }
+        if decision == Decision::Failed
+            && e.decision_reason.as_ref().and_then(|r| r.known()) == Some(Reason::PreflightFailed)
+        {
+            self.preflight_failures.inc();
         }
     }
 

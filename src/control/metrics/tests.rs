@@ -249,3 +249,33 @@ const _: () = {
     const fn send_sync<T: Send + Sync>() {}
     send_sync::<Metrics>();
 };
+
+#[test]
+fn preflights_are_timed_when_they_pass_and_counted_when_they_refuse() {
+    use crate::ledger::entry::Entry;
+    use crate::ledger::model::{Reason, Timings};
+    let m = Metrics::new("t");
+    m.count(&Entry {
+        decision: Some(Decision::Executed.into()),
+        timings: Some(Timings {
+            preflight_ms: Some(420.0),
+            ..Timings::default()
+        }),
+        ..Entry::default()
+    });
+    m.count(&Entry {
+        decision: Some(Decision::Failed.into()),
+        decision_reason: Some(Reason::PreflightFailed.into()),
+        ..Entry::default()
+    });
+    let text = m.render();
+    assert_eq!(value(&text, "warden_preflight_duration_seconds_count"), "1");
+    assert_eq!(
+        value(
+            &text,
+            "warden_preflight_duration_seconds_bucket{le=\"0.5\"}"
+        ),
+        "1"
+    );
+    assert_eq!(value(&text, "warden_preflight_failures_total"), "1");
+}

@@ -527,6 +527,67 @@ fn a_broken_deploy_is_never_signalled_and_the_old_workers_keep_serving() {
     assert!(!workers.contains(&(body["worker_pid"].as_u64().unwrap() as u32)));
 }
 
+/// The example app in the fixture, made to sleep at import for as many seconds as its file
+/// `boot-seconds` says (none: no sleep), as an app with a slow import boots.
+fn slow_app(f: &Fixture) -> PathBuf {
+    let app_dir = f.dir.join("app");
+    std::fs::create_dir_all(&app_dir).unwrap();
+    let good = std::fs::read_to_string(repo().join("examples/gunicorn-app/app.py")).unwrap();
+    let slow = format!(
+        "import os as _os, time as _time\n\
+         _f = _os.path.join(_os.path.dirname(__file__), 'boot-seconds')\n\
+         if _os.path.exists(_f):\n    _time.sleep(float(open(_f).read()))\n{good}"
+    );
+    std::fs::write(app_dir.join("app.py"), slow).unwrap();
+    app_dir
+}
+
+/// A slow-booting app: the reload is recorded only once every new worker has booted (loaded
+/// the app and entered its loop), each boot timed; a worker that never boots fails the
+/// verification with that cause.
+#[test]
+fn a_reload_is_verified_once_the_new_workers_have_booted() {
+    let mut f = Fixture::new("faults-slow-boot");
+    // The preflight would load the slow import first; the boot is what is looked at here.
+    f.set("WARDEN_PREFLIGHT", "false");
+    f.set("WARDEN_RELOAD_TIMEOUT", "4");
+    let app_dir = slow_app(&f);
+    // Workers stuck in their import take SIGTERM's grace; the test's end need not wait it.
+    let _g = start_gunicorn_in(&f, &app_dir, &["--graceful-timeout", "1"]);
+    let master = warden::platform::process::read_pid_file(&f.pid_file()).unwrap();
+    let old = await_workers(master, 2);
+    let mut a = Agent::start(&f, &[]);
+
+    std::fs::write(app_dir.join("boot-seconds"), "1.5").unwrap();
+    let e = a.request(&f, "");
+    // Looked at as soon as the entry is there: the new workers have booted already.
+    let now = warden::platform::process::children(master);
+    assert_eq!(e["decision"], "executed", "{e:#}");
+    assert_eq!(e["verified"], true, "{e:#}");
+    assert_eq!(now.len(), 2);
+    for w in &now {
+        assert!(!old.contains(w));
+        assert_eq!(
+            warden::platform::process::worker_booted(*w),
+            Some(true),
+            "{w}"
+        );
+    }
+    assert_eq!(
+        e["timings"]["worker_boot_ms"].as_array().unwrap().len(),
+        2,
+        "{e:#}"
+    );
+
+    // Workers that never boot: executed (signalled), not verified, and the history says why.
+    std::fs::write(app_dir.join("boot-seconds"), "3600").unwrap();
+    let e = a.request(&f, &override_flag("never boots"));
+    assert_eq!(e["decision"], "executed", "{e:#}");
+    assert_eq!(e["verified"], false, "{e:#}");
+    let problems = e["verification_problems"].to_string();
+    assert!(problems.contains("did not boot"), "{e:#}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. A full disk under the state file
 // ---------------------------------------------------------------------------------------------

@@ -31,15 +31,27 @@ pub trait Master: Send {
     /// Sends SIGHUP to the pinned master: a graceful reload.
     fn reload(&mut self, master: MasterId) -> std::io::Result<()>;
     /// Waits, until `deadline`, for every pinned worker to exit and as many new ones (at least
-    /// one) to run; what was wrong when it did not happen.
-    fn await_new_workers(&mut self, master: MasterId, deadline: Instant)
-    -> Result<(), Vec<String>>;
+    /// one) to run and boot (load the app and serve); each new worker's boot, or what was
+    /// wrong when it did not happen.
+    fn await_new_workers(
+        &mut self,
+        master: MasterId,
+        deadline: Instant,
+    ) -> Result<Vec<Boot>, Vec<String>>;
     /// Whether the master is still the process that was found.
     fn alive(&self, master: MasterId) -> bool;
     /// Whether the master holds a listening socket on `port`.
     fn holds_port(&self, master: MasterId, port: u16) -> bool;
     /// Whether the app answers `url` with a 2xx within `timeout`.
     fn healthy(&self, url: &HealthUrl, timeout: Duration) -> Result<(), String>;
+}
+
+/// A new worker, and how long it took from its fork to its boot (loaded the app and entered
+/// its loop); `None` when its worker class shows no boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Boot {
+    pub pid: u32,
+    pub took: Option<Duration>,
 }
 
 /// Whether the workers were replaced: every old one gone, and at least as many (and at least
@@ -161,7 +173,7 @@ impl Master for ProcMaster {
         &mut self,
         master: MasterId,
         deadline: Instant,
-    ) -> Result<(), Vec<String>> {
+    ) -> Result<Vec<Boot>, Vec<String>> {
         let left = || deadline.saturating_duration_since(Instant::now());
         let mut problems = Vec::new();
         for w in &self.workers {
@@ -170,20 +182,49 @@ impl Master for ProcMaster {
             }
         }
         let old: Vec<u32> = self.workers.iter().map(|w| w.pid).collect();
+        // A fork or a boot gives no event to wait on: /proc is polled, bounded by the reload
+        // deadline. A worker's boot is timed from its fork (its start in /proc).
+        let mut booted: Vec<Boot> = Vec::new();
         loop {
             let now = process::children(master.pid);
-            if replaced(&old, &now) {
-                break;
+            let complete = replaced(&old, &now);
+            if complete {
+                for &pid in &now {
+                    if booted.iter().any(|b| b.pid == pid) {
+                        continue;
+                    }
+                    match process::worker_booted(pid) {
+                        Some(false) => {}
+                        Some(true) => booted.push(Boot {
+                            pid,
+                            took: process::started_at(pid)
+                                .and_then(|t| std::time::SystemTime::now().duration_since(t).ok()),
+                        }),
+                        None => booted.push(Boot { pid, took: None }),
+                    }
+                }
+                booted.retain(|b| now.contains(&b.pid));
+                if booted.len() == now.len() {
+                    break;
+                }
             }
             if left().is_zero() {
-                problems.push(format!("workers not replaced: {old:?} -> {now:?}"));
+                if complete {
+                    let waiting: Vec<u32> = now
+                        .iter()
+                        .copied()
+                        .filter(|p| !booted.iter().any(|b| b.pid == *p))
+                        .collect();
+                    problems.push(format!("workers {waiting:?} did not boot (load the app)"));
+                } else {
+                    problems.push(format!("workers not replaced: {old:?} -> {now:?}"));
+                }
                 break;
             }
-            // A fork gives no event to wait on: poll /proc, bounded by the reload deadline.
             std::thread::sleep(Duration::from_millis(2));
         }
         if problems.is_empty() {
-            Ok(())
+            Ok(booted)
         } else {
             Err(problems)
         }
@@ -319,10 +360,17 @@ pub mod fake {
             Ok(())
         }
 
-        fn await_new_workers(&mut self, _: MasterId, _: Instant) -> Result<(), Vec<String>> {
+        fn await_new_workers(&mut self, _: MasterId, _: Instant) -> Result<Vec<Boot>, Vec<String>> {
             let app = self.app();
             if app.replaces {
-                Ok(())
+                Ok(app
+                    .workers
+                    .iter()
+                    .map(|&pid| Boot {
+                        pid,
+                        took: Some(Duration::from_millis(40)),
+                    })
+                    .collect())
             } else {
                 Err(vec![format!("workers not replaced: {:?}", app.workers)])
             }

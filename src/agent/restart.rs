@@ -191,8 +191,12 @@ fn reload(
 
     let mut problems = Vec::new();
     let mut workers_replaced_ms = None;
+    let mut worker_boot_ms = Vec::new();
     match master.await_new_workers(m, deadline) {
-        Ok(()) => workers_replaced_ms = Some(millis(t0.elapsed())),
+        Ok(boots) => {
+            workers_replaced_ms = Some(millis(t0.elapsed()));
+            worker_boot_ms = boots.iter().filter_map(|b| b.took).map(millis).collect();
+        }
         Err(p) => problems.extend(p),
     }
     if !master.alive(m) {
@@ -218,6 +222,7 @@ fn reload(
     e.master_pid = Some(m.pid);
     e.timings = Some(Timings {
         preflight_ms,
+        worker_boot_ms,
         signal_sent_at: Some(format_time(sent_at)),
         flag_to_signal_ms,
         workers_replaced_ms,

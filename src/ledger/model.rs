@@ -328,8 +328,12 @@ pub struct Timings {
     pub rollback_ms: Option<f64>,
     /// When the master was signalled (UTC RFC 3339).
     pub signal_sent_at: Option<String>,
-    /// From the signal to every old worker replaced.
+    /// From the signal to every old worker replaced by a new one that has booted (loaded the
+    /// app and entered its loop).
     pub workers_replaced_ms: Option<f64>,
+    /// Each new worker's boot: from its fork to its loop.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub worker_boot_ms: Vec<f64>,
     /// How long the app's Gunicorn took to check its configuration and application, before
     /// the signal.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -124,6 +124,28 @@ pub fn children(pid: u32) -> Vec<u32> {
     out
 }
 
+/// Whether Gunicorn worker `pid` has booted: loaded the app and entered its loop. A worker
+/// holds its heartbeat file (`wgunicorn-*`, unlinked) open and touches it first in that loop,
+/// setting its mtime to a monotonic clock's reading; until then mtime and ctime are both its
+/// creation's. `None` when the worker shows no such file (a worker class without it, or a
+/// `/proc` this user may not read).
+pub fn worker_booted(pid: u32) -> Option<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    for fd in fds.flatten() {
+        let Ok(target) = std::fs::read_link(fd.path()) else {
+            continue;
+        };
+        let t = target.as_os_str().to_string_lossy();
+        if t.contains("/wgunicorn-") && t.ends_with(" (deleted)") {
+            // The link's target is gone; the fd's own path still reaches the inode.
+            let m = std::fs::metadata(fd.path()).ok()?;
+            return Some((m.mtime(), m.mtime_nsec()) != (m.ctime(), m.ctime_nsec()));
+        }
+    }
+    None
+}
+
 /// Reads a PID file as gunicorn writes it (`"%d\n"`), without following a link.
 pub fn read_pid_file(path: &Path) -> Result<u32, crate::platform::fs::ReadError> {
     let u = crate::platform::fs::read_untrusted(path, 64)?;

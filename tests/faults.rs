@@ -459,19 +459,7 @@ fn sigkill_at_random_moments_loses_no_sighup_from_the_history() {
 
 /// What the app answers on `/`.
 fn get(f: &Fixture) -> (u16, Value) {
-    use std::io::Read as _;
-    let mut s = std::net::TcpStream::connect(f.env["GUNICORN_BIND"].as_str()).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-    let mut r = String::new();
-    s.read_to_string(&mut r).unwrap();
-    let code = r
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = r.split("\r\n\r\n").nth(1).unwrap_or_default();
-    (code, serde_json::from_str(body).unwrap_or(Value::Null))
+    http_get(&f.env["GUNICORN_BIND"])
 }
 
 /// A syntax error deployed into the app's module, then a restart flag: the app's Gunicorn,
@@ -498,7 +486,8 @@ fn a_broken_deploy_is_never_signalled_and_the_old_workers_keep_serving() {
         ],
     );
     let master = warden::platform::process::read_pid_file(&f.pid_file()).unwrap();
-    let workers = await_workers(master, 2);
+    // Booted, not just forked: a worker still importing would read the broken code below.
+    let workers = await_booted(master, 2);
     assert_eq!(workers.len(), 2);
     let mut a = Agent::start(&f, &[]);
 
@@ -586,6 +575,46 @@ fn a_reload_is_verified_once_the_new_workers_have_booted() {
     assert_eq!(e["verified"], false, "{e:#}");
     let problems = e["verification_problems"].to_string();
     assert!(problems.contains("did not boot"), "{e:#}");
+}
+
+/// `warden reload` with no agent carries the reload out itself, as the agent would: the
+/// preflight, the signal, the boots verified, the entry recorded with source `reload`; and a
+/// second within the cooldown is refused as the agent would refuse it.
+#[test]
+fn reload_without_an_agent_reloads_under_the_agents_rules() {
+    let f = Fixture::new("faults-reload-alone");
+    let _g = start_gunicorn(&f);
+    let master = warden::platform::process::read_pid_file(&f.pid_file()).unwrap();
+    let old = await_booted(master, 2);
+    let reload = || {
+        Command::new(warden())
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus")
+            .args(["reload", "--wait", "--env-file"])
+            .arg(&f.env_file)
+            .output()
+            .unwrap()
+    };
+    let o = reload();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let now = warden::platform::process::children(master);
+    assert_eq!(now.len(), 2);
+    for w in &now {
+        assert!(!old.contains(w));
+        assert_eq!(warden::platform::process::worker_booted(*w), Some(true));
+    }
+    let e = last_entry(&f).unwrap();
+    assert_eq!(
+        (&e["source"], &e["decision"], &e["verified"]),
+        (&"reload".into(), &"executed".into(), &true.into()),
+        "{e:#}"
+    );
+    assert!(e["timings"]["preflight_ms"].as_f64().is_some(), "{e:#}");
+    let o = reload();
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert_eq!(last_entry(&f).unwrap()["decision"], "blocked");
+    assert_eq!(warden::platform::process::children(master), now);
 }
 
 // ---------------------------------------------------------------------------------------------

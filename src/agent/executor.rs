@@ -284,6 +284,7 @@ impl<M: Master> Worker<M> {
         match c {
             Change::Restart {
                 caller,
+                source,
                 reason,
                 manual_override,
                 acknowledged,
@@ -291,7 +292,7 @@ impl<M: Master> Worker<M> {
             } => {
                 let req = FlagRequest {
                     user: Some(caller.name),
-                    source: RequestSource::Manual,
+                    source,
                     manual_override,
                     override_acknowledged: acknowledged,
                     override_reason: manual_override.then(|| reason.clone()),

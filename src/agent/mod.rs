@@ -11,6 +11,7 @@ mod audit;
 pub mod executor;
 pub mod flag;
 pub mod master;
+pub mod oneshot;
 pub mod preflight;
 pub mod protocol;
 mod restart;

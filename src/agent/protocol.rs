@@ -23,6 +23,8 @@ pub enum Change {
     /// signalled; the outcome comes with the [`Update`] of the entry.
     Restart {
         caller: Caller,
+        /// `Manual` (`warden restart`) or `Reload` (`warden reload`).
+        source: crate::ledger::model::RequestSource,
         reason: String,
         manual_override: bool,
         acknowledged: bool,

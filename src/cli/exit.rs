@@ -55,17 +55,19 @@ pub enum Cmd {
     Run,
     Status,
     Restart,
+    Reload,
     KillSwitch,
     Rehearse,
 }
 
 impl Cmd {
-    pub const ALL: [Cmd; 7] = [
+    pub const ALL: [Cmd; 8] = [
         Cmd::Check,
         Cmd::Contract,
         Cmd::Run,
         Cmd::Status,
         Cmd::Restart,
+        Cmd::Reload,
         Cmd::KillSwitch,
         Cmd::Rehearse,
     ];
@@ -77,6 +79,7 @@ impl Cmd {
             Cmd::Run => "run",
             Cmd::Status => "status",
             Cmd::Restart => "restart",
+            Cmd::Reload => "reload",
             Cmd::KillSwitch => "kill-switch",
             Cmd::Rehearse => "rehearse",
         }
@@ -104,6 +107,11 @@ pub const TABLE: &[(Exit, &[Cmd], &str)] = &[
         "the status was printed (from the agent, else from the history)",
     ),
     (Exit::Ok, &[KillSwitch], "done"),
+    (
+        Exit::Ok,
+        &[Reload],
+        "the reload was executed and verified (with --wait, or without an agent), or accepted",
+    ),
     (
         Exit::Ok,
         &[Restart],
@@ -142,17 +150,17 @@ pub const TABLE: &[(Exit, &[Cmd], &str)] = &[
     ),
     (
         Exit::Usage,
-        &[Restart, KillSwitch],
+        &[Restart, Reload, KillSwitch],
         "bad usage or an invalid configuration, or a request the agent refused as malformed (an override without a reason)",
     ),
     (
         Exit::Cooldown,
-        &[Restart],
+        &[Restart, Reload],
         "refused: the cooldown runs (the message gives the seconds left)",
     ),
     (
         Exit::Guarded,
-        &[Restart],
+        &[Restart, Reload],
         "refused: guarded mode blocks (the message says how to override)",
     ),
     (
@@ -166,9 +174,19 @@ pub const TABLE: &[(Exit, &[Cmd], &str)] = &[
         "the restart failed or was not verified (the message gives the reason)",
     ),
     (
+        Exit::RestartFailed,
+        &[Reload],
+        "the reload failed (the preflight refused the app's code, nothing was signalled) or was not verified; the message gives the cause",
+    ),
+    (
         Exit::Denied,
         &[Restart, KillSwitch],
         "access denied: changes are for root and members of WARDEN_ADMIN_GROUP",
+    ),
+    (
+        Exit::Denied,
+        &[Reload],
+        "access denied: a reload is for root, members of WARDEN_ADMIN_GROUP and the app's user",
     ),
     (
         Exit::NoAgent,
@@ -179,6 +197,11 @@ pub const TABLE: &[(Exit, &[Cmd], &str)] = &[
         Exit::NoAgent,
         &[Restart],
         "no agent on the bus: nothing was done (--queue leaves the request for its start)",
+    ),
+    (
+        Exit::NoAgent,
+        &[Reload],
+        "an agent holds the state lock but does not answer on the bus: nothing was done",
     ),
     (
         Exit::NoAgent,

@@ -9,6 +9,7 @@ pub mod exit;
 pub mod generate;
 mod kill_switch;
 mod rehearse;
+mod reload;
 mod restart;
 mod run;
 mod status;
@@ -53,6 +54,10 @@ pub enum Command {
     /// (with no agent on the bus, --queue leaves the request as a flag for its start)
     #[command(after_help = exit::help(Cmd::Restart))]
     Restart(restart::RestartArgs),
+    /// Reload the app, as its unit's ExecReload=: under the policy, after the preflight, and
+    /// with --wait returning once verified (so that `systemctl reload` fails when it failed)
+    #[command(after_help = exit::help(Cmd::Reload))]
+    Reload(reload::ReloadArgs),
     /// Show the kill-switch, or engage (on) or release (off) it: published for the app, then
     /// one graceful reload that the policy does not block
     #[command(name = "kill-switch", after_help = exit::help(Cmd::KillSwitch))]
@@ -74,6 +79,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Run(a) => run::main(a),
         Command::Status(a) => status::main(a),
         Command::Restart(a) => restart::main(a),
+        Command::Reload(a) => reload::main(a),
         Command::KillSwitch(a) => kill_switch::main(a),
         Command::Rehearse(a) => rehearse::main(a),
         Command::Generate(a) => generate::main(&a),
@@ -160,6 +166,16 @@ impl Admin {
             .as_ref()
             .map_or_else(|| "the agent's unit".into(), |a| a.agent_unit())
     }
+}
+
+/// The async runtime could not start: said, and the exit of a command that reached no agent.
+fn runtime_failed(e: std::io::Error) -> Exit {
+    errors::report(&errors::IoProblem {
+        doing: "start the async runtime".into(),
+        source: e,
+        help: "the system is out of resources (threads, file descriptors)",
+    });
+    Exit::NoAgent
 }
 
 /// The sources of a check command, or exit 2 with why none were found.

@@ -80,14 +80,7 @@ pub fn main(a: RestartArgs) -> Exit {
             );
             Exit::NoAgent
         }
-        Err(e) => {
-            errors::report(&errors::IoProblem {
-                doing: "start the async runtime".into(),
-                source: e,
-                help: "the system is out of resources (threads, file descriptors)",
-            });
-            Exit::NoAgent
-        }
+        Err(e) => super::runtime_failed(e),
     }
 }
 

@@ -146,6 +146,15 @@ async fn outcome(
     .flatten()
 }
 
+/// What a restart request asks.
+enum Asked {
+    Restart {
+        manual_override: bool,
+        acknowledged: bool,
+    },
+    Reload,
+}
+
 impl Agent {
     /// The agent of the contract `s` (its app's), if one owns its name on the system bus
     /// (`DBUS_SYSTEM_BUS_ADDRESS` honoured).
@@ -201,12 +210,46 @@ impl Agent {
         acknowledged: bool,
         wait: Option<Duration>,
     ) -> Result<RestartAnswer, ClientError> {
+        self.ask(
+            Asked::Restart {
+                manual_override,
+                acknowledged,
+            },
+            reason,
+            wait,
+        )
+        .await
+    }
+
+    /// Asks for the app's reload (`warden reload`, source `reload`) and, with `wait`, waits up
+    /// to that long for its verified outcome.
+    pub async fn reload(
+        &self,
+        reason: &str,
+        wait: Option<Duration>,
+    ) -> Result<RestartAnswer, ClientError> {
+        self.ask(Asked::Reload, reason, wait).await
+    }
+
+    async fn ask(
+        &self,
+        asked: Asked,
+        reason: &str,
+        wait: Option<Duration>,
+    ) -> Result<RestartAnswer, ClientError> {
         // Subscribed before asking, so the outcome cannot pass unseen.
         let mut done = self.proxy.receive_restart_completed().await?;
-        let (verdict, reason, requires_acknowledgement, id) = self
-            .proxy
-            .request_restart(reason, manual_override, acknowledged)
-            .await?;
+        let (verdict, reason, requires_acknowledgement, id) = match asked {
+            Asked::Restart {
+                manual_override,
+                acknowledged,
+            } => {
+                self.proxy
+                    .request_restart(reason, manual_override, acknowledged)
+                    .await?
+            }
+            Asked::Reload => self.proxy.request_reload(reason).await?,
+        };
         let verdict: Recorded<Verdict> = verdict.parse().unwrap_or_else(|e| match e {});
         let reason: Recorded<Reason> = reason.parse().unwrap_or_else(|e| match e {});
         if !verdict.known().is_some_and(Verdict::allows) {

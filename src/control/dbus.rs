@@ -21,6 +21,7 @@ use crate::agent::protocol::{Caller, Change, Decided};
 use crate::config::Settings;
 use crate::config::instance::AppName;
 use crate::ledger::entry::Entry;
+use crate::ledger::model::RequestSource;
 use crate::ledger::policy::Evaluation;
 use crate::ledger::state::StateDoc;
 use crate::ledger::time::format_time;
@@ -237,11 +238,15 @@ impl AgentIface {
     }
 
     /// The caller's credentials from the bus daemon; refused unless they may change things.
+    /// The caller, when it may call `method`: root and the admin group, and with
+    /// `service_user_too` the agent's own user, the app's (who may write the restart flag
+    /// anyway, and whose unit's `ExecReload=` runs `warden reload`).
     async fn authorize(
         &self,
         conn: &zbus::Connection,
         hdr: &Header<'_>,
         method: &str,
+        service_user_too: bool,
     ) -> fdo::Result<Caller> {
         let sender = hdr
             .sender()
@@ -260,7 +265,8 @@ impl AgentIface {
             .admins
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .admit(uid, gids);
+            .admit(uid, gids)
+            || (service_user_too && uid == nix::unistd::geteuid().as_raw());
         if !allowed {
             let audit = self
                 .denied
@@ -294,6 +300,37 @@ impl AgentIface {
             )));
         }
         Ok(Caller { uid, name })
+    }
+
+    /// A restart asked over the bus, as `(source, manual_override, acknowledged)`: handed to the
+    /// executor, answered with its ruling.
+    async fn restart_asked(
+        &self,
+        caller: Caller,
+        (source, manual_override, acknowledged): (RequestSource, bool, bool),
+        reason: String,
+    ) -> fdo::Result<(String, String, bool, String)> {
+        check_reason(&reason)?;
+        let (tx, rx) = oneshot::channel();
+        let r: Decided = self
+            .ask(
+                Ask::Change(Change::Restart {
+                    caller,
+                    source,
+                    reason,
+                    manual_override,
+                    acknowledged,
+                    reply: tx,
+                }),
+                rx,
+            )
+            .await?;
+        Ok((
+            r.ruling.verdict.as_str().to_string(),
+            r.ruling.reason.as_str().to_string(),
+            r.ruling.requires_acknowledgement,
+            r.id,
+        ))
     }
 
     async fn ask<T>(&self, a: Ask, rx: oneshot::Receiver<T>) -> fdo::Result<T> {
@@ -354,27 +391,24 @@ impl AgentIface {
         manual_override: bool,
         acknowledged: bool,
     ) -> fdo::Result<(String, String, bool, String)> {
-        let caller = self.authorize(conn, &hdr, "RequestRestart").await?;
-        check_reason(&reason)?;
-        let (tx, rx) = oneshot::channel();
-        let r: Decided = self
-            .ask(
-                Ask::Change(Change::Restart {
-                    caller,
-                    reason,
-                    manual_override,
-                    acknowledged,
-                    reply: tx,
-                }),
-                rx,
-            )
-            .await?;
-        Ok((
-            r.ruling.verdict.as_str().to_string(),
-            r.ruling.reason.as_str().to_string(),
-            r.ruling.requires_acknowledgement,
-            r.id,
-        ))
+        let caller = self.authorize(conn, &hdr, "RequestRestart", false).await?;
+        let ask = (RequestSource::Manual, manual_override, acknowledged);
+        self.restart_asked(caller, ask, reason).await
+    }
+
+    /// Asks for the app's reload, as its unit's `ExecReload=` (`warden reload`) does: decided
+    /// by the policy as an operator's request, with source `reload`, and open to the app's own
+    /// user as well. Answered as `RequestRestart` is.
+    #[zbus(out_args("decision", "reason", "requires_acknowledgement", "id"))]
+    async fn request_reload(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        reason: String,
+    ) -> fdo::Result<(String, String, bool, String)> {
+        let caller = self.authorize(conn, &hdr, "RequestReload", true).await?;
+        self.restart_asked(caller, (RequestSource::Reload, false, false), reason)
+            .await
     }
 
     /// Engages or releases the kill-switch: published for the app, then one graceful reload
@@ -386,7 +420,7 @@ impl AgentIface {
         engaged: bool,
         reason: String,
     ) -> fdo::Result<String> {
-        let caller = self.authorize(conn, &hdr, "SetKillSwitch").await?;
+        let caller = self.authorize(conn, &hdr, "SetKillSwitch", false).await?;
         check_reason(&reason)?;
         let (tx, rx) = oneshot::channel();
         self.ask(
@@ -542,6 +576,7 @@ pub trait Agent1 {
         manual_override: bool,
         acknowledged: bool,
     ) -> zbus::Result<(String, String, bool, String)>;
+    fn request_reload(&self, reason: &str) -> zbus::Result<(String, String, bool, String)>;
     fn set_kill_switch(&self, engaged: bool, reason: &str) -> zbus::Result<String>;
     #[zbus(signal)]
     fn restart_completed(

@@ -70,6 +70,8 @@ words! {
         Auto => "auto",
         /// A kill-switch flip: an operator rollback, never blocked by the policy.
         KillSwitch => "kill_switch",
+        /// `warden reload`, the app unit's `ExecReload=`: decided as an operator's request.
+        Reload => "reload",
     }
 }
 

@@ -194,10 +194,10 @@ pub fn decide(req: &Request, eval: &Evaluation) -> Ruling {
         RequestSource::Auto => {
             Ruling::new(Verdict::Allowed, Reason::PolicyAllowsAutoRestart, false)
         }
-        RequestSource::Manual if req.manual_override && !reason_given => {
+        RequestSource::Manual | RequestSource::Reload if req.manual_override && !reason_given => {
             Ruling::new(Verdict::Refused, Reason::OverrideReasonRequired, true)
         }
-        RequestSource::Manual if eval.blocked || eval.cooldown => {
+        RequestSource::Manual | RequestSource::Reload if eval.blocked || eval.cooldown => {
             if req.manual_override && req.override_acknowledged {
                 Ruling::new(
                     Verdict::Override,
@@ -210,7 +210,7 @@ pub fn decide(req: &Request, eval: &Evaluation) -> Ruling {
                 Ruling::new(Verdict::Blocked, Reason::CooldownOverrideRequired, true)
             }
         }
-        RequestSource::Manual => {
+        RequestSource::Manual | RequestSource::Reload => {
             Ruling::new(Verdict::Allowed, Reason::PolicyAllowsManualRestart, false)
         }
     }

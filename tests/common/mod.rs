@@ -601,6 +601,44 @@ pub fn await_workers(master: u32, n: usize) -> Vec<u32> {
     }
 }
 
+/// `GET /` of the app at `bind` (`host:port`): the status code and the JSON body (`null` when
+/// it is not JSON).
+pub fn http_get(bind: &str) -> (u16, serde_json::Value) {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(bind).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut r = String::new();
+    s.read_to_string(&mut r).unwrap();
+    let code = r
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = r.split("\r\n\r\n").nth(1).unwrap_or_default();
+    (
+        code,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// Waits for `master` to have `n` workers that have booted (imported the app and entered their
+/// loop): until then a worker still reads the app's code from disk.
+pub fn await_booted(master: u32, n: usize) -> Vec<u32> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let now = warden::platform::process::children(master);
+        let booted = now
+            .iter()
+            .all(|w| warden::platform::process::worker_booted(*w) == Some(true));
+        if (now.len() == n && booted) || std::time::Instant::now() > deadline {
+            return now;
+        }
+        std::thread::yield_now();
+    }
+}
+
 /// systemd's view of a unit: whether it still runs as the same, fed, process.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UnitHealth {

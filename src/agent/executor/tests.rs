@@ -107,9 +107,19 @@ impl Rig {
     }
 
     fn restart(&mut self, manual_override: bool, reason: &str) -> (Decided, Entry) {
+        self.ask(RequestSource::Manual, manual_override, reason)
+    }
+
+    fn ask(
+        &mut self,
+        source: RequestSource,
+        manual_override: bool,
+        reason: &str,
+    ) -> (Decided, Entry) {
         let (reply, answer) = oneshot::channel();
         self.executor.change(Change::Restart {
             caller: caller(),
+            source,
             reason: reason.into(),
             manual_override,
             acknowledged: manual_override,
@@ -203,6 +213,31 @@ fn a_pid_that_is_not_the_master_is_never_signalled() {
     r.app.app().found = FakeMaster::default().app().found.clone();
     r.flag("");
     assert_eq!(r.handled().decided(), Some(Decision::Executed));
+}
+
+#[test]
+fn a_reload_is_an_operators_request_under_the_policy_with_its_own_source() {
+    let mut r = Rig::new(&[]);
+    let (d, e) = r.ask(
+        RequestSource::Reload,
+        false,
+        "ExecReload of mes-dashboard.service",
+    );
+    assert_eq!(d.ruling.verdict, Verdict::Allowed);
+    assert_eq!(e.decided(), Some(Decision::Executed));
+    assert_eq!(e.source(), Some(RequestSource::Reload));
+    assert_eq!(
+        e.reason.as_deref(),
+        Some("ExecReload of mes-dashboard.service")
+    );
+    // Counted: the next one, within the cooldown, is refused as an operator's would be.
+    let (d, e) = r.ask(RequestSource::Reload, false, "again");
+    assert_eq!(d.ruling.verdict, Verdict::Blocked);
+    assert_eq!(
+        e.decision_reason.as_ref().and_then(|r| r.known()),
+        Some(Reason::CooldownOverrideRequired)
+    );
+    assert_eq!(r.app.app().reloads, 1);
 }
 
 #[test]

@@ -126,7 +126,11 @@ fn restarts_are_counted_by_decision_and_source_from_zero() {
     // Not an outcome: not counted.
     m.record_restart(Decision::Intended, RequestSource::Manual);
     let text = m.render();
-    assert_eq!(lines_of(&text, "warden_restarts_total{").len(), 12);
+    // Every outcome by every source, from zero.
+    assert_eq!(
+        lines_of(&text, "warden_restarts_total{").len(),
+        Decision::OUTCOMES.len() * RequestSource::ALL.len()
+    );
     let v = |d: &str, s: &str| {
         value(
             &text,

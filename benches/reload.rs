@@ -10,6 +10,9 @@
 //!   cycle (`if exist then exec`), and the original Python watchdog at its default 5 s poll;
 //! - the full cycle, flag → every worker replaced, for warden and, interleaved with it, a plain
 //!   `kill -HUP` of the same master sent by this program (warden's added time);
+//! - `systemctl reload` with `ExecReload=warden reload --wait` against `ExecReload=/bin/kill
+//!   -HUP $MAINPID` (`WARDEN_BENCH_RELOAD_RUNS`, default 40, each): when it returns, when the
+//!   reload completed (new workers booted), and the return's lateness against that completion;
 //! - idle: RSS and CPU time of warden, monit and the original over 60 s, side by side;
 //! - a storm: 10,000 flag writes as fast as possible against warden with its default policy.
 //!
@@ -21,7 +24,7 @@
 //! `scripts/worker_watchdog.py` three levels up (skipped when unset); monit is skipped when not
 //! installed (`apt-get install monit`). `WARDEN_BENCH_BASELINE` names another warden binary
 //! (an earlier commit's release build, on a path the sandbox sees, e.g. under /tmp): its flag →
-//! SIGHUP is timed in blocks alternating with this build's, and its idle figures after them. `WARDEN_BENCH_ONLY=warden,path,monit,original,idle,storm`
+//! SIGHUP is timed in blocks alternating with this build's, and its idle figures after them. `WARDEN_BENCH_ONLY=warden,reload,path,monit,original,idle,storm`
 //! picks phases. Reports min / median / p90 / p99 / max. Nothing is asserted about time.
 
 #[path = "../tests/common/mod.rs"]
@@ -510,6 +513,94 @@ fn main() {
         println!(
             "warden's added time, difference of medians: {:.2} ms",
             pct(&full, 0.5) - pct(&plain, 0.5)
+        );
+    }
+
+    // systemctl reload: ExecReload=warden reload --wait against the usual
+    // ExecReload=/bin/kill -HUP $MAINPID, in alternating blocks. When `systemctl reload`
+    // returns, and when the reload really completed (every old worker reaped and as many new
+    // ones booted, as the workers stamp it); their difference is how late (or, negative, how
+    // early) the answer is.
+    if phase("reload") {
+        let reloads = env_usize("WARDEN_BENCH_RELOAD_RUNS", 40);
+        let exec_reload = |b: &Bench, cmd: &str| {
+            let d = b.sb.unit_dir().join(format!("{APP_UNIT}.d"));
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(
+                d.join("reload.conf"),
+                format!("[Service]\nExecReload=\nExecReload={cmd}\n"),
+            )
+            .unwrap();
+            b.sb.daemon_reload();
+        };
+        let via_warden = format!("{} reload --wait", warden().display());
+        let via_kill = "/bin/kill -HUP $MAINPID";
+        let mut samples: [(Vec<f64>, Vec<f64>, Vec<f64>); 2] = Default::default();
+        b.start(WATCHDOG_UNIT);
+        let mut done = 0;
+        while done < reloads {
+            let n = BLOCK.min(reloads - done);
+            for (i, cmd) in [via_warden.as_str(), via_kill].into_iter().enumerate() {
+                exec_reload(&b, cmd);
+                for _ in 0..n {
+                    // Past warden's cooldown, both alike: the workers are as old for each.
+                    b.space(Duration::from_millis(50));
+                    b.ev.poll();
+                    let old = b.ev.live.clone();
+                    let t0 = now_ns();
+                    let o = b.sb.systemctl(&["reload", APP_UNIT]);
+                    let returned = now_ns();
+                    assert!(
+                        o.status.success(),
+                        "{}\n{}",
+                        text(&o),
+                        b.sb.journal(APP_UNIT)
+                    );
+                    let complete = b.ev.await_replaced(&old);
+                    let (r, c, late) = &mut samples[i];
+                    r.push((returned - t0) as f64 / 1e6);
+                    c.push((complete - t0) as f64 / 1e6);
+                    late.push((returned - complete) as f64 / 1e6);
+                }
+            }
+            done += n;
+        }
+        // The floor under the return: an ExecReload= that stamps the time as it ends, and how
+        // long after that `systemctl reload` (through the sandbox's nsenter) returns here.
+        let stamp = b.flag.with_file_name("reload-ended");
+        let inside_stamp = Path::new(&b.f.env["WATCHDOG_RUNTIME_DIR"]).join("reload-ended");
+        exec_reload(
+            &b,
+            &format!("/bin/sh -c 'date +%%s%%N > {}'", inside_stamp.display()),
+        );
+        let mut floor = vec![];
+        for _ in 0..reloads {
+            let o = b.sb.systemctl(&["reload", APP_UNIT]);
+            let returned = now_ns();
+            assert!(o.status.success(), "{}", text(&o));
+            let ended: i64 = std::fs::read_to_string(&stamp)
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            floor.push((returned - ended) as f64 / 1e6);
+        }
+        b.stop(WATCHDOG_UNIT);
+        let _ = std::fs::remove_file(b.sb.unit_dir().join(format!("{APP_UNIT}.d/reload.conf")));
+        b.sb.daemon_reload();
+        let [(mut wr, mut wc, mut wl), (mut kr, mut kc, mut kl)] = samples;
+        header("systemctl reload → it returns (alternating blocks; the agent's preflight off)");
+        report("ExecReload=warden reload --wait", &mut wr);
+        report("ExecReload=/bin/kill -HUP $MAINPID", &mut kr);
+        header("systemctl reload → every old worker replaced by a booted new one");
+        report("ExecReload=warden reload --wait", &mut wc);
+        report("ExecReload=/bin/kill -HUP $MAINPID", &mut kc);
+        header("its return, after (+) or before (-) that completion");
+        report("ExecReload=warden reload --wait", &mut wl);
+        report("ExecReload=/bin/kill -HUP $MAINPID", &mut kl);
+        report(
+            "floor: ExecReload= ended → systemctl returned here",
+            &mut floor,
         );
     }
 

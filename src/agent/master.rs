@@ -221,7 +221,7 @@ impl Master for ProcMaster {
                 }
                 break;
             }
-            std::thread::sleep(Duration::from_millis(2));
+            std::thread::sleep(Duration::from_millis(1));
         }
         if problems.is_empty() {
             Ok(booted)

@@ -66,14 +66,27 @@ fn main() {
     );
 
     let baseline = std::env::var_os("WARDEN_BENCH_BASELINE").map(std::path::PathBuf::from);
-    let check_with = |bin: std::path::PathBuf, bus: Option<String>| -> Maker<'_> {
+    // The check's own work, without the Gunicorn probe (an import of the app, timed on its own
+    // row): the original's check does not import the app either.
+    let no_probe = f.dir.join("no-probe.env");
+    std::fs::write(&no_probe, "WARDEN_PREFLIGHT=false\n").unwrap();
+    chmod(&no_probe, 0o640);
+    let check_args = |probe: bool| -> Vec<std::path::PathBuf> {
+        let mut files = vec![f.env_file.clone()];
+        if !probe {
+            files.push(no_probe.clone());
+        }
+        files
+    };
+    let check_files = |bin: std::path::PathBuf, bus: Option<String>, probe: bool| -> Maker<'_> {
+        let files = check_args(probe);
         let f = &f;
         Box::new(move || {
             let mut c = Command::new(&bin);
-            c.env_clear()
-                .env("PATH", "/usr/bin:/bin")
-                .args(["check", "--env-file"])
-                .arg(&f.env_file);
+            c.env_clear().env("PATH", "/usr/bin:/bin").arg("check");
+            for file in &files {
+                c.arg("--env-file").arg(file);
+            }
             match &bus {
                 Some(b) => {
                     c.env("DBUS_SYSTEM_BUS_ADDRESS", b);
@@ -85,9 +98,15 @@ fn main() {
             c
         })
     };
+    let check_with = |bin: std::path::PathBuf, bus: Option<String>| check_files(bin, bus, false);
     let check = |bus: Option<String>| check_with(warden(), bus);
-    let mut cmds: Vec<(&str, Maker<'_>)> =
-        vec![("warden check (offline, unit files)", check(None))];
+    let mut cmds: Vec<(&str, Maker<'_>)> = vec![
+        ("warden check (offline, unit files)", check(None)),
+        (
+            "warden check (offline, with the Gunicorn probe)",
+            check_files(warden(), None, true),
+        ),
+    ];
     let sb = nix::unistd::geteuid().is_root().then(|| {
         let sb = Sandbox::boot("bench-check", &[&fixture_base()]);
         for u in [APP_UNIT, WATCHDOG_UNIT, WORKER_UNIT] {

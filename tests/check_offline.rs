@@ -956,3 +956,95 @@ fn u08_the_agents_contract_file_and_the_app_unit_must_agree() {
         "{u08:#}"
     );
 }
+
+// ---- Gunicorn's own settings ----
+
+#[test]
+fn g01_preload_app_is_a_warning_that_a_reload_keeps_the_code() {
+    let f = Fixture::new("g01");
+    f.edit_unit(APP_UNIT, |t| {
+        t.replace("--no-control-socket", "--no-control-socket --preload")
+    });
+    let doc = expect(&f, &[], "G01", 0);
+    assert_eq!(finding(&doc, "G01")["subject"], APP_UNIT);
+}
+
+#[test]
+fn g02_a_control_socket_others_may_reach() {
+    let f = Fixture::new("g02");
+    let open = f.dir.join("open");
+    std::fs::create_dir_all(&open).unwrap();
+    chmod(&open, 0o777);
+    let sock = open.join("gunicorn.ctl");
+    f.edit_unit(APP_UNIT, |t| {
+        t.replace(
+            "--no-control-socket",
+            &format!("--control-socket {}", sock.display()),
+        )
+    });
+    let doc = expect(&f, &[], "G02", 1);
+    let g02 = finding(&doc, "G02");
+    assert_eq!(g02["subject"], sock.display().to_string());
+    assert!(
+        g02["message"]
+            .as_str()
+            .unwrap()
+            .contains("others may write"),
+        "{g02:#}"
+    );
+    assert!(
+        g02["help"]
+            .as_str()
+            .unwrap()
+            .contains("--no-control-socket"),
+        "{g02:#}"
+    );
+    // Its mode, in a private directory.
+    chmod(&open, 0o755);
+    f.edit_unit(APP_UNIT, |t| {
+        t.replace(
+            &format!("--control-socket {}", sock.display()),
+            &format!(
+                "--control-socket {} --control-socket-mode 0666",
+                sock.display()
+            ),
+        )
+    });
+    let doc = expect(&f, &[], "G02", 1);
+    assert!(
+        finding(&doc, "G02")["message"]
+            .as_str()
+            .unwrap()
+            .contains("0666"),
+        "{doc:#}"
+    );
+}
+
+#[test]
+fn g03_code_that_does_not_load_is_an_error_naming_gunicorns() {
+    let f = Fixture::new("g03");
+    let app = f.dir.join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    let good = std::fs::read_to_string(repo().join("examples/gunicorn-app/app.py")).unwrap();
+    std::fs::write(app.join("app.py"), format!("{good}\ndef broken(:\n")).unwrap();
+    f.edit_unit(APP_UNIT, |t| {
+        t.replace(
+            &repo().join("examples/gunicorn-app").display().to_string(),
+            &app.display().to_string(),
+        )
+    });
+    let doc = expect(&f, &[], "G03", 1);
+    assert!(
+        finding(&doc, "G03")["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("SyntaxError: invalid syntax"),
+        "{doc:#}"
+    );
+    // Turned off, the app is not imported by the check.
+    let mut f = f;
+    f.set("WARDEN_PREFLIGHT", "false");
+    let (status, codes, _) = f.codes(&[]);
+    assert!(!codes.iter().any(|c| c == "G03"), "{codes:?}");
+    assert_eq!(status, 0);
+}

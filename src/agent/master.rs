@@ -24,7 +24,11 @@ pub trait Master: Send {
     fn find(&mut self) -> Result<MasterId, Failure>;
     /// Has the app's Gunicorn, as the master runs, load its configuration and application
     /// (`--check-config`) within `timeout`: how long it took, or why it cannot reload.
-    fn preflight(&mut self, master: MasterId, timeout: Duration) -> Result<Duration, Failure>;
+    fn preflight(
+        &mut self,
+        master: MasterId,
+        timeout: Duration,
+    ) -> Result<super::preflight::Passed, Failure>;
     /// Pins the master's workers as they are now (so that their exit is seen whatever later
     /// has their PIDs) and returns their PIDs.
     fn pin_workers(&mut self, master: MasterId) -> Vec<u32>;
@@ -150,7 +154,11 @@ impl Master for ProcMaster {
         })
     }
 
-    fn preflight(&mut self, master: MasterId, timeout: Duration) -> Result<Duration, Failure> {
+    fn preflight(
+        &mut self,
+        master: MasterId,
+        timeout: Duration,
+    ) -> Result<super::preflight::Passed, Failure> {
         super::preflight::check(master.pid, timeout)
     }
 
@@ -276,6 +284,8 @@ pub mod fake {
         /// What the preflight answers, and how many ran.
         pub preflight: Result<(), String>,
         pub preflights: usize,
+        /// The settings a passing preflight prints.
+        pub settings: crate::agent::preflight::GunicornSettings,
         next_pid: u32,
     }
 
@@ -295,6 +305,7 @@ pub mod fake {
                 hold_reloads: false,
                 preflight: Ok(()),
                 preflights: 0,
+                settings: Default::default(),
                 next_pid: 200,
             }
         }
@@ -330,12 +341,20 @@ pub mod fake {
             self.app().found.clone()
         }
 
-        fn preflight(&mut self, _: MasterId, _: Duration) -> Result<Duration, Failure> {
+        fn preflight(
+            &mut self,
+            _: MasterId,
+            _: Duration,
+        ) -> Result<crate::agent::preflight::Passed, Failure> {
             let mut app = self.app();
             app.preflights += 1;
+            let settings = app.settings.clone();
             app.preflight
                 .clone()
-                .map(|()| Duration::from_millis(1))
+                .map(|()| crate::agent::preflight::Passed {
+                    took: Duration::from_millis(1),
+                    settings,
+                })
                 .map_err(|why| Failure::new(FailureKind::PreflightFailed, why))
         }
 

@@ -149,7 +149,11 @@ fn reload(
     let mut preflight_ms = None;
     if let Some(timeout) = s.preflight {
         match master.preflight(m, timeout) {
-            Ok(took) => preflight_ms = Some(millis(took)),
+            Ok(passed) => {
+                preflight_ms = Some(millis(passed.took));
+                // The reload goes on, and its entry says what it cannot change.
+                e.preload_app = Some(passed.settings.preload_app);
+            }
             Err(f) => {
                 e.master_pid = Some(m.pid);
                 return fail(ledger, e, f);

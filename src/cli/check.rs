@@ -80,7 +80,12 @@ pub fn main(a: CheckArgs) -> Exit {
             return Exit::Usage;
         }
     };
-    let mut report = contract::check(&g.inputs(&scripts, &docs, a.phase));
+    // The app's Gunicorn asked about itself (an import of the app): preload, control socket,
+    // whether the code loads.
+    let probe = crate::contract::inputs::probe_gunicorn(&g.loaded.settings, &g.units);
+    let mut inputs = g.inputs(&scripts, &docs, a.phase);
+    inputs.gunicorn = probe.as_ref();
+    let mut report = contract::check(&inputs);
     let (errors, warnings) = (report.errors(), report.warnings());
     let valid = errors == 0;
     let s = &g.loaded.settings;

@@ -80,6 +80,9 @@ codes! {
     PortInUse => "B02", Error, "the port is already in use before start";
     PortNotHeld => "B03", Error, "the port is not held by the app's gunicorn master";
     VersionDrift => "V01", Error, "RUNTIME_CONTRACT_VERSION differs where it is declared";
+    Preload => "G01", Warning, "the app preloads (preload_app): a reload keeps the code the master imported";
+    ControlSocketExposed => "G02", Error, "Gunicorn's control socket is reachable by other users";
+    AppDoesNotLoad => "G03", Error, "the app's Gunicorn cannot load its configuration or application";
 }
 
 impl Serialize for Code {

@@ -74,6 +74,7 @@ impl Gathered {
             scripts,
             docs,
             phase,
+            gunicorn: None,
         }
     }
 }
@@ -229,4 +230,74 @@ pub fn read_texts(paths: &[PathBuf], what: &'static str) -> Result<Vec<TextInput
                 })
         })
         .collect()
+}
+
+/// The app's Gunicorn asked for its effective settings, as the app unit starts it.
+#[derive(Debug, Clone)]
+pub struct GunicornProbe {
+    pub unit: String,
+    /// The settings it printed, or why it could not print them (its code does not load).
+    pub result: Result<crate::platform::gunicorn::GunicornSettings, String>,
+}
+
+/// Runs the app unit's Gunicorn with `--print-config` (which loads the app as a reload
+/// would), as the unit runs it: its `ExecStart=` expanded with its environment, its working
+/// directory, and as its `User=` when this runs as root. `None` without an app unit whose
+/// command line runs Gunicorn directly (a shell or `conda run` in between would take the flag
+/// for itself, or start the server), with the preflight turned off, or when this user may not
+/// run as the unit's.
+pub fn probe_gunicorn(s: &config::Settings, units: &[UnitLookup]) -> Option<GunicornProbe> {
+    use crate::systemd::unit::{ProgramKind, analyze, unit_environment};
+    let timeout = s.preflight?;
+    let app_name = s.app_unit.as_ref()?;
+    let app = units
+        .iter()
+        .find(|l| &l.name == app_name)?
+        .result
+        .as_ref()
+        .ok()?;
+    let read_file = |p: &std::path::Path| {
+        std::fs::read_to_string(p)
+            .ok()
+            .map(|t| crate::systemd::envfile::parse(&t))
+    };
+    let mut env = unit_environment(app, &read_file);
+    let lookup = |k: &str| env.get(k).cloned();
+    let (path, argv) = app.exec_start.iter().find_map(|c| {
+        let argv = crate::systemd::words::expand_argv(&c.argv, &lookup);
+        let direct = analyze(&c.path, &argv).first().is_some_and(|i| {
+            i.kind == ProgramKind::Gunicorn && i.conda_run.is_none() && i.program == c.path
+        });
+        direct.then(|| (c.path.clone(), argv))
+    })?;
+    let me = nix::unistd::geteuid();
+    let user = match &app.user {
+        Some(name) => nix::unistd::User::from_name(name).ok()??,
+        None => nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(0)).ok()??,
+    };
+    if !me.is_root() && me != user.uid {
+        return None;
+    }
+    // What systemd gives a service besides its own variables.
+    env.entry("PATH".into())
+        .or_insert_with(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    env.insert("HOME".into(), user.dir.display().to_string());
+    env.insert("USER".into(), user.name.clone());
+    env.insert("LOGNAME".into(), user.name.clone());
+    let launch = crate::platform::gunicorn::Launch {
+        argv: std::iter::once(path.into())
+            .chain(argv.into_iter().skip(1).map(Into::into))
+            .collect(),
+        env: env.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+        cwd: app
+            .working_directory
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/")),
+        uid: user.uid.as_raw(),
+        gid: user.gid.as_raw(),
+    };
+    Some(GunicornProbe {
+        unit: app.name.clone(),
+        result: crate::platform::gunicorn::run(&launch, timeout).map(|p| p.settings),
+    })
 }

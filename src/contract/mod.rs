@@ -4,6 +4,7 @@
 mod bind;
 pub mod conda;
 pub mod finding;
+mod gunicorn;
 pub mod inputs;
 mod names;
 mod paths;
@@ -56,6 +57,8 @@ pub struct Inputs<'a> {
     pub scripts: &'a [TextInput],
     pub docs: &'a [TextInput],
     pub phase: Phase,
+    /// The app's Gunicorn's own settings, when asked (`warden check`).
+    pub gunicorn: Option<&'a inputs::GunicornProbe>,
 }
 
 /// An env file a unit names, as read from disk.
@@ -163,6 +166,7 @@ pub fn check(inputs: &Inputs<'_>) -> Report {
     texts::check(&ctx, &mut findings);
     names::check(&ctx, &mut findings);
     bind::check(&ctx, &mut findings);
+    gunicorn::check(&ctx, &mut findings);
     version::check(&ctx, &mut findings);
 
     findings

@@ -28,6 +28,7 @@ pub fn errors(loaded: &Loaded) -> Vec<Finding> {
         scripts: &[],
         docs: &[],
         phase: Phase::Running,
+        gunicorn: None,
     };
     super::check(&inputs)
         .findings

@@ -42,6 +42,9 @@ pub struct Entry {
     /// The policy's reason for an allowed request (its `decision_reason` says, as the original
     /// records it, what became of the signal).
     pub policy_reason: Option<Recorded<Reason>>,
+    /// The app runs with `preload_app`: its master imported the code once, and a reload
+    /// keeps it (the workers are new, the code is not).
+    pub preload_app: Option<bool>,
     /// Why it was asked (a D-Bus or CLI request's reason).
     pub reason: Option<String>,
     /// What a rejected flag broke, in words.
@@ -124,9 +127,16 @@ impl Entry {
                 .map(ToString::to_string)
                 .unwrap_or_default()
         };
+        // Said with every executed reload: it succeeds, and does not load new code.
+        let preload = if self.preload_app == Some(true) {
+            "; preload_app: the master keeps the code it imported at its start, so the new \
+             workers run it too (restart the unit to load new code)"
+        } else {
+            ""
+        };
         match self.decided() {
             Some(Decision::Executed) if self.verified == Some(true) => format!(
-                "workers replaced in {:.1} ms",
+                "workers replaced in {:.1} ms{preload}",
                 self.timings
                     .as_ref()
                     .and_then(|t| t.workers_replaced_ms)
@@ -172,6 +182,7 @@ impl Entry {
         e.master_pid = own(&mut obj, "master_pid");
         e.override_acknowledged = own(&mut obj, "override_acknowledged");
         e.policy_reason = own(&mut obj, "policy_reason");
+        e.preload_app = own(&mut obj, "preload_app");
         e.reason = own(&mut obj, "reason");
         e.rejection = own(&mut obj, "rejection");
         e.timings = own(&mut obj, "timings");
@@ -341,6 +352,9 @@ impl Serialize for Entry {
         }
         if let Some(r) = &self.policy_reason {
             tail.push(("policy_reason", Tail::Reason(r)));
+        }
+        if let Some(b) = self.preload_app {
+            tail.push(("preload_app", Tail::Flag(b)));
         }
         if let Some(r) = &self.reason {
             tail.push(("reason", Tail::Text(r)));

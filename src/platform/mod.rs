@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod fs;
+pub mod gunicorn;
 pub mod http;
 pub mod process;
 pub mod sockets;

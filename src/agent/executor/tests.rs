@@ -267,6 +267,18 @@ fn code_that_does_not_load_is_never_signalled_and_the_failure_says_why() {
     assert_eq!(e.decided(), Some(Decision::Executed));
     assert!(e.timings.as_ref().unwrap().preflight_ms.is_some());
     assert_eq!(r.app.app().preflights, 2);
+    assert_eq!(e.preload_app, Some(false));
+    // With preload_app the reload goes on, and says it does not load new code.
+    r.app.app().settings.preload_app = true;
+    r.restart(true, "preloaded");
+    let e = r.saved().history.last().cloned().unwrap();
+    assert_eq!(e.preload_app, Some(true));
+    assert!(
+        e.outcome_detail()
+            .contains("preload_app: the master keeps the code"),
+        "{}",
+        e.outcome_detail()
+    );
     // Turned off, none runs.
     let mut r = Rig::new(&[("WARDEN_PREFLIGHT", "false")]);
     r.flag("");

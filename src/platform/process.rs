@@ -19,6 +19,8 @@ pub enum Role {
 /// The parts of `/proc/<pid>/stat` warden needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stat {
+    /// Exited and not yet reaped by its parent (`Z`), or being torn down (`X`).
+    pub dead: bool,
     pub ppid: u32,
     /// Start time in clock ticks since boot: with the PID, the identity of a process.
     pub start_ticks: u64,
@@ -31,6 +33,7 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
     let f: Vec<&str> = rest.split_whitespace().collect();
     // After the name: state(0) ppid(1) … starttime is field 22 of the line, 19 after the name.
     Some(Stat {
+        dead: matches!(*f.first()?, "Z" | "X"),
         ppid: f.get(1)?.parse().ok()?,
         start_ticks: f.get(19)?.parse().ok()?,
     })
@@ -109,7 +112,8 @@ pub fn classify(pid: u32) -> Role {
     }
 }
 
-/// The children of `pid` (its workers, for a master).
+/// The live children of `pid` (its workers, for a master). A worker that has exited stays its
+/// master's child until reaped; it is not counted.
 pub fn children(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();
     if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
@@ -121,6 +125,7 @@ pub fn children(pid: u32) -> Vec<u32> {
     }
     out.sort_unstable();
     out.dedup();
+    out.retain(|&c| stat(c).is_some_and(|s| !s.dead));
     out
 }
 
@@ -270,9 +275,15 @@ mod tests {
         assert_eq!(
             parse_stat(line),
             Some(Stat {
+                dead: false,
                 ppid: 1,
                 start_ticks: 98765
             })
+        );
+        let zombie = line.replace(") S 1", ") Z 1");
+        assert!(
+            parse_stat(&zombie).unwrap().dead,
+            "an exited worker not yet reaped"
         );
         assert_eq!(parse_stat("garbage"), None);
         assert!(stat(std::process::id()).is_some());

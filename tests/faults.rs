@@ -229,7 +229,7 @@ fn drain_signals(master: u32, log: &Path) {
 }
 
 fn is_alive_as(pid: u32, start_ticks: u64) -> bool {
-    warden::platform::process::stat(pid).is_some_and(|s| s.start_ticks == start_ticks)
+    warden::platform::process::stat(pid).is_some_and(|s| s.start_ticks == start_ticks && !s.dead)
 }
 
 /// xorshift64, reproducible from a printed seed.

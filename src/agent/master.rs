@@ -239,7 +239,7 @@ impl Master for ProcMaster {
     }
 
     fn alive(&self, master: MasterId) -> bool {
-        process::stat(master.pid).is_some_and(|st| st.start_ticks == master.start_ticks)
+        process::stat(master.pid).is_some_and(|st| st.start_ticks == master.start_ticks && !st.dead)
     }
 
     fn holds_port(&self, master: MasterId, port: u16) -> bool {

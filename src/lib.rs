@@ -9,4 +9,5 @@ pub mod contract;
 pub mod control;
 pub mod ledger;
 pub mod platform;
+pub mod recovery;
 pub mod systemd;

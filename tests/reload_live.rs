@@ -53,17 +53,10 @@ fn systemctl_reload_fails_on_code_that_does_not_load_and_returns_once_the_worker
     let f = Fixture::with_runtime_dir(name, Some(&rt));
     let app = app_copy(&f);
     f.app_owns_runtime_dir(name);
-    let w = warden();
-    f.edit_unit(APP_UNIT, |t| {
-        t.replace(
-            &repo().join("examples/gunicorn-app").display().to_string(),
-            &app.display().to_string(),
-        )
-        .replace(
-            "[Service]\n",
-            &format!("[Service]\nExecReload={} reload --wait\n", w.display()),
-        )
-    });
+    f.serve_app_from(
+        &app,
+        &format!("ExecReload={} reload --wait\n", warden().display()),
+    );
     let sb = Sandbox::boot(name, &[&fixture_base()]);
     sb.install_and_start(&f, &[APP_UNIT, WATCHDOG_UNIT]);
     let master = sb.main_host_pid(APP_UNIT) as u32;

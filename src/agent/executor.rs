@@ -269,6 +269,7 @@ impl<M: Master> Worker<M> {
                     ask: &req.policy_request(),
                     written_at: claimed.written_at,
                     claimed: Some(&claimed),
+                    dry_run: false,
                 },
                 &mut |_, _| {},
             ),
@@ -288,6 +289,7 @@ impl<M: Master> Worker<M> {
                 reason,
                 manual_override,
                 acknowledged,
+                dry_run,
                 reply,
             } => {
                 let req = FlagRequest {
@@ -317,6 +319,7 @@ impl<M: Master> Worker<M> {
                         ask: &req.policy_request(),
                         written_at: None,
                         claimed: None,
+                        dry_run,
                     },
                     &mut decided,
                 ))
@@ -401,6 +404,7 @@ impl<M: Master> Worker<M> {
                 ask: &ask,
                 written_at: Some(flipped_at.into()),
                 claimed: None,
+                dry_run: false,
             },
             &mut decided,
         ))

@@ -13,6 +13,7 @@ pub mod flag;
 pub mod master;
 pub mod oneshot;
 pub mod preflight;
+pub mod probe;
 pub mod protocol;
 mod restart;
 pub mod startup;

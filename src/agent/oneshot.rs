@@ -26,6 +26,7 @@ pub fn carry_out(s: &Settings, req: &FlagRequest) -> Result<(Ruling, Entry), Age
             ask: &req.policy_request(),
             written_at: None,
             claimed: None,
+            dry_run: false,
         },
         &mut |r: &Ruling, _: &str| ruled = Some(*r),
     );

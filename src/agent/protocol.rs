@@ -28,6 +28,8 @@ pub enum Change {
         reason: String,
         manual_override: bool,
         acknowledged: bool,
+        /// Automatic recovery's dry run: ruled on and recorded, never signalled.
+        dry_run: bool,
         reply: oneshot::Sender<Decided>,
     },
     /// Engage or release the kill-switch. Answered with the id of its reload (`None` when the

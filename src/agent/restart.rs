@@ -78,6 +78,8 @@ pub struct Incoming<'a> {
     /// an agent stopped after that point leaves an intent (settled as `unknown`), never a flag
     /// to take again.
     pub claimed: Option<&'a Claimed>,
+    /// Automatic recovery's dry run: ruled on and recorded, never signalled.
+    pub dry_run: bool,
 }
 
 /// Decides and, when allowed, performs a restart; returns the entry recorded. `decided` hears
@@ -94,8 +96,14 @@ pub fn handle(
         ask,
         written_at,
         claimed,
+        dry_run,
     } = request;
-    let eval = ledger.evaluate(Utc::now().timestamp_millis());
+    let now_ms = Utc::now().timestamp_millis();
+    let eval = if dry_run {
+        ledger.evaluate_rehearsal(now_ms)
+    } else {
+        ledger.evaluate(now_ms)
+    };
     let ruling = policy::decide(ask, &eval);
     let mut e = new_entry(req);
     e.source = Some(ask.source.into());
@@ -117,6 +125,13 @@ pub fn handle(
     // Allowed: the decision's reason becomes what becomes of the signal, as the original
     // records it; the policy's stays beside it.
     e.policy_reason = e.decision_reason.take();
+    if dry_run {
+        // Recorded as not done, which it was not: it counts toward nothing but later dry runs.
+        conclude(&mut e, Decision::Blocked, false);
+        e.decision_reason = Some(Reason::AutoRecoveryDryRun.into());
+        ledger.record(e.clone());
+        return e;
+    }
     reload(ledger, master, s, e, written_at, claimed)
 }
 

@@ -57,11 +57,12 @@ pub enum Cmd {
     Restart,
     Reload,
     KillSwitch,
+    Recovery,
     Rehearse,
 }
 
 impl Cmd {
-    pub const ALL: [Cmd; 8] = [
+    pub const ALL: [Cmd; 9] = [
         Cmd::Check,
         Cmd::Contract,
         Cmd::Run,
@@ -69,6 +70,7 @@ impl Cmd {
         Cmd::Restart,
         Cmd::Reload,
         Cmd::KillSwitch,
+        Cmd::Recovery,
         Cmd::Rehearse,
     ];
 
@@ -81,6 +83,7 @@ impl Cmd {
             Cmd::Restart => "restart",
             Cmd::Reload => "reload",
             Cmd::KillSwitch => "kill-switch",
+            Cmd::Recovery => "recovery",
             Cmd::Rehearse => "rehearse",
         }
     }
@@ -107,6 +110,11 @@ pub const TABLE: &[(Exit, &[Cmd], &str)] = &[
         "the status was printed (from the agent, else from the history)",
     ),
     (Exit::Ok, &[KillSwitch], "done"),
+    (
+        Exit::Ok,
+        &[Recovery],
+        "shown, or the breaker is closed (or already was)",
+    ),
     (
         Exit::Ok,
         &[Reload],
@@ -150,7 +158,7 @@ pub const TABLE: &[(Exit, &[Cmd], &str)] = &[
     ),
     (
         Exit::Usage,
-        &[Restart, Reload, KillSwitch],
+        &[Restart, Reload, KillSwitch, Recovery],
         "bad usage or an invalid configuration, or a request the agent refused as malformed (an override without a reason)",
     ),
     (
@@ -165,7 +173,7 @@ pub const TABLE: &[(Exit, &[Cmd], &str)] = &[
     ),
     (
         Exit::RestartFailed,
-        &[Status],
+        &[Status, Recovery],
         "the agent's answer is not a status document",
     ),
     (
@@ -180,7 +188,7 @@ pub const TABLE: &[(Exit, &[Cmd], &str)] = &[
     ),
     (
         Exit::Denied,
-        &[Restart, KillSwitch],
+        &[Restart, KillSwitch, Recovery],
         "access denied: changes are for root and members of WARDEN_ADMIN_GROUP",
     ),
     (
@@ -207,6 +215,11 @@ pub const TABLE: &[(Exit, &[Cmd], &str)] = &[
         Exit::NoAgent,
         &[KillSwitch],
         "no agent on the bus: the kill-switch is the agent's to flip",
+    ),
+    (
+        Exit::NoAgent,
+        &[Recovery],
+        "no agent on the bus: the breaker is the running agent's (shown: no agent, and the state file cannot be read)",
     ),
     (
         Exit::NothingYet,

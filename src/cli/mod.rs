@@ -8,6 +8,7 @@ pub mod errors;
 pub mod exit;
 pub mod generate;
 mod kill_switch;
+mod recovery;
 mod rehearse;
 mod reload;
 mod restart;
@@ -62,6 +63,10 @@ pub enum Command {
     /// one graceful reload that the policy does not block
     #[command(name = "kill-switch", after_help = exit::help(Cmd::KillSwitch))]
     KillSwitch(kill_switch::KillSwitchArgs),
+    /// Show the probes of the app and the automatic recovery breaker, or close the breaker
+    /// (reset, acknowledged with a reason)
+    #[command(after_help = exit::help(Cmd::Recovery))]
+    Recovery(recovery::RecoveryArgs),
     /// The pre-cutover rehearsal: contract check, one reload through the agent, then the
     /// master unchanged, the workers replaced, the bind unchanged and the health URL answering
     #[command(after_help = exit::help(Cmd::Rehearse))]
@@ -81,6 +86,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Restart(a) => restart::main(a),
         Command::Reload(a) => reload::main(a),
         Command::KillSwitch(a) => kill_switch::main(a),
+        Command::Recovery(a) => recovery::main(a),
         Command::Rehearse(a) => rehearse::main(a),
         Command::Generate(a) => generate::main(&a),
     };

@@ -18,6 +18,7 @@ use crate::agent::AgentError;
 use crate::agent::executor::{Executor, Parts};
 use crate::agent::flag::Trust;
 use crate::agent::master::ProcMaster;
+use crate::agent::protocol::{Caller, Change};
 use crate::agent::startup::{self, Prepared};
 use crate::agent::watchdog::{self, notify};
 use crate::config::instance::AppName;
@@ -28,7 +29,10 @@ use crate::control::metrics::{self, Metrics};
 use crate::control::observe::Meta;
 use crate::control::status::Validation;
 use crate::control::view::View;
+use crate::ledger::model::RequestSource;
 use crate::platform::accounts::Admins;
+use crate::recovery::observation::Observation;
+use crate::recovery::watcher::Step;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -315,6 +319,11 @@ async fn event_loop(
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let tick = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(tick);
+    // Probes: one at a time, on a thread; the next is due an interval after the last began.
+    let (probed_tx, mut probed) = mpsc::channel::<(Observation, bool)>(1);
+    let probe_due = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(probe_due);
+    let mut probing = false;
 
     let status = |view: &View| {
         watchdog::status_line(
@@ -342,8 +351,13 @@ async fn event_loop(
                 Ask::Status(reply) => {
                     let _ = reply.send(view.status().await);
                 }
+                Ask::ResetRecovery { caller, reason, reply } => {
+                    let was = view.recovery.breaker().state();
+                    view.reset_breaker(&caller.name, &reason).await;
+                    let _ = reply.send(was.as_str().to_string());
+                }
                 Ask::Change(c) => {
-                    if let crate::agent::protocol::Change::Restart { caller, reason, .. } = &c {
+                    if let Change::Restart { caller, reason, .. } = &c {
                         tracing::info!(user = %caller.name, "restart requested over D-Bus: {reason}");
                     }
                     executor.change(c);
@@ -352,6 +366,40 @@ async fn event_loop(
             _ = &mut tick => {
                 let next = view.tick().await;
                 tick.as_mut().reset(tokio::time::Instant::now() + next);
+            }
+            _ = &mut probe_due, if !probing && view.settings.probe.is_some() => {
+                let p = view.settings.probe.clone().expect("checked by the guard");
+                probe_due.as_mut().reset(tokio::time::Instant::now() + p.interval);
+                probing = true;
+                let (tx, pid_file) = (probed_tx.clone(), view.settings.pid_file.value.clone());
+                // A probe that starts or ends while a restart is in hand says nothing of
+                // the app's health: its workers are being replaced.
+                let busy_at_start = executor.busy_for().is_some();
+                tokio::task::spawn_blocking(move || {
+                    let o = crate::agent::probe::probe(&p, &pid_file);
+                    let _ = tx.blocking_send((o, busy_at_start));
+                });
+            }
+            Some((o, busy_at_start)) = probed.recv() => {
+                probing = false;
+                let reloading = busy_at_start || executor.busy_for().is_some();
+                for step in view.probed(o, reloading).await {
+                    if let Step::Ask { reason, dry_run, .. } = step {
+                        let (reply, _) = tokio::sync::oneshot::channel();
+                        executor.change(Change::Restart {
+                            caller: Caller {
+                                uid: nix::unistd::getuid().as_raw(),
+                                name: "warden".into(),
+                            },
+                            source: RequestSource::Auto,
+                            reason,
+                            manual_override: false,
+                            acknowledged: false,
+                            dry_run,
+                            reply,
+                        });
+                    }
+                }
             }
             _ = ping.tick(), if ping_every.is_some() => {
                 // A request in hand far beyond its own deadline means a hung executor: stop
@@ -377,7 +425,7 @@ async fn event_loop(
                     Ok((n, a)) => {
                         executor.configure(n.clone(), Trust::new(&a));
                         *admins.write().unwrap_or_else(|e| e.into_inner()) = a;
-                        view.settings = n;
+                        view.configure(n);
                         tracing::info!("configuration reloaded");
                     }
                     Err(why) => tracing::error!("configuration not reloaded: {why}"),

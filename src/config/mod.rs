@@ -22,7 +22,7 @@ use std::time::Duration;
 use serde::{Serialize, Serializer};
 
 pub use layers::{EnvFileArg, Layers, LoadError, Source, Sourced};
-pub use values::BindAddr;
+pub use values::{AutoRecovery, BindAddr, JsonPath, ProbeInterval, Ratio};
 
 use crate::platform::http::HealthUrl;
 
@@ -91,6 +91,60 @@ fn as_opt_seconds<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S:
     }
 }
 
+fn as_fractional_seconds<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+/// Where the app's health document keeps the fields the recommendation reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldPaths {
+    pub degraded_reason: JsonPath,
+    pub pool_saturation: JsonPath,
+    pub circuit_state: JsonPath,
+}
+
+impl Default for FieldPaths {
+    /// The MES dashboard's `/health`.
+    fn default() -> Self {
+        let p = |s: &str| JsonPath(s.to_string());
+        FieldPaths {
+            degraded_reason: p("degraded_reason"),
+            pool_saturation: p("database_pool.state.saturation"),
+            circuit_state: p("circuit_breaker.state"),
+        }
+    }
+}
+
+/// The agent's probes of the app (`WARDEN_PROBE_*`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProbeSettings {
+    pub url: HealthUrl,
+    #[serde(rename = "interval_seconds", serialize_with = "as_fractional_seconds")]
+    pub interval: Duration,
+    #[serde(rename = "timeout_seconds", serialize_with = "as_fractional_seconds")]
+    pub timeout: Duration,
+    pub fields: FieldPaths,
+}
+
+/// What the agent does with its probes (`WARDEN_AUTO_RECOVERY`, `WARDEN_RECOVERY_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RecoverySettings {
+    pub mode: AutoRecovery,
+    /// Restartable probes among the last `2 × probes − 1` that ask for a restart.
+    pub probes: u32,
+    #[serde(rename = "settle_seconds", serialize_with = "as_seconds")]
+    pub settle: Duration,
+}
+
+/// The app's resilience thresholds (the original's `RESILIENCE_*`), as the status document and
+/// the alerts use them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ResilienceThresholds {
+    pub degraded_alert_seconds: u64,
+    pub pool_saturation_warning: f64,
+    pub pool_saturation_critical: f64,
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone, Serialize)]
 pub struct Settings {
@@ -125,6 +179,10 @@ pub struct Settings {
         serialize_with = "as_opt_seconds"
     )]
     pub preflight: Option<Duration>,
+    /// The agent's probes of the app; `None` without a health URL or with the interval `off`.
+    pub probe: Option<ProbeSettings>,
+    pub recovery: RecoverySettings,
+    pub resilience: ResilienceThresholds,
     /// Where the agent publishes the status document on every change.
     pub status_file: Option<PathBuf>,
     /// Where the agent publishes the kill-switch for the app.

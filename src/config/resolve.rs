@@ -6,9 +6,12 @@ use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::values::{self, CountError};
+use super::values::{self, AutoRecovery, CountError, JsonPath, ProbeInterval, Ratio};
 use super::vars::{self, Default, Kind, Var};
-use super::{BindAddr, InvalidValue, Layers, PolicyConfig, RuntimeKind, Settings, Source, Sourced};
+use super::{
+    BindAddr, FieldPaths, InvalidValue, Layers, PolicyConfig, ProbeSettings, RecoverySettings,
+    ResilienceThresholds, RuntimeKind, Settings, Source, Sourced,
+};
 use crate::platform::http::HealthUrl;
 
 /// One resolution: the layer, what has been stated so far, and what was refused.
@@ -368,6 +371,46 @@ impl Settings {
         let reload_timeout = r.whole(&vars::WARDEN_RELOAD_TIMEOUT);
         let preflight = r.flag(&vars::WARDEN_PREFLIGHT);
         let preflight_timeout = r.whole(&vars::WARDEN_PREFLIGHT_TIMEOUT);
+        let probe_interval: Sourced<ProbeInterval> = r
+            .parsed(
+                &vars::WARDEN_PROBE_INTERVAL,
+                "set WARDEN_PROBE_INTERVAL to seconds (e.g. 10) or off",
+            )
+            .expect("a default");
+        let probe_timeout = r.positive_seconds(&vars::WARDEN_PROBE_TIMEOUT);
+        let field = |r: &mut Resolver<'_>, var: &'static Var| -> JsonPath {
+            r.parsed(
+                var,
+                &format!("set {} to a dotted path, e.g. {}", var.name, var.example),
+            )
+            .expect("a default")
+            .value
+        };
+        let fields = FieldPaths {
+            degraded_reason: field(&mut r, &vars::WARDEN_PROBE_DEGRADED_FIELD),
+            pool_saturation: field(&mut r, &vars::WARDEN_PROBE_SATURATION_FIELD),
+            circuit_state: field(&mut r, &vars::WARDEN_PROBE_CIRCUIT_FIELD),
+        };
+        let auto_recovery: Sourced<AutoRecovery> = r
+            .parsed(
+                &vars::WARDEN_AUTO_RECOVERY,
+                "set WARDEN_AUTO_RECOVERY to off, dry-run or on",
+            )
+            .expect("a default");
+        let recovery_probes = r.whole(&vars::WARDEN_RECOVERY_PROBES);
+        let recovery_settle = r.whole(&vars::WARDEN_RECOVERY_SETTLE);
+        let degraded_alert = r.whole(&vars::RESILIENCE_DEGRADED_ALERT_SECONDS);
+        let ratio = |r: &mut Resolver<'_>, var: &'static Var| -> f64 {
+            r.parsed::<Ratio>(
+                var,
+                &format!("set {} to a number ≥ 0, e.g. {}", var.name, var.example),
+            )
+            .expect("a default")
+            .value
+            .0
+        };
+        let pool_warning = ratio(&mut r, &vars::RESILIENCE_POOL_SATURATION_WARNING);
+        let pool_critical = ratio(&mut r, &vars::RESILIENCE_POOL_SATURATION_CRITICAL);
         let status_file = r.path(&vars::WARDEN_STATUS_FILE).map(|p| p.value);
         let kill_switch_file = r.path(&vars::WARDEN_KILL_SWITCH_FILE).map(|p| p.value);
         let metrics_socket = r.path(&vars::WARDEN_METRICS_SOCKET).map(|p| p.value);
@@ -408,6 +451,25 @@ impl Settings {
             },
             app_unit,
             units,
+            probe: match (&health_url, probe_interval.value) {
+                (Some(url), ProbeInterval::Every(every)) => Some(ProbeSettings {
+                    url: url.value.clone(),
+                    interval: Duration::from_secs_f64(every),
+                    timeout: Duration::from_secs_f64(probe_timeout),
+                    fields,
+                }),
+                _ => None,
+            },
+            recovery: RecoverySettings {
+                mode: auto_recovery.value,
+                probes: u32::try_from(recovery_probes.value).unwrap_or(u32::MAX),
+                settle: Duration::from_secs(recovery_settle.value),
+            },
+            resilience: ResilienceThresholds {
+                degraded_alert_seconds: degraded_alert.value,
+                pool_saturation_warning: pool_warning,
+                pool_saturation_critical: pool_critical,
+            },
             health_url: health_url.map(|u| u.value),
             admin_group,
             reload_timeout: Duration::from_secs(reload_timeout.value),

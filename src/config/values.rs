@@ -222,3 +222,118 @@ mod tests {
         }
     }
 }
+
+/// How often the agent probes the app, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ProbeInterval {
+    Off,
+    Every(f64),
+}
+
+impl std::str::FromStr for ProbeInterval {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.trim().eq_ignore_ascii_case("off") {
+            return Ok(ProbeInterval::Off);
+        }
+        parse_positive_seconds(s)
+            .map(ProbeInterval::Every)
+            .ok_or_else(|| "is neither a number of seconds > 0 nor `off`".to_string())
+    }
+}
+
+impl std::fmt::Display for ProbeInterval {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProbeInterval::Off => f.write_str("off"),
+            ProbeInterval::Every(s) => write!(f, "{s}"),
+        }
+    }
+}
+
+/// Whether the agent acts on its probes (`WARDEN_AUTO_RECOVERY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AutoRecovery {
+    /// Probes observe; nothing is asked.
+    Off,
+    /// What would be asked is ruled on by the policy and recorded; nothing is signalled.
+    DryRun,
+    /// Automatic restarts are asked for, under the policy.
+    On,
+}
+
+impl AutoRecovery {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AutoRecovery::Off => "off",
+            AutoRecovery::DryRun => "dry-run",
+            AutoRecovery::On => "on",
+        }
+    }
+}
+
+impl std::str::FromStr for AutoRecovery {
+    type Err = String;
+    /// `off`, `dry-run`, `on`; a plain yes (`1/true/yes`) enables it as a dry run first.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "off" | "0" | "false" | "no" => Ok(AutoRecovery::Off),
+            "dry-run" | "1" | "true" | "yes" => Ok(AutoRecovery::DryRun),
+            "on" => Ok(AutoRecovery::On),
+            _ => Err("is not one of off, dry-run, on".into()),
+        }
+    }
+}
+
+impl std::fmt::Display for AutoRecovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A ratio such as a pool's saturation: a finite number ≥ 0.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ratio(pub f64);
+
+impl std::str::FromStr for Ratio {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|n| n.is_finite() && *n >= 0.0)
+            .map(Ratio)
+            .ok_or_else(|| "is not a number ≥ 0".to_string())
+    }
+}
+
+impl std::fmt::Display for Ratio {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A dotted path of object keys in a JSON document (`database_pool.state.saturation`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(transparent)]
+pub struct JsonPath(pub String);
+
+impl std::str::FromStr for JsonPath {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.split('.').any(|k| k.is_empty()) || s.chars().any(char::is_control) {
+            return Err(
+                "is not a dotted path of keys (e.g. database_pool.state.saturation)".into(),
+            );
+        }
+        Ok(JsonPath(s.to_string()))
+    }
+}
+
+impl std::fmt::Display for JsonPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}

@@ -70,6 +70,14 @@ pub enum Kind {
     Units,
     /// A group name or gid.
     Group,
+    /// A number of seconds above 0, fractions allowed, or `off`.
+    SecondsOrOff,
+    /// One of these words.
+    Words(&'static [&'static str]),
+    /// A number ≥ 0, fractions allowed.
+    Ratio,
+    /// Object keys of a JSON document, joined by dots.
+    JsonPath,
 }
 
 impl Var {
@@ -98,6 +106,12 @@ impl Var {
                 let _ = write!(m, ", ≥ {min}");
             }
             Kind::PositiveSeconds => m.push_str(", > 0"),
+            Kind::SecondsOrOff => m.push_str(", > 0, or `off`"),
+            Kind::Ratio => m.push_str(", ≥ 0"),
+            Kind::Words(words) => {
+                let w: Vec<String> = words.iter().map(|w| format!("`{w}`")).collect();
+                let _ = write!(m, "; one of {}", w.join(", "));
+            }
             _ => {}
         }
         if !self.fallbacks.is_empty() {
@@ -352,7 +366,7 @@ pub static WARDEN_HEALTH_URL: Var = Var {
     default: Default::Unset,
     kind: Kind::HttpUrl,
     contract: false,
-    help: "`http://` URL of the app probed after a reload; 2xx is healthy",
+    help: "`http://` URL of the app probed after a reload and, every `WARDEN_PROBE_INTERVAL`, by the agent; 2xx is healthy",
     example: "http://127.0.0.1:8080/health",
 };
 
@@ -394,6 +408,116 @@ pub static WARDEN_PREFLIGHT_TIMEOUT: Var = Var {
     contract: false,
     help: "seconds the preflight may take; a slower one fails the reload",
     example: "60",
+};
+
+pub static WARDEN_PROBE_INTERVAL: Var = Var {
+    name: "WARDEN_PROBE_INTERVAL",
+    fallbacks: &[],
+    default: Default::Text("10"),
+    kind: Kind::SecondsOrOff,
+    contract: false,
+    help: "seconds between the agent's probes of `WARDEN_HEALTH_URL` (its status, latency and health document) and of the master's workers; probes run only when the URL is set",
+    example: "10",
+};
+
+pub static WARDEN_PROBE_TIMEOUT: Var = Var {
+    name: "WARDEN_PROBE_TIMEOUT",
+    fallbacks: &[],
+    default: Default::Text("2"),
+    kind: Kind::PositiveSeconds,
+    contract: false,
+    help: "seconds a probe may take; a slower answer is a failing probe",
+    example: "2",
+};
+
+pub static WARDEN_PROBE_DEGRADED_FIELD: Var = Var {
+    name: "WARDEN_PROBE_DEGRADED_FIELD",
+    fallbacks: &[],
+    default: Default::Text("degraded_reason"),
+    kind: Kind::JsonPath,
+    contract: false,
+    help: "where the health document names why the app is degraded (`null` or absent: it is not)",
+    example: "degraded_reason",
+};
+
+pub static WARDEN_PROBE_SATURATION_FIELD: Var = Var {
+    name: "WARDEN_PROBE_SATURATION_FIELD",
+    fallbacks: &[],
+    default: Default::Text("database_pool.state.saturation"),
+    kind: Kind::JsonPath,
+    contract: false,
+    help: "where the health document gives its database pool's saturation (1.0 is full)",
+    example: "database_pool.state.saturation",
+};
+
+pub static WARDEN_PROBE_CIRCUIT_FIELD: Var = Var {
+    name: "WARDEN_PROBE_CIRCUIT_FIELD",
+    fallbacks: &[],
+    default: Default::Text("circuit_breaker.state"),
+    kind: Kind::JsonPath,
+    contract: false,
+    help: "where the health document gives its circuit breaker's state (`OPEN` is open)",
+    example: "circuit_breaker.state",
+};
+
+pub static WARDEN_AUTO_RECOVERY: Var = Var {
+    name: "WARDEN_AUTO_RECOVERY",
+    fallbacks: &[],
+    default: Default::Text("off"),
+    kind: Kind::Words(&["off", "dry-run", "on"]),
+    contract: false,
+    help: "whether failing probes ask for an automatic restart (source `auto`, under the policy); `dry-run` records what would have been done and signals nothing, and is what a plain `yes` means",
+    example: "dry-run",
+};
+
+pub static WARDEN_RECOVERY_PROBES: Var = Var {
+    name: "WARDEN_RECOVERY_PROBES",
+    fallbacks: &[],
+    default: Default::Text("3"),
+    kind: Kind::Count { min: 1 },
+    contract: false,
+    help: "how many of the last 2×N−1 probes must call for a restart (failing, or a pool saturated to the recommendation `consider_controlled_worker_restart`) before one is asked",
+    example: "3",
+};
+
+pub static WARDEN_RECOVERY_SETTLE: Var = Var {
+    name: "WARDEN_RECOVERY_SETTLE",
+    fallbacks: &[],
+    default: Default::Text("120"),
+    kind: Kind::Seconds { min: 0 },
+    contract: false,
+    help: "seconds the app must pass every probe, after an automatic restart or while the breaker is open, before the breaker closes",
+    example: "120",
+};
+
+pub static RESILIENCE_DEGRADED_ALERT_SECONDS: Var = Var {
+    name: "RESILIENCE_DEGRADED_ALERT_SECONDS",
+    fallbacks: &[],
+    default: Default::Text("300"),
+    kind: Kind::Seconds { min: 1 },
+    contract: false,
+    help: "how long the app may be degraded before the alert (the status document's `degraded_alert_seconds`)",
+    example: "300",
+};
+
+pub static RESILIENCE_POOL_SATURATION_WARNING: Var = Var {
+    name: "RESILIENCE_POOL_SATURATION_WARNING",
+    fallbacks: &[],
+    default: Default::Text("0.9"),
+    kind: Kind::Ratio,
+    contract: false,
+    help: "the pool saturation that warns (the status document's `pool_saturation_warning`)",
+    example: "0.9",
+};
+
+pub static RESILIENCE_POOL_SATURATION_CRITICAL: Var = Var {
+    name: "RESILIENCE_POOL_SATURATION_CRITICAL",
+    fallbacks: &[],
+    default: Default::Text("1.0"),
+    kind: Kind::Ratio,
+    contract: false,
+    help: "the pool saturation that is critical (the status document's `pool_saturation_critical`)",
+    example: "1.0",
 };
 
 pub static WARDEN_STATUS_FILE: Var = Var {
@@ -466,6 +590,17 @@ pub static ALL: &[&Var] = &[
     &WARDEN_RELOAD_TIMEOUT,
     &WARDEN_PREFLIGHT,
     &WARDEN_PREFLIGHT_TIMEOUT,
+    &WARDEN_PROBE_INTERVAL,
+    &WARDEN_PROBE_TIMEOUT,
+    &WARDEN_PROBE_DEGRADED_FIELD,
+    &WARDEN_PROBE_SATURATION_FIELD,
+    &WARDEN_PROBE_CIRCUIT_FIELD,
+    &WARDEN_AUTO_RECOVERY,
+    &WARDEN_RECOVERY_PROBES,
+    &WARDEN_RECOVERY_SETTLE,
+    &RESILIENCE_DEGRADED_ALERT_SECONDS,
+    &RESILIENCE_POOL_SATURATION_WARNING,
+    &RESILIENCE_POOL_SATURATION_CRITICAL,
     &WARDEN_STATUS_FILE,
     &WARDEN_KILL_SWITCH_FILE,
     &WARDEN_METRICS_SOCKET,

@@ -296,6 +296,11 @@ impl Agent {
         })
     }
 
+    /// Closes the recovery breaker (acknowledged, with `reason`); returns the state it was in.
+    pub async fn reset_recovery(&self, reason: &str) -> Result<String, ClientError> {
+        Ok(self.proxy.reset_recovery(reason, true).await?)
+    }
+
     /// Whether the kill-switch is engaged, and why.
     pub async fn kill_switch(&self) -> Result<(bool, String), ClientError> {
         Ok((

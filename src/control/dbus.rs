@@ -88,11 +88,18 @@ pub struct Snapshot {
     pub last_restart_at: String,
     pub last_restart_decision: String,
     pub contract_valid: bool,
+    /// The automatic recovery breaker: `closed`, `open` or `half_open`.
+    pub recovery_breaker: String,
 }
 
 impl Snapshot {
     /// The properties for `doc`, with the policy evaluated as `eval`.
-    pub fn of(doc: &StateDoc, eval: &Evaluation, contract_valid: bool) -> Snapshot {
+    pub fn of(
+        doc: &StateDoc,
+        eval: &Evaluation,
+        contract_valid: bool,
+        breaker: crate::recovery::breaker::BreakerState,
+    ) -> Snapshot {
         let ks = doc.kill_switch.clone().unwrap_or_default();
         let last_executed = doc
             .history
@@ -116,6 +123,7 @@ impl Snapshot {
                 .map(ToString::to_string)
                 .unwrap_or_default(),
             contract_valid,
+            recovery_breaker: breaker.as_str().into(),
         }
     }
 }
@@ -127,6 +135,12 @@ pub enum Ask {
     Status(oneshot::Sender<String>),
     /// A change, for the agent's executor.
     Change(Change),
+    /// An operator closes the automatic recovery breaker; answered with the state it was in.
+    ResetRecovery {
+        caller: Caller,
+        reason: String,
+        reply: oneshot::Sender<String>,
+    },
 }
 
 /// The properties as last published, shared by the interface (which answers `Get`) and the
@@ -320,6 +334,7 @@ impl AgentIface {
                     reason,
                     manual_override,
                     acknowledged,
+                    dry_run: false,
                     reply: tx,
                 }),
                 rx,
@@ -437,6 +452,35 @@ impl AgentIface {
         .map_err(fdo::Error::InvalidArgs)
     }
 
+    /// Closes the automatic recovery breaker, opened when the policy refused or a restart
+    /// failed: automatic restarts may be asked again. Needs `acknowledged` and a reason (both
+    /// audited). Returns the state it was in (`closed`: nothing changed).
+    async fn reset_recovery(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        reason: String,
+        acknowledged: bool,
+    ) -> fdo::Result<String> {
+        let caller = self.authorize(conn, &hdr, "ResetRecovery", false).await?;
+        check_reason(&reason)?;
+        if !acknowledged || reason.trim().is_empty() {
+            return Err(fdo::Error::InvalidArgs(
+                "closing the breaker needs an acknowledgement and a reason".into(),
+            ));
+        }
+        let (tx, rx) = oneshot::channel();
+        self.ask(
+            Ask::ResetRecovery {
+                caller,
+                reason,
+                reply: tx,
+            },
+            rx,
+        )
+        .await
+    }
+
     /// A restart's outcome: `executed`, `failed`, `blocked` or `rejected`; whether the reload
     /// was verified; a human detail.
     #[zbus(signal)]
@@ -487,6 +531,11 @@ impl AgentIface {
     fn contract_valid(&self) -> bool {
         self.snap().contract_valid
     }
+
+    #[zbus(property)]
+    fn recovery_breaker(&self) -> String {
+        self.snap().recovery_breaker.clone()
+    }
 }
 
 /// Publishes `new`, emitting one `PropertiesChanged` with what differs from the last snapshot.
@@ -518,6 +567,7 @@ pub async fn publish(
         last_restart_at => "LastRestartAt",
         last_restart_decision => "LastRestartDecision",
         contract_valid => "ContractValid",
+        recovery_breaker => "RecoveryBreaker",
     );
     if changed.is_empty() {
         return Ok(());
@@ -578,6 +628,7 @@ pub trait Agent1 {
     ) -> zbus::Result<(String, String, bool, String)>;
     fn request_reload(&self, reason: &str) -> zbus::Result<(String, String, bool, String)>;
     fn set_kill_switch(&self, engaged: bool, reason: &str) -> zbus::Result<String>;
+    fn reset_recovery(&self, reason: &str, acknowledged: bool) -> zbus::Result<String>;
     #[zbus(signal)]
     fn restart_completed(
         &self,
@@ -596,6 +647,8 @@ pub trait Agent1 {
     fn kill_switch_engaged(&self) -> zbus::Result<bool>;
     #[zbus(property)]
     fn kill_switch_reason(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn recovery_breaker(&self) -> zbus::Result<String>;
 }
 
 #[cfg(test)]

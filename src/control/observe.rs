@@ -13,6 +13,7 @@ use crate::control::status::{
 };
 use crate::ledger::state::StateDoc;
 use crate::platform::process::{Role, children, classify, read_pid_file, started_at};
+use crate::recovery::watcher::RecoveryStatus;
 
 /// The running agent, for the document's `agent` section.
 #[derive(Debug, Clone)]
@@ -25,12 +26,12 @@ pub struct Meta {
 }
 
 /// Builds the status document from the state and what is observed now. `agent`: `None` when
-/// the document comes from the state file with no agent answering.
+/// the document comes from the state file with no agent answering (and so has no probes).
 pub fn document(
     s: &Settings,
     doc: &StateDoc,
     validation: &Validation,
-    agent: Option<&Meta>,
+    agent: Option<(&Meta, &RecoveryStatus)>,
 ) -> StatusDoc {
     let master = read_pid_file(&s.pid_file.value)
         .ok()
@@ -56,7 +57,8 @@ pub fn document(
             pid: exists(&s.pid_file.value),
             state: exists(&s.state_file.value),
         },
-        agent: agent.map(|m| AgentInfo {
+        recovery: agent.map(|(_, r)| r.clone()),
+        agent: agent.map(|(m, _)| AgentInfo {
             pid: m.pid,
             version: env!("CARGO_PKG_VERSION"),
             started_at: m.started_at,

@@ -26,6 +26,8 @@ use serde::{Deserialize, Serialize};
 use crate::config::Settings;
 use crate::ledger::policy::{self, Evaluation};
 use crate::ledger::state::{self, Entry, StateDoc};
+pub use crate::recovery::recommend::{self, Recommendation, RecoveryAction, RecoveryReason};
+use crate::recovery::watcher::RecoveryStatus;
 
 /// How many history entries the document carries, the newest: as many as the original shows.
 pub const HISTORY_SHOWN: usize = 20;
@@ -97,6 +99,8 @@ pub struct Observed<'a> {
     pub gunicorn: Gunicorn,
     /// The master's newest worker.
     pub newest_worker: Option<Worker>,
+    /// The agent's probes and breaker (`None` from the state file).
+    pub recovery: Option<RecoveryStatus>,
     pub source: DocumentSource,
 }
 
@@ -119,6 +123,10 @@ pub struct StatusDoc {
     pub gunicorn: Gunicorn,
     /// Whether a reload is preceded by the app's own `gunicorn --check-config`.
     pub preflight: PreflightStatus,
+    /// The agent's probes of the app, automatic recovery and its breaker (`null` when no agent
+    /// answered).
+    #[serde(default)]
+    pub recovery: Option<RecoveryStatus>,
     pub source: DocumentSource,
 }
 
@@ -188,33 +196,6 @@ pub struct RestartChurn {
     pub last_completed_at: Option<String>,
 }
 
-/// What the operator should do, in the original's machine-readable words.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Recommendation {
-    pub action: RecoveryAction,
-    pub reason: RecoveryReason,
-}
-
-/// The original's recovery actions (those the policy alone can advise).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RecoveryAction {
-    None,
-    ThrottleAndInvestigateQueries,
-    WaitForRestartCooldown,
-    ObserveAndRetry,
-}
-
-/// Why the action is advised.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RecoveryReason {
-    Healthy,
-    RestartChurnExceeded,
-    RestartCooldownActive,
-    RetryBudgetExhausted,
-}
-
 /// The serde name of a unit variant.
 fn word<T: Serialize>(t: &T) -> String {
     serde_json::to_value(t)
@@ -254,12 +235,6 @@ pub struct AgentSection {
     pub state_write_error: Option<String>,
 }
 
-/// The original's defaults for the app's own thresholds (`RESILIENCE_DEGRADED_ALERT_SECONDS`,
-/// `RESILIENCE_POOL_SATURATION_WARNING`, `RESILIENCE_POOL_SATURATION_CRITICAL`).
-const DEGRADED_ALERT_SECONDS: u64 = 300;
-const POOL_SATURATION_WARNING: f64 = 0.9;
-const POOL_SATURATION_CRITICAL: f64 = 1.0;
-
 /// A stored timestamp in UTC RFC 3339; one that does not parse is passed through.
 fn utc(t: Option<&str>) -> Option<String> {
     t.map(|s| {
@@ -277,23 +252,23 @@ fn utc_entry(e: &Entry) -> Entry {
     }
 }
 
-/// The original's `build_recovery_recommendation` as its status route calls it: advice only
-/// when the policy blocks (in cooldown alone it says "healthy").
-fn recommendation(e: &Evaluation, churn_exceeded: bool) -> Recommendation {
-    use RecoveryAction as A;
-    use RecoveryReason as R;
-    let (action, reason) = if !e.blocked {
-        (A::None, R::Healthy)
-    } else if churn_exceeded {
-        (A::ThrottleAndInvestigateQueries, R::RestartChurnExceeded)
-    } else if e.cooldown {
-        (A::WaitForRestartCooldown, R::RestartCooldownActive)
-    } else {
-        // Blocked by the retry budget alone. The original names this "db_pool_saturated" (the
-        // condition it feeds its advisor to reach this branch); warden names the actual cause.
-        (A::ObserveAndRetry, R::RetryBudgetExhausted)
-    };
-    Recommendation { action, reason }
+/// The original's recommendation: from the latest probe of the app and the policy, as its
+/// `/health` computes it; without a probe, as its status route does, from the policy alone.
+fn recommendation(
+    recovery: Option<&RecoveryStatus>,
+    eval: &Evaluation,
+    churn_exceeded: bool,
+) -> Recommendation {
+    match recovery.and_then(|r| r.probe.as_ref()?.last.as_ref()) {
+        Some(o) => recommend::recommend(&recommend::Inputs {
+            degraded_reason: o.degraded_reason(),
+            pool_saturation: o.pool_saturation(),
+            circuit_state: o.circuit_state(),
+            restart_churn_exceeded: churn_exceeded,
+            cooldown_active: eval.cooldown,
+        }),
+        None => recommend::from_policy(eval.blocked, churn_exceeded, eval.cooldown),
+    }
 }
 
 /// Builds the document.
@@ -341,9 +316,9 @@ pub fn document(i: &Observed) -> StatusDoc {
         },
         resilience: Resilience {
             thresholds: Thresholds {
-                degraded_alert_seconds: DEGRADED_ALERT_SECONDS,
-                pool_saturation_warning: POOL_SATURATION_WARNING,
-                pool_saturation_critical: POOL_SATURATION_CRITICAL,
+                degraded_alert_seconds: s.resilience.degraded_alert_seconds,
+                pool_saturation_warning: s.resilience.pool_saturation_warning,
+                pool_saturation_critical: s.resilience.pool_saturation_critical,
                 restart_churn_window_seconds: eval.window_seconds,
                 restart_churn_threshold: eval.churn_threshold,
             },
@@ -351,7 +326,7 @@ pub fn document(i: &Observed) -> StatusDoc {
                 restart_churn_exceeded: churn.exceeded,
                 restart_blocked: eval.blocked,
             },
-            recovery_recommendation: recommendation(&eval, churn.exceeded),
+            recovery_recommendation: recommendation(i.recovery.as_ref(), &eval, churn.exceeded),
             restart_churn: churn,
             policy_state: eval,
         },
@@ -386,6 +361,7 @@ pub fn document(i: &Observed) -> StatusDoc {
             enabled: i.settings.preflight.is_some(),
             timeout_seconds: i.settings.preflight.map(|t| t.as_secs()),
         },
+        recovery: i.recovery.clone(),
         source: i.source,
     }
 }
@@ -440,6 +416,73 @@ pub fn from_json(mut v: serde_json::Value) -> Result<StatusDoc, String> {
     Ok(d)
 }
 
+/// The probes and the breaker, for people (`warden recovery`).
+pub fn recovery_summary(d: &StatusDoc) -> Vec<String> {
+    use crate::recovery::observation::Http;
+    let Some(r) = &d.recovery else {
+        return vec![
+            "no agent answered: the probes and the breaker are the running agent's".into(),
+        ];
+    };
+    let mut out = vec![format!("automatic recovery: {}", clean(&r.mode))];
+    match &r.probe {
+        None => out.push("probes: off (set WARDEN_HEALTH_URL and WARDEN_PROBE_INTERVAL)".into()),
+        Some(p) => {
+            out.push(format!(
+                "probes: {} every {} s (timeout {} s)",
+                clean(&p.url),
+                p.interval_seconds,
+                p.timeout_seconds
+            ));
+            if let Some(o) = &p.last {
+                let http = match &o.http {
+                    Http::Answered { status, latency_ms } => {
+                        format!("{status} in {latency_ms:.1} ms")
+                    }
+                    Http::TimedOut { after_ms } => format!("no answer within {after_ms:.0} ms"),
+                    Http::Failed { error } => clean(error),
+                };
+                let mut line = format!("last probe: {http}");
+                if let Some(reason) = o.degraded_reason() {
+                    line += &format!(", degraded: {}", clean(reason));
+                }
+                if let Some(s) = o.pool_saturation() {
+                    line += &format!(", pool saturation {s}");
+                }
+                if let Some(w) = o.workers {
+                    line += &format!(", {w} workers");
+                }
+                out.push(line);
+            }
+            if p.consecutive_failures > 0 {
+                out.push(format!(
+                    "failing probes in a row: {}",
+                    p.consecutive_failures
+                ));
+            }
+        }
+    }
+    let b = &r.breaker;
+    let mut line = format!(
+        "breaker: {} since {} ({} of {} probes call for a restart)",
+        b.state,
+        clean(&b.since),
+        b.evidence,
+        b.needed
+    );
+    if let Some(t) = &b.last_transition {
+        line += &format!("; last change: {} → {} ({})", t.from, t.to, t.why);
+    }
+    out.push(line);
+    let rec = &d.resilience.recovery_recommendation;
+    out.push(format!(
+        "recommendation: {} ({})",
+        word(&rec.action),
+        clean(rec.reason.as_str())
+    ));
+    out
+}
+
 /// A few lines for people (`warden status` without `--json`).
 pub fn summary(d: &StatusDoc) -> String {
     let p = &d.resilience.policy_state;
@@ -461,6 +504,15 @@ pub fn summary(d: &StatusDoc) -> String {
             "recommendation: {} ({})",
             word(&r.action),
             word(&r.reason)
+        ));
+    }
+    if let Some(r) = &d.recovery
+        && (r.probe.is_some() || r.mode != "off")
+    {
+        out.push(format!(
+            "automatic recovery: {}, breaker {}",
+            clean(&r.mode),
+            r.breaker.state
         ));
     }
     let k = &d.kill_switch;
@@ -614,6 +666,16 @@ pub const KEY_PATHS: &[&str] = &[
     "preflight",
     "preflight.enabled",
     "preflight.timeout_seconds",
+    "recovery",
+    "recovery.mode",
+    "recovery.probe",
+    "recovery.breaker",
+    "recovery.breaker.state",
+    "recovery.breaker.since",
+    "recovery.breaker.evidence",
+    "recovery.breaker.needed",
+    "recovery.breaker.settle_seconds",
+    "recovery.breaker.last_transition",
     "source",
 ];
 
@@ -668,6 +730,7 @@ mod tests {
                 pid: 104,
                 started_at: t("2026-02-10T07:30:00Z"),
             }),
+            recovery: Some(crate::recovery::watcher::Watcher::new(s, 0).status(0)),
             source: DocumentSource::Agent,
         }
     }

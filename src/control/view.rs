@@ -16,6 +16,10 @@ use crate::agent::protocol::Update;
 use crate::config::Settings;
 use crate::ledger::policy::{self, Evaluation};
 use crate::ledger::state::StateDoc;
+use crate::recovery::breaker::{BreakerState, Transition};
+use crate::recovery::observation::Observation;
+use crate::recovery::watcher::{Step, Watcher};
+use crate::systemd::journal;
 
 /// How long a built status document answers `Status()` calls: callers polling at any rate
 /// cost one build per this period, and a change of the state drops it at once.
@@ -36,6 +40,8 @@ pub struct View {
     /// The last document built for `Status()`, and when.
     cache: Option<(Instant, String)>,
     textfile_due: Instant,
+    /// The probes, the counts the alerts read, the breaker.
+    pub recovery: Watcher,
 }
 
 impl View {
@@ -48,7 +54,10 @@ impl View {
         bus: Option<(zbus::Connection, SharedSnapshot)>,
     ) -> View {
         metrics.set_contract_valid(validation.valid);
+        metrics.set_degraded_alert_seconds(settings.resilience.degraded_alert_seconds);
+        let recovery = Watcher::new(&settings, Utc::now().timestamp_millis());
         View {
+            recovery,
             settings,
             known,
             validation,
@@ -85,6 +94,9 @@ impl View {
         let eval = self.evaluation();
         if let Some(e) = &r.handled {
             self.metrics.count(e);
+            if let Some(t) = self.recovery.handled(e, Utc::now().timestamp_millis()) {
+                self.transition(&t);
+            }
         }
         self.metrics.follow(&eval, &self.known);
         self.publish_properties(&eval).await;
@@ -116,9 +128,90 @@ impl View {
         }
     }
 
+    /// A new configuration: the watcher keeps its state and evidence.
+    pub fn configure(&mut self, s: Settings) {
+        self.recovery.configure(&s);
+        self.metrics
+            .set_degraded_alert_seconds(s.resilience.degraded_alert_seconds);
+        self.settings = s;
+        self.cache = None;
+    }
+
+    /// Takes a probe: the counts and the breaker, the metrics; returns what the event loop
+    /// must ask of the executor. `reloading`: a restart was in hand while it ran.
+    pub async fn probed(&mut self, o: Observation, reloading: bool) -> Vec<Step> {
+        let now_ms = o.at_ms;
+        let steps = self.recovery.observed(o.clone(), reloading);
+        self.metrics.probed(&self.recovery, &o, now_ms);
+        for s in &steps {
+            match s {
+                Step::Transition(t) => self.transition(t),
+                Step::Ask {
+                    reason, dry_run, ..
+                } => {
+                    self.metrics.auto_requested(*dry_run);
+                    tracing::warn!(
+                        message_id = journal::AUTO_RECOVERY,
+                        dry_run = *dry_run,
+                        "{reason}: {}",
+                        if *dry_run {
+                            "asking the policy (dry run: nothing will be signalled)"
+                        } else {
+                            "asking for a restart"
+                        }
+                    );
+                }
+            }
+        }
+        // The document's recommendation follows every probe; it is built on demand.
+        self.cache = None;
+        if !steps.is_empty() {
+            let eval = self.evaluation();
+            self.publish_properties(&eval).await;
+            self.changed().await;
+        }
+        steps
+    }
+
+    /// An operator closes the breaker. Returns whether it was not closed already.
+    pub async fn reset_breaker(&mut self, by: &str, reason: &str) -> bool {
+        let Some(t) = self.recovery.reset(Utc::now().timestamp_millis()) else {
+            return false;
+        };
+        tracing::warn!(
+            message_id = journal::RECOVERY_BREAKER,
+            changed_by = %by,
+            "recovery breaker {} → {} by {by}: {reason}",
+            t.from,
+            t.to
+        );
+        self.metrics.breaker(t.to, true);
+        let eval = self.evaluation();
+        self.publish_properties(&eval).await;
+        self.changed().await;
+        true
+    }
+
+    /// Audits a change of the breaker's state and counts it.
+    fn transition(&self, t: &Transition) {
+        let level_open = t.to == BreakerState::Open;
+        let text = format!("recovery breaker {} → {}: {}", t.from, t.to, t.why);
+        if level_open {
+            tracing::error!(message_id = journal::RECOVERY_BREAKER, "{text}");
+        } else {
+            tracing::info!(message_id = journal::RECOVERY_BREAKER, "{text}");
+        }
+        self.metrics.breaker(t.to, true);
+    }
+
     async fn publish_properties(&self, eval: &Evaluation) {
         if let Some((conn, shared)) = &self.bus {
-            let snap = Snapshot::of(&self.known, eval, self.validation.valid);
+            let snap = Snapshot::of(
+                &self.known,
+                eval,
+                self.validation.valid,
+                self.recovery.breaker().state(),
+            );
             let _ = dbus::publish(conn, shared, snap).await;
         }
     }
@@ -150,8 +243,9 @@ impl View {
             self.meta.clone(),
             self.metrics.clone(),
         );
+        let recovery = self.recovery.status(Utc::now().timestamp_millis());
         tokio::task::spawn_blocking(move || {
-            let d = observe::document(&s, &doc, &v, Some(&m));
+            let d = observe::document(&s, &doc, &v, Some((&m, &recovery)));
             if publish {
                 if let Some(p) = &s.status_file
                     && let Err(e) = observe::publish_status(p, &d)

@@ -108,6 +108,11 @@ impl Entry {
         self.executed() && self.source() != Some(RequestSource::KillSwitch)
     }
 
+    /// A dry run of automatic recovery: allowed by the policy, not signalled.
+    pub fn dry_run(&self) -> bool {
+        self.decision_reason.as_ref().and_then(|r| r.known()) == Some(Reason::AutoRecoveryDryRun)
+    }
+
     /// When it was executed, in UTC milliseconds: completion time, else request time.
     pub fn executed_at_ms(&self) -> Option<i64> {
         self.completed_at

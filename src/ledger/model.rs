@@ -28,33 +28,34 @@ macro_rules! words {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.write_str(self.as_str())
             }
         }
 
         impl std::str::FromStr for $name {
-            type Err = UnknownWord;
-            fn from_str(s: &str) -> Result<Self, UnknownWord> {
-                $name::parse(s).ok_or_else(|| UnknownWord(s.to_string()))
+            type Err = $crate::ledger::model::UnknownWord;
+            fn from_str(s: &str) -> Result<Self, $crate::ledger::model::UnknownWord> {
+                $name::parse(s).ok_or_else(|| $crate::ledger::model::UnknownWord(s.to_string()))
             }
         }
 
-        impl Serialize for $name {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        impl ::serde::Serialize for $name {
+            fn serialize<S: ::serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 s.serialize_str(self.as_str())
             }
         }
 
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let text = std::borrow::Cow::<str>::deserialize(d)?;
-                $name::parse(&text).ok_or_else(|| serde::de::Error::custom(UnknownWord(text.into_owned())))
+        impl<'de> ::serde::Deserialize<'de> for $name {
+            fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = <::std::borrow::Cow::<str> as ::serde::Deserialize>::deserialize(d)?;
+                $name::parse(&text).ok_or_else(|| ::serde::de::Error::custom($crate::ledger::model::UnknownWord(text.into_owned())))
             }
         }
     };
 }
+pub(crate) use words;
 
 /// A word that is not one of the vocabulary's.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -165,6 +166,8 @@ words! {
         SignalFailed => "signal_failed",
         IntentNotRecorded => "intent_not_recorded",
         PreflightFailed => "preflight_failed",
+        /// Automatic recovery in its dry run: the policy allowed it, nothing was signalled.
+        AutoRecoveryDryRun => "auto_recovery_dry_run",
     }
 }
 

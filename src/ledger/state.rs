@@ -136,6 +136,16 @@ impl StateDoc {
             .collect()
     }
 
+    /// As [`StateDoc::executed`], with automatic recovery's dry runs counted as if they had
+    /// been executed: what the policy would rule had they been.
+    pub fn executed_or_rehearsed(&self) -> Vec<Executed> {
+        self.history
+            .iter()
+            .filter(|e| e.counts() || e.dry_run())
+            .filter_map(|e| e.executed_at_ms().map(|at_ms| Executed { at_ms }))
+            .collect()
+    }
+
     /// Appends an entry, keeping at most `limit`: the oldest entries go first, except those
     /// `retain` protects, so the history may exceed `limit` by those alone.
     pub fn push(&mut self, e: Entry, limit: usize, retain: Retain) {

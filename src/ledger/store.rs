@@ -142,6 +142,12 @@ impl Ledger {
         policy::evaluate(&self.doc.executed(), now_ms, &self.policy)
     }
 
+    /// The policy as a dry run of automatic recovery sees it: its earlier dry runs count as
+    /// executed, so that it rules as the real one would.
+    pub fn evaluate_rehearsal(&self, now_ms: i64) -> Evaluation {
+        policy::evaluate(&self.doc.executed_or_rehearsed(), now_ms, &self.policy)
+    }
+
     pub fn policy(&self) -> &PolicyConfig {
         &self.policy
     }

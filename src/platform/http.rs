@@ -2,7 +2,7 @@
 //! app on this machine, answered 2xx within a deadline. Plain HTTP only: the probe talks to the
 //! app's own port, never across a network, so no TLS stack is carried for it.
 
-use std::io::{Read, Write};
+use std::io::{Read as _, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
@@ -87,20 +87,74 @@ impl Probe {
     }
 }
 
-/// One GET with `timeout` for the whole exchange. Blocking: run it off the async runtime.
+/// One GET with `timeout` for the whole exchange, read to the status line. Blocking: run it
+/// off the async runtime.
 pub fn probe(url: &HealthUrl, timeout: Duration) -> Probe {
+    match exchange(url, timeout, Read::StatusLine) {
+        Ok(a) => Probe::Answered {
+            status: a.status,
+            elapsed: a.elapsed,
+        },
+        Err(e) => Probe::Failed(e.to_string()),
+    }
+}
+
+/// How much of the answer to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    StatusLine,
+    /// The whole answer, up to this many bytes (the rest is not read).
+    Whole(usize),
+}
+
+/// An answer to a GET.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    /// The time to the whole answer read (or to the status line).
+    pub elapsed: Duration,
+    /// The body, when the whole answer was read.
+    pub body: Vec<u8>,
+}
+
+/// Why a GET got no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    #[error("no answer within {0:?}")]
+    TimedOut(Duration),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// One GET with `timeout` for the whole exchange, its body read up to `max_body` bytes (the
+/// app's health document). Blocking: run it off the async runtime.
+pub fn fetch(url: &HealthUrl, timeout: Duration, max_body: usize) -> Result<Answer, FetchError> {
+    exchange(url, timeout, Read::Whole(max_body))
+}
+
+fn exchange(url: &HealthUrl, timeout: Duration, read: Read) -> Result<Answer, FetchError> {
     let start = Instant::now();
-    let addrs = match (url.host.as_str(), url.port).to_socket_addrs() {
-        Ok(a) => a.collect::<Vec<_>>(),
-        Err(e) => return Probe::Failed(format!("cannot resolve {}: {e}", url.host)),
+    let failed = |what: String| FetchError::Failed(what);
+    let timed_out = |e: &std::io::Error| {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        )
     };
-    let Some(addr) = addrs.first() else {
-        return Probe::Failed(format!("{} resolves to nothing", url.host));
-    };
-    let mut s = match TcpStream::connect_timeout(addr, timeout) {
-        Ok(s) => s,
-        Err(e) => return Probe::Failed(format!("connect {addr}: {e}")),
-    };
+    let addrs = (url.host.as_str(), url.port)
+        .to_socket_addrs()
+        .map_err(|e| failed(format!("cannot resolve {}: {e}", url.host)))?
+        .collect::<Vec<_>>();
+    let addr = addrs
+        .first()
+        .ok_or_else(|| failed(format!("{} resolves to nothing", url.host)))?;
+    let mut s = TcpStream::connect_timeout(addr, timeout).map_err(|e| {
+        if timed_out(&e) {
+            FetchError::TimedOut(timeout)
+        } else {
+            failed(format!("connect {addr}: {e}"))
+        }
+    })?;
     // The deadline is for the whole exchange: each write and read gets what is left of it, so
     // that a server trickling its answer cannot stretch the probe past it.
     let left = || {
@@ -114,37 +168,65 @@ pub fn probe(url: &HealthUrl, timeout: Duration) -> Probe {
         url.host,
         env!("CARGO_PKG_VERSION")
     );
-    if let Err(e) = s
-        .set_write_timeout(left())
+    s.set_write_timeout(left())
         .and_then(|()| s.write_all(req.as_bytes()))
-    {
-        return Probe::Failed(format!("send: {e}"));
-    }
-    // The status line is all the probe needs; read at most a small head of the answer.
-    let mut head = Vec::with_capacity(256);
-    let mut buf = [0u8; 256];
-    while !head.contains(&b'\n') && head.len() < 4096 {
+        .map_err(|e| {
+            if timed_out(&e) {
+                FetchError::TimedOut(timeout)
+            } else {
+                failed(format!("send: {e}"))
+            }
+        })?;
+    let limit = match read {
+        // The status line is all the verification needs: a small head of the answer.
+        Read::StatusLine => 4096,
+        Read::Whole(max_body) => max_body.saturating_add(16 * 1024),
+    };
+    let mut got = Vec::with_capacity(1024);
+    let mut buf = [0u8; 4096];
+    loop {
+        if read == Read::StatusLine && got.contains(&b'\n') {
+            break;
+        }
+        if got.len() >= limit {
+            break;
+        }
         let Some(left) = left() else {
-            return Probe::Failed(format!("read: no status line within {timeout:?}"));
+            return Err(match read {
+                Read::StatusLine => failed(format!("read: no status line within {timeout:?}")),
+                Read::Whole(_) => FetchError::TimedOut(timeout),
+            });
         };
-        let read = s
+        match s
             .set_read_timeout(Some(left))
-            .and_then(|()| s.read(&mut buf));
-        match read {
+            .and_then(|()| s.read(&mut buf))
+        {
             Ok(0) => break,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-            Err(e) => return Probe::Failed(format!("read: {e}")),
+            Ok(n) => got.extend_from_slice(&buf[..n.min(limit - got.len())]),
+            Err(e) if read != Read::StatusLine && timed_out(&e) => {
+                return Err(FetchError::TimedOut(timeout));
+            }
+            Err(e) => return Err(failed(format!("read: {e}"))),
         }
     }
-    let line = String::from_utf8_lossy(&head);
-    let line = line.lines().next().unwrap_or("");
-    match parse_status_line(line) {
-        Some(status) => Probe::Answered {
-            status,
-            elapsed: start.elapsed(),
-        },
-        None => Probe::Failed(format!("not an HTTP answer: {line:?}")),
-    }
+    let elapsed = start.elapsed();
+    let text = String::from_utf8_lossy(&got[..got.len().min(512)]);
+    let line = text.lines().next().unwrap_or("");
+    let status =
+        parse_status_line(line).ok_or_else(|| failed(format!("not an HTTP answer: {line:?}")))?;
+    let body = match read {
+        Read::StatusLine => Vec::new(),
+        Read::Whole(max_body) => got
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|i| got[i + 4..].iter().copied().take(max_body).collect())
+            .unwrap_or_default(),
+    };
+    Ok(Answer {
+        status,
+        elapsed,
+        body,
+    })
 }
 
 /// `HTTP/1.1 200 OK` → 200
@@ -246,6 +328,51 @@ mod tests {
             matches!(p, Probe::Failed(ref m) if m.contains("read")),
             "{p:?}"
         );
+    }
+
+    /// A server that answers one connection with `answer`, then closes it.
+    fn serve_once(answer: &'static [u8]) -> HealthUrl {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://127.0.0.1:{}/health", l.local_addr().unwrap().port())
+            .parse()
+            .unwrap();
+        std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            let mut req = [0u8; 1024];
+            let _ = c.read(&mut req);
+            let _ = c.write_all(answer);
+        });
+        url
+    }
+
+    #[test]
+    fn fetch_reads_the_body_up_to_its_limit() {
+        let url = serve_once(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\r\n{\"degraded_reason\":\"x\"}");
+        let a = fetch(&url, Duration::from_secs(2), 1024).unwrap();
+        assert_eq!(a.status, 503);
+        assert_eq!(a.body, br#"{"degraded_reason":"x"}"#);
+        let url = serve_once(b"HTTP/1.0 200 OK\r\n\r\n0123456789");
+        assert_eq!(
+            fetch(&url, Duration::from_secs(2), 4).unwrap().body,
+            b"0123"
+        );
+    }
+
+    #[test]
+    fn fetch_tells_a_timeout_from_a_failure() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url: HealthUrl = format!("http://127.0.0.1:{}/", l.local_addr().unwrap().port())
+            .parse()
+            .unwrap();
+        assert_eq!(
+            fetch(&url, Duration::from_millis(100), 1024),
+            Err(FetchError::TimedOut(Duration::from_millis(100)))
+        );
+        drop(l);
+        assert!(matches!(
+            fetch(&url, Duration::from_millis(100), 1024),
+            Err(FetchError::Failed(_))
+        ));
     }
 
     proptest! {

@@ -17,6 +17,10 @@ pub const FLAG_REJECTED: &str = "d142efce7a98493bb359b661407ae898";
 pub const STATE_SET_ASIDE: &str = "124e9b634a2349cd81e7106027bb1915";
 /// A kill-switch flip.
 pub const KILL_SWITCH: &str = "8f3e2d1c0b9a48f7a6e5d4c3b2a19087";
+/// The recovery breaker changed state (opened, half-open after an automatic restart, closed).
+pub const RECOVERY_BREAKER: &str = "eafd6b105a994b249639a07a1c81455d";
+/// Automatic recovery asked for a restart (or, in a dry run, would have).
+pub const AUTO_RECOVERY: &str = "9aeac14de1e14decb99082cbddba504f";
 /// A D-Bus caller refused.
 pub const ACCESS_DENIED: &str = "5b1c6f0e8c3a4f7e9d2a6b4c8e0f1a3d";
 

@@ -250,6 +250,18 @@ impl Fixture {
         });
     }
 
+    /// The app unit serves the app in `dir` instead of the bundled example, with `lines` added
+    /// to its `[Service]` section.
+    pub fn serve_app_from(&self, dir: &Path, lines: &str) {
+        self.edit_unit(APP_UNIT, |t| {
+            t.replace(
+                &repo().join("examples/gunicorn-app").display().to_string(),
+                &dir.display().to_string(),
+            )
+            .replace("[Service]\n", &format!("[Service]\n{lines}"))
+        });
+    }
+
     pub fn edit_unit(&self, name: &str, f: impl FnOnce(String) -> String) {
         let p = self.units_dir.join(name);
         let t = std::fs::read_to_string(&p).unwrap();

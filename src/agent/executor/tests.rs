@@ -116,6 +116,16 @@ impl Rig {
         manual_override: bool,
         reason: &str,
     ) -> (Decided, Entry) {
+        self.ask_as(source, manual_override, false, reason)
+    }
+
+    fn ask_as(
+        &mut self,
+        source: RequestSource,
+        manual_override: bool,
+        dry_run: bool,
+        reason: &str,
+    ) -> (Decided, Entry) {
         let (reply, answer) = oneshot::channel();
         self.executor.change(Change::Restart {
             caller: caller(),
@@ -123,6 +133,7 @@ impl Rig {
             reason: reason.into(),
             manual_override,
             acknowledged: manual_override,
+            dry_run,
             reply,
         });
         let decided = answer.blocking_recv().unwrap();
@@ -238,6 +249,34 @@ fn a_reload_is_an_operators_request_under_the_policy_with_its_own_source() {
         Some(Reason::CooldownOverrideRequired)
     );
     assert_eq!(r.app.app().reloads, 1);
+}
+
+#[test]
+fn a_dry_run_is_ruled_and_recorded_and_never_signalled_and_rules_as_the_real_one_would() {
+    let mut r = Rig::new(&[]);
+    let (d, e) = r.ask_as(RequestSource::Auto, false, true, "pool saturated");
+    assert_eq!(d.ruling.verdict, Verdict::Allowed);
+    assert_eq!(e.decided(), Some(Decision::Blocked));
+    assert!(e.dry_run());
+    assert_eq!(
+        e.policy_reason.as_ref().and_then(|r| r.known()),
+        Some(Reason::PolicyAllowsAutoRestart)
+    );
+    assert_eq!(r.app.app().reloads, 0);
+    // The next dry run counts the first as executed: the cooldown refuses it, as it would
+    // have refused the real one.
+    let (d, e) = r.ask_as(RequestSource::Auto, false, true, "pool saturated");
+    assert_eq!(d.ruling.verdict, Verdict::Blocked);
+    assert_eq!(
+        e.decision_reason.as_ref().and_then(|r| r.known()),
+        Some(Reason::CooldownActive)
+    );
+    // A dry run counts toward no real request: a real one goes through.
+    let (d, e) = r.ask(RequestSource::Auto, false, "pool saturated");
+    assert_eq!(d.ruling.verdict, Verdict::Allowed);
+    assert_eq!(e.decided(), Some(Decision::Executed));
+    assert_eq!(r.app.app().reloads, 1);
+    assert_eq!(r.saved().history.len(), 3);
 }
 
 #[test]

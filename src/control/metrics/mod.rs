@@ -7,13 +7,17 @@
 //! `policy_attempts_in_window`, `policy_cooldown_remaining_seconds`, `kill_switch_engaged`,
 //! `reload_duration_seconds`, `flag_to_signal_seconds` and `preflight_duration_seconds`
 //! (histograms), `preflight_failures_total`, `contract_valid`,
-//! `watchdog_pings_total`, `start_time_seconds`, `build_info{version}`; an app's agent labels
-//! every series `app="APP"`.
+//! `watchdog_pings_total`, `start_time_seconds`, `build_info{version}`; with probes,
+//! `probes_total{result}`, `probe_duration_seconds`, `probe_consecutive_failures`,
+//! `app_workers`, `app_degraded`, `app_degraded_seconds`, `degraded_alert_seconds`,
+//! `app_pool_saturation`, `app_pool_saturation_probes{level}`, `recovery_breaker_state{state}`,
+//! `recovery_breaker_transitions_total{to}`, `auto_recovery_requests_total{mode}`; an app's
+//! agent labels every series `app="APP"`.
 
 pub mod endpoint;
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -32,6 +36,9 @@ use crate::ledger::entry::Entry;
 use crate::ledger::model::{Decision, Reason, RequestSource};
 use crate::ledger::policy::{Evaluation, PolicyState};
 use crate::ledger::state::StateDoc;
+use crate::recovery::breaker::BreakerState;
+use crate::recovery::observation::{Http, Observation};
+use crate::recovery::watcher::Watcher;
 
 /// Flag to signal, in seconds: claiming, reading and deciding take well under a millisecond, a
 /// missing PID file can add up to 2 s.
@@ -44,6 +51,11 @@ const FLAG_TO_SIGNAL_BUCKETS: &[f64] = &[
 /// `WARDEN_RELOAD_TIMEOUT`.
 const RELOAD_BUCKETS: &[f64] = &[
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// A probe of the health URL, in seconds: a local answer in milliseconds, up to the timeout.
+const PROBE_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
 /// The app's `gunicorn --check-config`, in seconds: an interpreter's start and the app's import,
@@ -84,6 +96,18 @@ pub struct Metrics {
     flag_to_signal: Histogram,
     preflight: Histogram,
     preflight_failures: Counter,
+    probes: Family<[(&'static str, &'static str); 1], Counter>,
+    probe_duration: Histogram,
+    probe_failures: Gauge,
+    app_workers: Gauge,
+    app_degraded: Gauge,
+    app_degraded_seconds: Gauge,
+    degraded_alert_seconds: Gauge,
+    app_pool_saturation: Gauge<f64, AtomicU64>,
+    app_saturated_probes: Family<[(&'static str, &'static str); 1], Gauge>,
+    breaker_state: Family<[(&'static str, &'static str); 1], Gauge>,
+    breaker_transitions: Family<[(&'static str, &'static str); 1], Counter>,
+    auto_requests: Family<[(&'static str, &'static str); 1], Counter>,
     live: Arc<Live>,
 }
 
@@ -178,7 +202,108 @@ impl Metrics {
             "WATCHDOG=1 notifications sent to systemd",
             watchdog_pings.clone(),
         );
+        let probes = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        for r in ["ok", "failed"] {
+            let _ = probes.get_or_create(&[("result", r)]);
+        }
+        registry.register(
+            "warden_probes",
+            "Probes of the health URL: ok (2xx) or failed (an error status, a timeout, no answer)",
+            probes.clone(),
+        );
+        let probe_duration = Histogram::new(PROBE_BUCKETS.iter().copied());
+        registry.register(
+            "warden_probe_duration_seconds",
+            "A probe's answer time, when it answered",
+            probe_duration.clone(),
+        );
+        let gauge = |registry: &mut Registry, name: &str, help: &str| {
+            let g = Gauge::default();
+            registry.register(name, help, g.clone());
+            g
+        };
+        let probe_failures = gauge(
+            &mut registry,
+            "warden_probe_consecutive_failures",
+            "Probes failed in a row, up to the last one",
+        );
+        let app_workers = gauge(
+            &mut registry,
+            "warden_app_workers",
+            "The Gunicorn master's live workers at the last probe",
+        );
+        let app_degraded = gauge(
+            &mut registry,
+            "warden_app_degraded",
+            "1 while the app's health document names a degraded reason",
+        );
+        let app_degraded_seconds = gauge(
+            &mut registry,
+            "warden_app_degraded_seconds",
+            "How long the app has been degraded without a break, in seconds",
+        );
+        let degraded_alert_seconds = gauge(
+            &mut registry,
+            "warden_degraded_alert_seconds",
+            "RESILIENCE_DEGRADED_ALERT_SECONDS: how long the app may be degraded before the alert",
+        );
+        let app_pool_saturation = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "warden_app_pool_saturation",
+            "The app's database pool saturation at the last probe that gave one (1.0 is full)",
+            app_pool_saturation.clone(),
+        );
+        let app_saturated_probes = Family::<[(&'static str, &'static str); 1], Gauge>::default();
+        for l in ["warning", "critical"] {
+            let _ = app_saturated_probes.get_or_create(&[("level", l)]);
+        }
+        registry.register(
+            "warden_app_pool_saturation_probes",
+            "Probes in a row with the pool saturation at or above the level's threshold",
+            app_saturated_probes.clone(),
+        );
+        let breaker_state = Family::<[(&'static str, &'static str); 1], Gauge>::default();
+        for s in BreakerState::ALL {
+            let _ = breaker_state
+                .get_or_create(&[("state", s.as_str())])
+                .set(i64::from(*s == BreakerState::Closed));
+        }
+        registry.register(
+            "warden_recovery_breaker_state",
+            "The automatic recovery breaker's state: 1 for the current one",
+            breaker_state.clone(),
+        );
+        let breaker_transitions = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        for s in BreakerState::ALL {
+            let _ = breaker_transitions.get_or_create(&[("to", s.as_str())]);
+        }
+        registry.register(
+            "warden_recovery_breaker_transitions",
+            "The breaker's changes of state, by the state entered",
+            breaker_transitions.clone(),
+        );
+        let auto_requests = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        for m in ["on", "dry-run"] {
+            let _ = auto_requests.get_or_create(&[("mode", m)]);
+        }
+        registry.register(
+            "warden_auto_recovery_requests",
+            "Automatic restarts asked for by the probes (in a dry run: ruled on, not signalled)",
+            auto_requests.clone(),
+        );
         Metrics {
+            probes,
+            probe_duration,
+            probe_failures,
+            app_workers,
+            app_degraded,
+            app_degraded_seconds,
+            degraded_alert_seconds,
+            app_pool_saturation,
+            app_saturated_probes,
+            breaker_state,
+            breaker_transitions,
+            auto_requests,
             registry,
             restarts,
             kill_switch,
@@ -274,6 +399,60 @@ impl Metrics {
             CONTRACT_INVALID
         };
         self.live.contract.store(v, Relaxed);
+    }
+
+    /// Takes a probe and what the watcher made of it.
+    pub fn probed(&self, w: &Watcher, o: &Observation, now_ms: i64) {
+        let ok = o.answered_ok();
+        self.probes
+            .get_or_create(&[("result", if ok { "ok" } else { "failed" })])
+            .inc();
+        if let Http::Answered { latency_ms, .. } = o.http {
+            self.probe_duration.observe(latency_ms.max(0.0) / 1e3);
+        }
+        self.probe_failures.set(i64::from(w.consecutive_failures()));
+        self.app_workers.set(o.workers.map_or(0, i64::from));
+        self.app_degraded
+            .set(i64::from(o.degraded_reason().is_some()));
+        self.app_degraded_seconds
+            .set(i64::try_from(w.degraded_seconds(now_ms)).unwrap_or(i64::MAX));
+        if let Some(s) = o.pool_saturation() {
+            self.app_pool_saturation.set(s);
+        }
+        let (warning, critical) = w.saturated_probes();
+        self.app_saturated_probes
+            .get_or_create(&[("level", "warning")])
+            .set(i64::from(warning));
+        self.app_saturated_probes
+            .get_or_create(&[("level", "critical")])
+            .set(i64::from(critical));
+    }
+
+    /// The configured threshold the degraded alert compares with.
+    pub fn set_degraded_alert_seconds(&self, s: u64) {
+        self.degraded_alert_seconds
+            .set(i64::try_from(s).unwrap_or(i64::MAX));
+    }
+
+    /// The breaker's state, and a transition into it when there was one.
+    pub fn breaker(&self, state: BreakerState, entered: bool) {
+        for s in BreakerState::ALL {
+            self.breaker_state
+                .get_or_create(&[("state", s.as_str())])
+                .set(i64::from(*s == state));
+        }
+        if entered {
+            self.breaker_transitions
+                .get_or_create(&[("to", state.as_str())])
+                .inc();
+        }
+    }
+
+    /// Counts an automatic restart asked for.
+    pub fn auto_requested(&self, dry_run: bool) {
+        self.auto_requests
+            .get_or_create(&[("mode", if dry_run { "dry-run" } else { "on" })])
+            .inc();
     }
 
     /// Counts one `WATCHDOG=1` sent to systemd.

@@ -14,6 +14,8 @@
 //!   -HUP $MAINPID` (`WARDEN_BENCH_RELOAD_RUNS`, default 40, each): when it returns, when the
 //!   reload completed (new workers booted), and the return's lateness against that completion;
 //! - idle: RSS and CPU time of warden, monit and the original over 60 s, side by side;
+//! - automatic recovery: the deciding probe's answer → SIGHUP (`WARDEN_BENCH_PROBE_RUNS`,
+//!   default 30), and idle CPU and RSS with probes at the default interval against probes off;
 //! - a storm: 10,000 flag writes as fast as possible against warden with its default policy.
 //!
 //! The runtime directory (flag, PID file) is a tmpfs, as `/run` is on a real system.
@@ -24,7 +26,7 @@
 //! `scripts/worker_watchdog.py` three levels up (skipped when unset); monit is skipped when not
 //! installed (`apt-get install monit`). `WARDEN_BENCH_BASELINE` names another warden binary
 //! (an earlier commit's release build, on a path the sandbox sees, e.g. under /tmp): its flag →
-//! SIGHUP is timed in blocks alternating with this build's, and its idle figures after them. `WARDEN_BENCH_ONLY=warden,reload,path,monit,original,idle,storm`
+//! SIGHUP is timed in blocks alternating with this build's, and its idle figures after them. `WARDEN_BENCH_ONLY=warden,reload,path,monit,original,idle,probe,storm`
 //! picks phases. Reports min / median / p90 / p99 / max. Nothing is asserted about time.
 
 #[path = "../tests/common/mod.rs"]
@@ -76,6 +78,8 @@ struct Events {
     live: BTreeSet<i32>,
     up: Vec<(i64, i32)>,
     exit: Vec<(i64, i32)>,
+    /// The health app's answers to /health: when, and whether it failed.
+    answers: Vec<(i64, bool)>,
     partial: String,
 }
 
@@ -87,6 +91,7 @@ impl Events {
             live: BTreeSet::new(),
             up: vec![],
             exit: vec![],
+            answers: vec![],
             partial: String::new(),
         }
     }
@@ -115,6 +120,7 @@ impl Events {
                     self.live.remove(&pid);
                     self.exit.push((ns, pid));
                 }
+                "answer" => self.answers.push((ns, it.next() != Some("200"))),
                 _ => {}
             }
         }
@@ -165,6 +171,8 @@ struct Bench {
     ev: Events,
     flag: PathBuf,
     state: PathBuf,
+    /// What the health app's /health answers (`healthy`, `fail`).
+    scenario: PathBuf,
     rng: Rng,
     seq: u64,
 }
@@ -190,6 +198,18 @@ impl Bench {
         chown(events.parent().unwrap(), SERVICE_USER);
         chown(&events, SERVICE_USER);
         let hooks = repo().join("benches/reload_hooks.py");
+        // The tests' health app: `/` as the example's, `/health` failing on demand.
+        let app = f.dir.join("app");
+        std::fs::create_dir_all(&app).unwrap();
+        std::fs::copy(repo().join("tests/apps/health_app.py"), app.join("app.py")).unwrap();
+        chmod(&app, 0o755);
+        let scenario = f.dir.join("scenario");
+        std::fs::write(&scenario, "healthy").unwrap();
+        chmod(&scenario, 0o666);
+        f.serve_app_from(
+            &app,
+            &format!("Environment=HEALTH_SCENARIO={}\n", scenario.display()),
+        );
         f.edit_unit(APP_UNIT, |t| {
             t.replace(
                 "[Service]\n",
@@ -261,6 +281,7 @@ impl Bench {
             sb,
             f,
             ev,
+            scenario,
             rng: Rng(seed),
             seq: 0,
         }
@@ -708,6 +729,94 @@ fn main() {
                 cpu / 10.0 / secs
             );
             b.stop(BASELINE_UNIT);
+        }
+    }
+
+    // Probes: detection to signal, the deciding probe's answer (stamped by the app as it hands
+    // it to Gunicorn) → SIGHUP entered the master; one failing probe decides
+    // (WARDEN_RECOVERY_PROBES=1), probed every 100 ms. Then idle CPU and RSS with probes at the
+    // default interval (10 s) against probes off, 60 s each.
+    if phase("probe") {
+        let url = format!("http://127.0.0.1:{}/health", b.f.port);
+        for (k, v) in [
+            ("WARDEN_HEALTH_URL", url.as_str()),
+            ("WARDEN_PROBE_INTERVAL", "0.1"),
+            ("WARDEN_AUTO_RECOVERY", "on"),
+            ("WARDEN_RECOVERY_PROBES", "1"),
+            ("WARDEN_RECOVERY_SETTLE", "0"),
+        ] {
+            b.f.set(k, v);
+        }
+        let _ = std::fs::remove_file(&b.state);
+        b.start(WATCHDOG_UNIT);
+        let n = env_usize("WARDEN_BENCH_PROBE_RUNS", 30);
+        let mut detect = vec![];
+        for _ in 0..n {
+            // Healthy again and past the cooldown: the breaker closes on the next probe.
+            std::fs::write(&b.scenario, "healthy").unwrap();
+            b.space(Duration::from_millis(200));
+            b.ev.poll();
+            let old = b.ev.live.clone();
+            let t0 = now_ns();
+            std::fs::write(&b.scenario, "fail").unwrap();
+            let hup = b.ev.await_hup(t0);
+            std::fs::write(&b.scenario, "healthy").unwrap();
+            let deciding =
+                b.ev.answers
+                    .iter()
+                    .filter(|&&(ns, failed)| failed && ns >= t0 && ns <= hup)
+                    .map(|&(ns, _)| ns)
+                    .max()
+                    .expect("a failing answer before the SIGHUP");
+            detect.push((hup - deciding) as f64 / 1e6);
+            b.ev.await_replaced(&old);
+        }
+        b.stop(WATCHDOG_UNIT);
+        header("the deciding probe's answer → SIGHUP entered the master (preflight off)");
+        report("warden, automatic recovery", &mut detect);
+
+        println!(
+            "
+idle for 60 s each, app healthy"
+        );
+        println!(
+            "{:<28} {:>9} {:>14} {:>10}",
+            "agent", "RSS MiB", "CPU ms / 60 s", "probes"
+        );
+        for (label, interval) in [
+            ("probes every 10 s (default)", None),
+            ("probes off", Some("off")),
+        ] {
+            match interval {
+                Some(v) => b.f.set("WARDEN_PROBE_INTERVAL", v),
+                None => b.f.unset("WARDEN_PROBE_INTERVAL"),
+            }
+            let _ = std::fs::remove_file(&b.state);
+            b.start(WATCHDOG_UNIT);
+            std::thread::sleep(Duration::from_secs(5));
+            b.ev.poll();
+            let answers0 = b.ev.answers.len();
+            let pid = b.main_host_pid(WATCHDOG_UNIT);
+            let cpu0 = cpu_ns(pid);
+            std::thread::sleep(Duration::from_secs(60));
+            let cpu = (cpu_ns(pid) - cpu0) as f64 / 1e6;
+            b.ev.poll();
+            println!(
+                "{label:<28} {:>9.2} {:>14.2} {:>10}",
+                mem_kib(pid, "VmRSS") as f64 / 1024.0,
+                cpu,
+                b.ev.answers.len() - answers0
+            );
+            b.stop(WATCHDOG_UNIT);
+        }
+        for k in [
+            "WARDEN_HEALTH_URL",
+            "WARDEN_PROBE_INTERVAL",
+            "WARDEN_AUTO_RECOVERY",
+            "WARDEN_RECOVERY_PROBES",
+            "WARDEN_RECOVERY_SETTLE",
+        ] {
+            b.f.unset(k);
         }
     }
 

@@ -271,6 +271,9 @@ CONDA_ENV_NAME=mes-dashboard
 WARDEN_APP_UNIT=mes-dashboard.service
 WARDEN_UNITS=mes-dashboard-worker@1.service
 WARDEN_KILL_SWITCH_FILE=/run/mes-dashboard/kill_switch.json
+# The agent probes the app every 10 s; automatic recovery records what it would do.
+WARDEN_HEALTH_URL=http://127.0.0.1:$port/health
+WARDEN_AUTO_RECOVERY=dry-run
 EOF
 cat > "$base/etc/warden/shop.env" <<EOF
 # The contract of shop (its app unit, shop.service, is implied by the file's name).
@@ -475,6 +478,10 @@ op warden rehearse --app mes-dashboard --health-url "http://127.0.0.1:$port/heal
 echo "the app now says: $(curl -sS "http://127.0.0.1:$port/")"
 op warden kill-switch --app mes-dashboard
 
+step "probes and automatic recovery (a dry run): the app's health, the breaker, the recommendation"
+op warden recovery --app mes-dashboard
+opq warden recovery --app mes-dashboard | grep -q 'breaker: closed' || die "the breaker should be closed"
+
 step "the other app: warden restart --app shop, verified; mes-dashboard's workers untouched"
 [ "$(workers shop)" = "$shop_workers" ] || die "shop's workers changed with mes-dashboard's reloads"
 echo "shop's workers, unchanged since the start: $shop_workers"
@@ -496,6 +503,8 @@ Shown, with warden from $what:
   - the kill-switch on and off, seen by the app's new workers;
   - a drifted worker unit refused at the app's start (ExecStartPre=warden check);
   - warden rehearse --rollback-drill passing;
+  - the agent's probes of mes-dashboard's health, automatic recovery in a dry run (warden
+    recovery);
   - each app's reloads leaving the other app's workers alone.
 EOF
 if $keep; then

@@ -34,9 +34,11 @@ pub trait Master: Send {
     fn pin_workers(&mut self, master: MasterId) -> Vec<u32>;
     /// Sends SIGHUP to the pinned master: a graceful reload.
     fn reload(&mut self, master: MasterId) -> std::io::Result<()>;
-    /// Waits, until `deadline`, for every pinned worker to exit and as many new ones (at least
-    /// one) to run and boot (load the app and serve); each new worker's boot, or what was
-    /// wrong when it did not happen.
+    /// Waits, until `deadline`, for every pinned worker to exit; what was wrong if one did not.
+    fn await_old_workers(&mut self, deadline: Instant) -> Vec<String>;
+    /// Then waits, until `deadline`, for as many new workers as the pinned ones (at least one)
+    /// to run and boot (load the app and serve); each new worker's boot, or what was wrong
+    /// when it did not happen.
     fn await_new_workers(
         &mut self,
         master: MasterId,
@@ -46,9 +48,13 @@ pub trait Master: Send {
     fn alive(&self, master: MasterId) -> bool;
     /// Whether the master holds a listening socket on `port`.
     fn holds_port(&self, master: MasterId, port: u16) -> bool;
-    /// Whether the app answers `url` with a 2xx within `timeout`.
-    fn healthy(&self, url: &HealthUrl, timeout: Duration) -> Result<(), String>;
+    /// A check that the app answers `url` with a 2xx within `timeout`, to run on a thread of
+    /// its own (while the new workers boot).
+    fn health_check(&self, url: &HealthUrl, timeout: Duration) -> HealthCheck;
 }
+
+/// Whether the app answered its health URL with a 2xx, or why not.
+pub type HealthCheck = Box<dyn FnOnce() -> Result<(), String> + Send>;
 
 /// A new worker, and how long it took from its fork to its boot (loaded the app and entered
 /// its loop); `None` when its worker class shows no boot.
@@ -177,6 +183,15 @@ impl Master for ProcMaster {
         }
     }
 
+    fn await_old_workers(&mut self, deadline: Instant) -> Vec<String> {
+        let left = || deadline.saturating_duration_since(Instant::now());
+        self.workers
+            .iter()
+            .filter(|w| !w.wait_exit(left()).unwrap_or(false))
+            .map(|w| format!("worker {} still running", w.pid))
+            .collect()
+    }
+
     fn await_new_workers(
         &mut self,
         master: MasterId,
@@ -184,11 +199,6 @@ impl Master for ProcMaster {
     ) -> Result<Vec<Boot>, Vec<String>> {
         let left = || deadline.saturating_duration_since(Instant::now());
         let mut problems = Vec::new();
-        for w in &self.workers {
-            if !w.wait_exit(left()).unwrap_or(false) {
-                problems.push(format!("worker {} still running", w.pid));
-            }
-        }
         let old: Vec<u32> = self.workers.iter().map(|w| w.pid).collect();
         // A fork or a boot gives no event to wait on: /proc is polled, bounded by the reload
         // deadline. A worker's boot is timed from its fork (its start in /proc).
@@ -248,13 +258,16 @@ impl Master for ProcMaster {
             .any(|l| l.port == port && process::holds_socket(master.pid, l.inode))
     }
 
-    fn healthy(&self, url: &HealthUrl, timeout: Duration) -> Result<(), String> {
-        let p = crate::platform::http::probe(url, timeout);
-        if p.healthy() {
-            Ok(())
-        } else {
-            Err(format!("{p:?}"))
-        }
+    fn health_check(&self, url: &HealthUrl, timeout: Duration) -> HealthCheck {
+        let url = url.clone();
+        Box::new(move || {
+            let p = crate::platform::http::probe(&url, timeout);
+            if p.healthy() {
+                Ok(())
+            } else {
+                Err(format!("{p:?}"))
+            }
+        })
     }
 }
 
@@ -379,6 +392,10 @@ pub mod fake {
             Ok(())
         }
 
+        fn await_old_workers(&mut self, _: Instant) -> Vec<String> {
+            Vec::new()
+        }
+
         fn await_new_workers(&mut self, _: MasterId, _: Instant) -> Result<Vec<Boot>, Vec<String>> {
             let app = self.app();
             if app.replaces {
@@ -403,12 +420,15 @@ pub mod fake {
             self.app().holds_port
         }
 
-        fn healthy(&self, _: &HealthUrl, _: Duration) -> Result<(), String> {
-            if self.app().healthy {
-                Ok(())
-            } else {
-                Err("answered 503".into())
-            }
+        fn health_check(&self, _: &HealthUrl, _: Duration) -> HealthCheck {
+            let healthy = self.app().healthy;
+            Box::new(move || {
+                if healthy {
+                    Ok(())
+                } else {
+                    Err("answered 503".into())
+                }
+            })
         }
     }
 }

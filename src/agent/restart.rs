@@ -208,7 +208,14 @@ fn reload(
     }
     let deadline = t0 + s.reload_timeout;
 
-    let mut problems = Vec::new();
+    let mut problems = master.await_old_workers(deadline);
+    // The old workers are gone: only new ones can answer now, and the health check runs while
+    // they boot (answered by the first ready), not after the last.
+    let health = s.health_url.as_ref().map(|url| {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let check = master.health_check(url, left.max(Duration::from_millis(100)));
+        std::thread::spawn(move || (check(), Instant::now()))
+    });
     let mut workers_replaced_ms = None;
     let mut worker_boot_ms = Vec::new();
     match master.await_new_workers(m, deadline) {
@@ -226,12 +233,11 @@ fn reload(
         problems.push(format!("port {port} is no longer held by the master"));
     }
     let mut health_answered_ms = None;
-    if let Some(url) = &s.health_url {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match master.healthy(url, left.max(Duration::from_millis(100))) {
-            Ok(()) => health_answered_ms = Some(millis(t0.elapsed())),
-            Err(why) => problems.push(format!("health check failed: {why}")),
-        }
+    match health.map(std::thread::JoinHandle::join) {
+        None => {}
+        Some(Ok((Ok(()), at))) => health_answered_ms = Some(millis(at.duration_since(t0))),
+        Some(Ok((Err(why), _))) => problems.push(format!("health check failed: {why}")),
+        Some(Err(_)) => problems.push("health check failed: its thread panicked".into()),
     }
 
     let verified = problems.is_empty();

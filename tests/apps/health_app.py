@@ -5,9 +5,13 @@ to the file $HEALTH_SCENARIO names (read at each request):
     saturated   200, degraded_reason db_pool_saturated, pool saturation 1.0
     db_down     503, degraded_reason database_unreachable
     hang        answers after 30 s (past any probe's timeout)
+    fail        500, no document
     flap        failing (500) and healthy in turn, request by request across the workers
 
 Any other path answers as the bundled example does: which worker served it.
+
+Under the reload benchmark ($WARDEN_BENCH_EVENTS set), each /health answer is stamped there as
+`answer NS PID STATUS`, CLOCK_REALTIME, as it is handed to Gunicorn to send.
 """
 
 import fcntl
@@ -58,7 +62,20 @@ def _health():
         time.sleep(30)
     elif s == "flap" and _flap_turn() % 2 == 0:
         code = "500 Internal Server Error"
+    elif s == "fail":
+        return "500 Internal Server Error", {}
     return code, doc
+
+
+def _stamp(code):
+    path = os.environ.get("WARDEN_BENCH_EVENTS")
+    if path:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        try:
+            line = "answer %d %d %s\n" % (time.clock_gettime_ns(time.CLOCK_REALTIME), os.getpid(), code[:3])
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
 
 
 def app(environ, start_response):
@@ -69,4 +86,6 @@ def app(environ, start_response):
         body = {"worker_pid": os.getpid(), "master_pid": os.getppid(), "worker_started": STARTED}
     data = (json.dumps(body) + "\n").encode()
     start_response(code, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+    if environ.get("PATH_INFO") == "/health":
+        _stamp(code)
     return [data]

@@ -4,7 +4,8 @@ when it writes a flag or sends a signal):
 
     hup  NS PID   the master's SIGHUP handler was entered (before Gunicorn's own handler)
     up   NS PID   a worker finished booting (post_worker_init, in the worker)
-    exit NS PID   the master reaped a worker (child_exit, in the master)
+    exit NS PID   a worker is exiting (worker_exit, in the worker, as the last thing it runs;
+                  the master reaps it later, when its loop gets to it)
 
 Lines are single O_APPEND writes, so master and workers can share the file.
 """
@@ -39,5 +40,5 @@ def post_worker_init(worker):
     _log(b"up", os.getpid())
 
 
-def child_exit(server, worker):
-    _log(b"exit", worker.pid)
+def worker_exit(server, worker):
+    _log(b"exit", os.getpid())

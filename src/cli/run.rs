@@ -332,6 +332,13 @@ async fn event_loop(
             view.meta.state_write_error.as_deref(),
         )
     };
+    if settings.recovery.mode != crate::config::AutoRecovery::Off && settings.probe.is_none() {
+        tracing::warn!(
+            "WARDEN_AUTO_RECOVERY={} but nothing is probed: set WARDEN_HEALTH_URL (and \
+             WARDEN_PROBE_INTERVAL other than off)",
+            settings.recovery.mode
+        );
+    }
     let first = status(&view);
     notify(&[NotifyState::Ready, NotifyState::Status(&first)]);
     tracing::info!(

@@ -129,14 +129,21 @@ pub fn children(pid: u32) -> Vec<u32> {
     out
 }
 
-/// Whether Gunicorn worker `pid` has booted: loaded the app and entered its loop. A worker
-/// holds its heartbeat file (`wgunicorn-*`, unlinked) open and touches it first in that loop,
-/// setting its mtime to a monotonic clock's reading; until then mtime and ctime are both its
-/// creation's. `None` when the worker shows no such file (a worker class without it, or a
-/// `/proc` this user may not read).
+/// Whether Gunicorn worker `pid` has booted: loaded the app and entered its loop.
+///
+/// Each worker has a heartbeat file (`wgunicorn-*`, unlinked), made by the master just before
+/// the fork, which the worker first touches in its loop, setting its mtime to a monotonic
+/// clock's reading (seconds since boot), far below its ctime (the wall clock). Until then
+/// mtime and ctime are both about its creation's (the unlink may move ctime by a clock tick).
+/// A forked worker also holds the heartbeats the master held at its fork: the old workers'
+/// (touched long ago) and those of the new workers forked before it. So a worker counts as
+/// booted once every heartbeat it holds has been touched: its own, and its elder siblings'.
+/// `None` when the worker shows no such file (a worker class without it, or a `/proc` this
+/// user may not read).
 pub fn worker_booted(pid: u32) -> Option<bool> {
     use std::os::unix::fs::MetadataExt;
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    let mut seen = false;
     for fd in fds.flatten() {
         let Ok(target) = std::fs::read_link(fd.path()) else {
             continue;
@@ -145,10 +152,19 @@ pub fn worker_booted(pid: u32) -> Option<bool> {
         if t.contains("/wgunicorn-") && t.ends_with(" (deleted)") {
             // The link's target is gone; the fd's own path still reaches the inode.
             let m = std::fs::metadata(fd.path()).ok()?;
-            return Some((m.mtime(), m.mtime_nsec()) != (m.ctime(), m.ctime_nsec()));
+            seen = true;
+            if !heartbeat_touched(m.mtime(), m.ctime()) {
+                return Some(false);
+            }
         }
     }
-    None
+    seen.then_some(true)
+}
+
+/// A heartbeat touched by its worker: its mtime a monotonic reading, well below the wall-clock
+/// ctime of the touch. Untouched, the two are within a clock tick of each other.
+fn heartbeat_touched(mtime: i64, ctime: i64) -> bool {
+    ctime.saturating_sub(mtime) > 1
 }
 
 /// Reads a PID file as gunicorn writes it (`"%d\n"`), without following a link.
@@ -267,6 +283,16 @@ pub fn holds_socket(pid: u32, inode: u64) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_heartbeat_counts_as_touched_only_with_a_monotonic_mtime() {
+        // Created and unlinked: equal, or a tick apart.
+        assert!(!heartbeat_touched(1_796_049_290, 1_796_049_290));
+        assert!(!heartbeat_touched(1_796_049_290, 1_796_049_291));
+        // Touched: mtime is the uptime.
+        assert!(heartbeat_touched(86_400, 1_796_049_300));
+    }
+
     use super::*;
 
     #[test]

@@ -332,6 +332,7 @@ async fn op_call(conn: &zbus::Connection, op: &str, reason_bytes: usize) -> Stri
         }
         "kill_switch_on" => call(conn, agent("SetKillSwitch"), &(true, "mischief")).await,
         "kill_switch_off" => call(conn, agent("SetKillSwitch"), &(false, "mischief")).await,
+        "reset_recovery" => call(conn, agent("ResetRecovery"), &("mischief", true)).await,
         "set_kill_switch_property" => {
             call(
                 conn,
@@ -477,6 +478,7 @@ fn unauthorized_callers_change_nothing_and_cannot_take_the_name() {
         "restart_huge",
         "kill_switch_on",
         "kill_switch_off",
+        "reset_recovery",
         "set_kill_switch_property",
     ];
     let r = client_as(
@@ -492,8 +494,8 @@ fn unauthorized_callers_change_nothing_and_cannot_take_the_name() {
         .collect();
     assert_eq!(&got[..2], ["ok", "ok"], "reads are open: {r}");
     assert_eq!(
-        &got[2..7],
-        [ACCESS_DENIED; 5],
+        &got[2..8],
+        [ACCESS_DENIED; 6],
         "changes are refused (the 1 MiB reason too, before its length is looked at): {r}"
     );
     // A property without a setter: zbus answers UnknownProperty (the spec's PropertyReadOnly
@@ -503,7 +505,7 @@ fn unauthorized_callers_change_nothing_and_cannot_take_the_name() {
             "org.freedesktop.DBus.Error.UnknownProperty",
             "org.freedesktop.DBus.Error.PropertyReadOnly"
         ]
-        .contains(&got[7]),
+        .contains(&got[8]),
         "{r}"
     );
 
@@ -523,6 +525,7 @@ fn unauthorized_callers_change_nothing_and_cannot_take_the_name() {
         "USER=nobody",
         "METHOD=RequestRestart",
         "METHOD=SetKillSwitch",
+        "METHOD=ResetRecovery",
     ] {
         assert!(audit.contains(want), "{want} not in the audit: {audit}");
     }

@@ -212,17 +212,7 @@ impl Bench {
         chown(&events, SERVICE_USER);
         let hooks = repo().join("benches/reload_hooks.py");
         // The tests' health app: `/` as the example's, `/health` failing on demand.
-        let app = f.dir.join("app");
-        std::fs::create_dir_all(&app).unwrap();
-        std::fs::copy(repo().join("tests/apps/health_app.py"), app.join("app.py")).unwrap();
-        chmod(&app, 0o755);
-        let scenario = f.dir.join("scenario");
-        std::fs::write(&scenario, "healthy").unwrap();
-        chmod(&scenario, 0o666);
-        f.serve_app_from(
-            &app,
-            &format!("Environment=HEALTH_SCENARIO={}\n", scenario.display()),
-        );
+        let scenario = f.serve_health_app();
         f.edit_unit(APP_UNIT, |t| {
             t.replace(
                 "[Service]\n",

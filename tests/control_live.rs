@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -93,63 +93,6 @@ fn sample(text: &str, name: &str) -> Option<f64> {
     let series = format!("{name}{{app=\"mes-dashboard\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&series)?.trim().parse().ok())
-}
-
-/// PropertiesChanged of the agent's object, as a subscriber on the bus sees them. Returns
-/// once the subscription is in place.
-fn subscribe(bus: &str) -> std::sync::mpsc::Receiver<(String, String)> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let (ready_tx, ready) = std::sync::mpsc::channel();
-    let bus = bus.to_string();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let conn = zbus::connection::Builder::address(bus.as_str())
-                .build()
-                .await
-                .unwrap();
-            let props = zbus::fdo::PropertiesProxy::builder(&conn)
-                .destination(agent_bus_name())
-                .path(warden::control::dbus::OBJECT_PATH)
-                .build()
-                .await
-                .unwrap();
-            let mut changes = props.receive_properties_changed().await.unwrap();
-            ready_tx.send(()).unwrap();
-            loop {
-                let next = std::future::poll_fn(|cx| {
-                    futures_core::Stream::poll_next(std::pin::Pin::new(&mut changes), cx)
-                });
-                let Some(sig) = next.await else { return };
-                let Ok(a) = sig.args() else { continue };
-                for (k, v) in a.changed_properties() {
-                    if tx.send((k.to_string(), format!("{v:?}"))).is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-    });
-    ready
-        .recv_timeout(Duration::from_secs(30))
-        .expect("subscribed to PropertiesChanged");
-    rx
-}
-
-fn await_change(rx: &std::sync::mpsc::Receiver<(String, String)>, prop: &str, want: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let (k, v) = rx
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("no PropertiesChanged {prop} = {want}"));
-        if k == prop && v.contains(want) {
-            return;
-        }
-    }
 }
 
 #[test]

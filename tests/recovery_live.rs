@@ -22,16 +22,6 @@ impl Live {
     fn boot(name: &str, mode: &str) -> Live {
         let rt = PathBuf::from(format!("/run/{name}"));
         let mut f = Fixture::with_runtime_dir(name, Some(&rt));
-        let app = f.dir.join("app");
-        std::fs::create_dir_all(&app).unwrap();
-        std::fs::copy(repo().join("tests/apps/health_app.py"), app.join("app.py")).unwrap();
-        chmod(&app, 0o755);
-        let scenario = f.dir.join("scenario");
-        std::fs::write(&scenario, "healthy").unwrap();
-        chmod(&scenario, 0o666);
-        // The flapping count, shared by the workers.
-        std::fs::write(f.dir.join("scenario.count"), "0").unwrap();
-        chmod(&f.dir.join("scenario.count"), 0o666);
         let port = f.port;
         for (k, v) in [
             (
@@ -48,10 +38,7 @@ impl Live {
             f.set(k, &v);
         }
         f.app_owns_runtime_dir(name);
-        f.serve_app_from(
-            &app,
-            &format!("Environment=HEALTH_SCENARIO={}\n", scenario.display()),
-        );
+        let scenario = f.serve_health_app();
         let sb = Sandbox::boot(name, &[&fixture_base()]);
         sb.install_and_start(&f, &[APP_UNIT, WATCHDOG_UNIT]);
         await_booted(sb.main_host_pid(APP_UNIT) as u32, 2);
@@ -154,10 +141,14 @@ fn a_saturated_pool_gives_one_restart_then_the_policy_holds_and_the_breaker_open
     assert_eq!(d["resilience"]["recovery_recommendation"]["action"], "none");
     assert_eq!(breaker(&d), "closed");
 
+    let changes = subscribe(&l.sb.bus);
     l.set_scenario("saturated");
     // One automatic restart, executed and verified; then, the pool still saturated after it,
     // another request that the cooldown refuses, and the breaker open.
-    let d = l.until("the breaker open", |d| breaker(d) == "open");
+    await_change(&changes, "RecoveryBreaker", "\"half_open\"");
+    await_change(&changes, "RecoveryBreaker", "\"open\"");
+    let d = l.status();
+    assert_eq!(breaker(&d), "open");
     let auto = l.auto_entries();
     let executed: Vec<_> = auto
         .iter()
@@ -196,7 +187,8 @@ fn a_saturated_pool_gives_one_restart_then_the_policy_holds_and_the_breaker_open
 
     // A sustained recovery closes it.
     l.set_scenario("healthy");
-    let d = l.until("the breaker closed", |d| breaker(d) == "closed");
+    await_change(&changes, "RecoveryBreaker", "\"closed\"");
+    let d = l.status();
     assert_eq!(
         d["recovery"]["breaker"]["last_transition"]["why"],
         "sustained_recovery"
@@ -252,8 +244,11 @@ fn a_flapping_app_gets_one_restart_not_a_loop_and_an_operator_closes_the_breaker
     let master = l.sb.main_host_pid(APP_UNIT) as u32;
     await_booted(master, 2);
     // Failing every other probe: no streak of three, and still a case for a restart.
+    let changes = subscribe(&l.sb.bus);
     l.set_scenario("flap");
-    let d = l.until("the breaker open", |d| breaker(d) == "open");
+    await_change(&changes, "RecoveryBreaker", "\"half_open\"");
+    await_change(&changes, "RecoveryBreaker", "\"open\"");
+    let d = l.status();
     let auto = l.auto_entries();
     let decisions: Vec<_> = auto
         .iter()

@@ -252,7 +252,7 @@ impl std::fmt::Display for ProbeInterval {
 }
 
 /// Whether the agent acts on its probes (`WARDEN_AUTO_RECOVERY`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AutoRecovery {
     /// Probes observe; nothing is asked.

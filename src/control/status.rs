@@ -23,7 +23,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::config::Settings;
+use crate::config::{AutoRecovery, Settings};
 use crate::ledger::policy::{self, Evaluation};
 use crate::ledger::state::{self, Entry, StateDoc};
 pub use crate::recovery::recommend::{self, Recommendation, RecoveryAction, RecoveryReason};
@@ -424,7 +424,7 @@ pub fn recovery_summary(d: &StatusDoc) -> Vec<String> {
             "no agent answered: the probes and the breaker are the running agent's".into(),
         ];
     };
-    let mut out = vec![format!("automatic recovery: {}", clean(&r.mode))];
+    let mut out = vec![format!("automatic recovery: {}", r.mode)];
     match &r.probe {
         None => out.push("probes: off (set WARDEN_HEALTH_URL and WARDEN_PROBE_INTERVAL)".into()),
         Some(p) => {
@@ -507,12 +507,11 @@ pub fn summary(d: &StatusDoc) -> String {
         ));
     }
     if let Some(r) = &d.recovery
-        && (r.probe.is_some() || r.mode != "off")
+        && (r.probe.is_some() || r.mode != AutoRecovery::Off)
     {
         out.push(format!(
             "automatic recovery: {}, breaker {}",
-            clean(&r.mode),
-            r.breaker.state
+            r.mode, r.breaker.state
         ));
     }
     let k = &d.kill_switch;

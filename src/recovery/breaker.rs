@@ -17,8 +17,6 @@
 
 use std::collections::VecDeque;
 
-use serde::{Serialize, Serializer};
-
 use crate::ledger::model::words;
 
 words! {
@@ -92,7 +90,7 @@ pub struct Rules {
 }
 
 /// A change of state, for the audit, the metrics and the bus.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transition {
     pub from: BreakerState,
     pub to: BreakerState,
@@ -271,18 +269,6 @@ impl Breaker {
         self.recent.clear();
         self.healthy_since_ms = None;
         Some(self.enter(BreakerState::Closed, Why::OperatorReset, now_ms))
-    }
-}
-
-/// The breaker's words as a map for the status document.
-impl Serialize for Breaker {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        let mut st = s.serialize_struct("Breaker", 3)?;
-        st.serialize_field("state", &self.state)?;
-        st.serialize_field("evidence", &self.evidence())?;
-        st.serialize_field("pending", &self.pending)?;
-        st.end()
     }
 }
 

@@ -28,8 +28,7 @@ pub enum Step {
 /// The recovery section of the status document.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecoveryStatus {
-    /// `off`, `dry-run` or `on`.
-    pub mode: String,
+    pub mode: AutoRecovery,
     /// The latest probe and the counts over the probes; `null` while probes are off.
     pub probe: Option<ProbeStatus>,
     pub breaker: BreakerStatus,
@@ -238,7 +237,7 @@ impl Watcher {
     /// The status document's section.
     pub fn status(&self, now_ms: i64) -> RecoveryStatus {
         RecoveryStatus {
-            mode: self.mode.as_str().to_string(),
+            mode: self.mode,
             probe: self.probe.as_ref().map(|p| ProbeStatus {
                 url: p.url.to_string(),
                 interval_seconds: p.interval.as_secs_f64(),

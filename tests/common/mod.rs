@@ -7,6 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 pub const APP_UNIT: &str = "mes-dashboard.service";
 pub const WATCHDOG_UNIT: &str = "mes-dashboard-watchdog.service";
@@ -260,6 +261,30 @@ impl Fixture {
             )
             .replace("[Service]\n", &format!("[Service]\n{lines}"))
         });
+    }
+
+    /// The app unit serves the tests' health app (`tests/apps/health_app.py`) instead of the
+    /// example; returns the file whose word (`healthy`, `saturated`, `db_down`, `hang`,
+    /// `flap`, `fail`) its `/health` answers as, `healthy` to begin with.
+    pub fn serve_health_app(&self) -> PathBuf {
+        let app = self.dir.join("app");
+        std::fs::create_dir_all(&app).unwrap();
+        std::fs::copy(repo().join("tests/apps/health_app.py"), app.join("app.py")).unwrap();
+        chmod(&app, 0o755);
+        let scenario = self.dir.join("scenario");
+        // The app's user writes the flapping count beside it.
+        for (file, text) in [
+            (scenario.clone(), "healthy"),
+            (self.dir.join("scenario.count"), "0"),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            chmod(&file, 0o666);
+        }
+        self.serve_app_from(
+            &app,
+            &format!("Environment=HEALTH_SCENARIO={}\n", scenario.display()),
+        );
+        scenario
     }
 
     pub fn edit_unit(&self, name: &str, f: impl FnOnce(String) -> String) {
@@ -765,4 +790,61 @@ pub fn boot_live(
     // The app is active once its master is ready, before it forks its two workers.
     await_workers(sb.main_host_pid(APP_UNIT) as u32, 2);
     (sb, f, rt)
+}
+
+/// PropertiesChanged of the agent's object, as a subscriber on the bus sees them. Returns
+/// once the subscription is in place.
+pub fn subscribe(bus: &str) -> std::sync::mpsc::Receiver<(String, String)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    let bus = bus.to_string();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let conn = zbus::connection::Builder::address(bus.as_str())
+                .build()
+                .await
+                .unwrap();
+            let props = zbus::fdo::PropertiesProxy::builder(&conn)
+                .destination(agent_bus_name())
+                .path(warden::control::dbus::OBJECT_PATH)
+                .build()
+                .await
+                .unwrap();
+            let mut changes = props.receive_properties_changed().await.unwrap();
+            ready_tx.send(()).unwrap();
+            loop {
+                let next = std::future::poll_fn(|cx| {
+                    futures_core::Stream::poll_next(std::pin::Pin::new(&mut changes), cx)
+                });
+                let Some(sig) = next.await else { return };
+                let Ok(a) = sig.args() else { continue };
+                for (k, v) in a.changed_properties() {
+                    if tx.send((k.to_string(), format!("{v:?}"))).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+    });
+    ready
+        .recv_timeout(Duration::from_secs(30))
+        .expect("subscribed to PropertiesChanged");
+    rx
+}
+
+pub fn await_change(rx: &std::sync::mpsc::Receiver<(String, String)>, prop: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (k, v) = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no PropertiesChanged {prop} = {want}"));
+        if k == prop && v.contains(want) {
+            return;
+        }
+    }
 }

@@ -90,7 +90,7 @@ impl Probe {
 /// One GET with `timeout` for the whole exchange, read to the status line. Blocking: run it
 /// off the async runtime.
 pub fn probe(url: &HealthUrl, timeout: Duration) -> Probe {
-    match exchange(url, timeout, Read::StatusLine) {
+    match exchange(url, None, timeout, Read::StatusLine) {
         Ok(a) => Probe::Answered {
             status: a.status,
             elapsed: a.elapsed,
@@ -129,10 +129,26 @@ pub enum FetchError {
 /// One GET with `timeout` for the whole exchange, its body read up to `max_body` bytes (the
 /// app's health document). Blocking: run it off the async runtime.
 pub fn fetch(url: &HealthUrl, timeout: Duration, max_body: usize) -> Result<Answer, FetchError> {
-    exchange(url, timeout, Read::Whole(max_body))
+    exchange(url, None, timeout, Read::Whole(max_body))
 }
 
-fn exchange(url: &HealthUrl, timeout: Duration, read: Read) -> Result<Answer, FetchError> {
+/// One POST of a JSON `body` to `url` (a local service's JSON API, such as etcd's gateway),
+/// its answer read up to `max_body` bytes, within `timeout` for the whole exchange. Blocking.
+pub fn post_json(
+    url: &HealthUrl,
+    body: &[u8],
+    timeout: Duration,
+    max_body: usize,
+) -> Result<Answer, FetchError> {
+    exchange(url, Some(body), timeout, Read::Whole(max_body))
+}
+
+fn exchange(
+    url: &HealthUrl,
+    post: Option<&[u8]>,
+    timeout: Duration,
+    read: Read,
+) -> Result<Answer, FetchError> {
     let start = Instant::now();
     let failed = |what: String| FetchError::Failed(what);
     let timed_out = |e: &std::io::Error| {
@@ -162,14 +178,26 @@ fn exchange(url: &HealthUrl, timeout: Duration, read: Read) -> Result<Answer, Fe
             .checked_sub(start.elapsed())
             .filter(|d| !d.is_zero())
     };
-    let req = format!(
-        "GET {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: warden/{}\r\nConnection: close\r\n\r\n",
-        url.path,
-        url.host,
-        env!("CARGO_PKG_VERSION")
-    );
+    let mut req = match post {
+        None => format!(
+            "GET {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: warden/{}\r\nConnection: close\r\n\r\n",
+            url.path,
+            url.host,
+            env!("CARGO_PKG_VERSION")
+        ),
+        Some(body) => format!(
+            "POST {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: warden/{}\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            url.path,
+            url.host,
+            env!("CARGO_PKG_VERSION"),
+            body.len()
+        ),
+    }
+    .into_bytes();
+    req.extend_from_slice(post.unwrap_or_default());
     s.set_write_timeout(left())
-        .and_then(|()| s.write_all(req.as_bytes()))
+        .and_then(|()| s.write_all(&req))
         .map_err(|e| {
             if timed_out(&e) {
                 FetchError::TimedOut(timeout)

@@ -1,7 +1,8 @@
 //! What warden needs of the operating system: processes and pidfds, files, accounts, sockets
-//! and the HTTP probe. Nothing here knows about warden's domain.
+//! the HTTP probe, and etcd through its JSON gateway. Nothing here knows about warden's domain.
 
 pub mod accounts;
+pub mod etcd;
 pub mod fs;
 pub mod gunicorn;
 pub mod http;

@@ -7,7 +7,7 @@
 #                     sandbox boots them), util-linux and bsdutils (unshare, nsenter, script),
 #                     python3-venv (the conda-like prefix), curl (the demo talks to the app);
 #                     also what tests/soak/soak.sh needs
-#   --for tests       (the default) the same, plus promtool (the alert rules and the metrics
+#   --for tests       (the default) the same, plus etcd (the fleet tests) and promtool (the alert rules and the metrics
 #                     exposition are checked with it)
 #   --no-cargo        do not require cargo (the quick start against the installed package)
 #
@@ -48,24 +48,30 @@ else
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
+# A program out of a Debian package, without installing the package (no service enabled, no
+# user created): `apt-get download` and `dpkg-deb -x`, into $cache/bin.
+unpack() { # PACKAGE PATH-IN-PACKAGE NAME
+  local tmp debs
+  echo "deps: fetching $3 from Debian's $1 package into $cache/bin/$3 (not installed)" >&2
+  tmp=$(mktemp -d)
+  # apt-get download drops its privileges to _apt, which must be able to write there.
+  if id _apt >/dev/null 2>&1; then chown _apt "$tmp"; fi
+  if ! (cd "$tmp" && apt-get download -qq "$1" >/dev/null 2>&1); then
+    apt_update
+    (cd "$tmp" && apt-get download -qq "$1" >/dev/null)
+  fi
+  debs=("$tmp"/"$1"_*.deb)
+  dpkg-deb -x "${debs[0]}" "$tmp/x"
+  install -D -m 0755 "$tmp/x/$2" "$cache/bin/$3"
+  rm -rf "$tmp"
+  "$cache/bin/$3" --version >/dev/null || { echo "deps: $cache/bin/$3 does not run" >&2; exit 1; }
+}
+
 if [ "$mode" = tests ]; then
   cache=${WARDEN_CI_CACHE:-/var/cache/warden-ci}
-  promtool=$cache/bin/promtool
-  if ! "$promtool" --version >/dev/null 2>&1; then
-    echo "deps: fetching promtool from Debian's prometheus package into $promtool (not installed)" >&2
-    tmp=$(mktemp -d)
-    # apt-get download drops its privileges to _apt, which must be able to write there.
-    if id _apt >/dev/null 2>&1; then chown _apt "$tmp"; fi
-    if ! (cd "$tmp" && apt-get download -qq prometheus >/dev/null 2>&1); then
-      apt_update
-      (cd "$tmp" && apt-get download -qq prometheus >/dev/null)
-    fi
-    debs=("$tmp"/prometheus_*.deb)
-    dpkg-deb -x "${debs[0]}" "$tmp/x"
-    install -D -m 0755 "$tmp/x/usr/bin/promtool" "$promtool"
-    rm -rf "$tmp"
-    "$promtool" --version >/dev/null || { echo "deps: $promtool does not run" >&2; exit 1; }
-  fi
+  "$cache/bin/promtool" --version >/dev/null 2>&1 || unpack prometheus usr/bin/promtool promtool
+  # The fleet tests' three-member cluster, on loopback.
+  "$cache/bin/etcd" --version >/dev/null 2>&1 || unpack etcd-server usr/bin/etcd etcd
 fi
 
 if $cargo; then

@@ -1,0 +1,218 @@
+//! etcd v3 through its JSON gateway (`/v3/...`, etcd ≥ 3.4), over the plain-HTTP client warden
+//! already carries: what reload slots need (leases, a create-if-absent transaction, a prefix
+//! read, a delete) and no more. A gRPC client would bring an HTTP/2 stack and protobuf code for
+//! these six calls. Each call tries the endpoints in turn, so a member down changes nothing.
+//!
+//! Keys and values are bytes, base64 in the gateway's JSON; numbers (revisions, lease ids,
+//! TTLs) are decimal strings there.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde_json::{Value, json};
+
+use super::http::{self, FetchError, HealthUrl};
+
+/// The most of an answer read: a prefix of slots and waiters is a few KiB.
+const MAX_ANSWER: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EtcdError {
+    /// No endpoint answered (each one's error, in order).
+    #[error("no etcd endpoint answered: {0}")]
+    Unreachable(String),
+    /// An endpoint answered with an error or with something that is not the API's.
+    #[error("etcd answered {status}: {detail}")]
+    Refused { status: u16, detail: String },
+}
+
+/// A lease: its id and the TTL etcd granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub id: i64,
+    pub ttl_seconds: i64,
+}
+
+/// A key and its value, with the lease it is held under (0: none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kv {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub lease: i64,
+}
+
+/// An etcd cluster through the endpoints its members serve clients on.
+#[derive(Debug, Clone)]
+pub struct Etcd {
+    endpoints: Vec<HealthUrl>,
+    timeout: Duration,
+}
+
+fn num(v: &Value) -> Option<i64> {
+    match v {
+        Value::String(s) => s.parse().ok(),
+        Value::Number(n) => n.as_i64(),
+        _ => None,
+    }
+}
+
+fn bytes(v: &Value) -> Vec<u8> {
+    v.as_str()
+        .and_then(|s| B64.decode(s).ok())
+        .unwrap_or_default()
+}
+
+/// The key just after every key starting with `prefix` (etcd's range end for a prefix).
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // All 0xff (or empty): to the end of the keyspace.
+    vec![0]
+}
+
+impl Etcd {
+    /// `endpoints`: `http://host:port` of the members; `timeout` per call and endpoint.
+    pub fn new(endpoints: Vec<HealthUrl>, timeout: Duration) -> Etcd {
+        Etcd { endpoints, timeout }
+    }
+
+    fn call(&self, path: &str, body: &Value) -> Result<Value, EtcdError> {
+        let body = body.to_string();
+        let mut errors = Vec::new();
+        for ep in &self.endpoints {
+            let url = HealthUrl {
+                path: path.to_string(),
+                ..ep.clone()
+            };
+            match http::post_json(&url, body.as_bytes(), self.timeout, MAX_ANSWER) {
+                Ok(a) if (200..300).contains(&a.status) => {
+                    return serde_json::from_slice(&a.body).map_err(|e| EtcdError::Refused {
+                        status: a.status,
+                        detail: format!("not JSON: {e}"),
+                    });
+                }
+                // The cluster's answer, not an endpoint's failure: another member would say
+                // the same (a 503 while a member has no leader is worth the next one).
+                Ok(a) if a.status != 503 => {
+                    return Err(EtcdError::Refused {
+                        status: a.status,
+                        detail: String::from_utf8_lossy(&a.body[..a.body.len().min(512)])
+                            .into_owned(),
+                    });
+                }
+                Ok(a) => errors.push(format!("{ep}: {}", a.status)),
+                Err(FetchError::TimedOut(t)) => errors.push(format!("{ep}: no answer in {t:?}")),
+                Err(FetchError::Failed(e)) => errors.push(format!("{ep}: {e}")),
+            }
+        }
+        Err(EtcdError::Unreachable(errors.join("; ")))
+    }
+
+    /// A lease of `ttl_seconds`.
+    pub fn grant(&self, ttl_seconds: i64) -> Result<Lease, EtcdError> {
+        let v = self.call("/v3/lease/grant", &json!({ "TTL": ttl_seconds }))?;
+        match (num(&v["ID"]), num(&v["TTL"])) {
+            (Some(id), Some(ttl_seconds)) => Ok(Lease { id, ttl_seconds }),
+            _ => Err(EtcdError::Refused {
+                status: 200,
+                detail: format!("no lease in {v}"),
+            }),
+        }
+    }
+
+    /// Renews a lease; its TTL now (0 or less: it had expired).
+    pub fn keep_alive(&self, lease: i64) -> Result<i64, EtcdError> {
+        let v = self.call("/v3/lease/keepalive", &json!({ "ID": lease.to_string() }))?;
+        Ok(num(&v["result"]["TTL"]).unwrap_or(0))
+    }
+
+    /// Ends a lease: every key under it goes.
+    pub fn revoke(&self, lease: i64) -> Result<(), EtcdError> {
+        self.call("/v3/lease/revoke", &json!({ "ID": lease.to_string() }))
+            .map(|_| ())
+    }
+
+    /// Puts `key` = `value` under `lease` only if the key does not exist; whether it did.
+    pub fn create(&self, key: &[u8], value: &[u8], lease: i64) -> Result<bool, EtcdError> {
+        let k = B64.encode(key);
+        let v = self.call(
+            "/v3/kv/txn",
+            &json!({
+                "compare": [{"key": k, "target": "CREATE", "result": "EQUAL", "create_revision": "0"}],
+                "success": [{"requestPut": {"key": k, "value": B64.encode(value), "lease": lease.to_string()}}],
+            }),
+        )?;
+        Ok(v["succeeded"] == true)
+    }
+
+    /// Every key starting with `prefix`, in key order.
+    pub fn list(&self, prefix: &[u8]) -> Result<Vec<Kv>, EtcdError> {
+        let v = self.call(
+            "/v3/kv/range",
+            &json!({"key": B64.encode(prefix), "range_end": B64.encode(prefix_end(prefix))}),
+        )?;
+        Ok(v["kvs"]
+            .as_array()
+            .map(|kvs| {
+                kvs.iter()
+                    .map(|kv| Kv {
+                        key: bytes(&kv["key"]),
+                        value: bytes(&kv["value"]),
+                        lease: num(&kv["lease"]).unwrap_or(0),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Deletes `key`; whether it existed.
+    pub fn delete(&self, key: &[u8]) -> Result<bool, EtcdError> {
+        let v = self.call("/v3/kv/deleterange", &json!({"key": B64.encode(key)}))?;
+        Ok(num(&v["deleted"]).unwrap_or(0) > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prefix_ends_just_after_its_keys() {
+        assert_eq!(prefix_end(b"warden/a/"), b"warden/a0");
+        assert_eq!(prefix_end(b"a\xff"), b"b");
+        assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
+    }
+
+    #[test]
+    fn unreachable_endpoints_are_each_named() {
+        let dead = |port| HealthUrl {
+            host: "127.0.0.1".into(),
+            port,
+            path: "/".into(),
+        };
+        let ports: Vec<u16> = (0..2)
+            .map(|_| {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                l.local_addr().unwrap().port()
+            })
+            .collect();
+        let e = Etcd::new(
+            ports.iter().map(|&p| dead(p)).collect(),
+            Duration::from_millis(200),
+        );
+        match e.grant(5) {
+            Err(EtcdError::Unreachable(why)) => {
+                for p in &ports {
+                    assert!(why.contains(&p.to_string()), "{why}");
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

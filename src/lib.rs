@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod contract;
 pub mod control;
+pub mod fleet;
 pub mod ledger;
 pub mod platform;
 pub mod recovery;

@@ -171,3 +171,60 @@ fn slots_are_taken_once_freed_by_their_lease_and_a_member_down_changes_nothing()
         other => panic!("{other:?}"),
     }
 }
+
+/// `hosts` agents each take a slot of `slots`, hold it for a while, give it back, `rounds`
+/// times; returns the most that ever held one at once, counted from inside the holds.
+fn contend(c: &Cluster, group: &str, hosts: usize, slots: u32, rounds: usize) -> usize {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use warden::fleet::slots::{Group, Holder};
+    let holding = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..hosts)
+        .map(|h| {
+            let (etcd, holding, most) = (c.client(), holding.clone(), most.clone());
+            let g = Group::new(group, slots);
+            std::thread::spawn(move || {
+                let lease = etcd.grant(30).unwrap();
+                let me = Holder {
+                    id: format!("machine-{h}/app"),
+                    host: format!("host-{h}"),
+                    app: "app".into(),
+                    since: String::new(),
+                };
+                for _ in 0..rounds {
+                    let slot = loop {
+                        match g.take(&etcd, &me, lease.id).unwrap() {
+                            Some(s) => break s,
+                            None => std::thread::sleep(Duration::from_millis(5)),
+                        }
+                    };
+                    let now = holding.fetch_add(1, SeqCst) + 1;
+                    most.fetch_max(now, SeqCst);
+                    // A reload's worth of holding.
+                    std::thread::sleep(Duration::from_millis(20));
+                    holding.fetch_sub(1, SeqCst);
+                    assert!(g.release(&etcd, slot).unwrap());
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    most.load(SeqCst)
+}
+
+#[test]
+fn five_hosts_never_hold_more_than_the_groups_slots() {
+    let c = Cluster::start();
+    assert_eq!(contend(&c, "one", 5, 1, 4), 1);
+    let most = contend(&c, "two", 5, 2, 4);
+    assert!((1..=2).contains(&most), "{most}");
+    // The holders as `warden fleet status` will read them.
+    let g = warden::fleet::slots::Group::new("one", 1);
+    assert!(
+        g.held(&c.client()).unwrap().is_empty(),
+        "every slot given back"
+    );
+}

@@ -228,3 +228,84 @@ fn five_hosts_never_hold_more_than_the_groups_slots() {
         "every slot given back"
     );
 }
+
+#[test]
+fn warden_fleet_status_and_release_as_an_operator_types_them() {
+    let mut c = Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let env = dir.path().join("app.env");
+    let endpoints: Vec<String> = c
+        .clients
+        .iter()
+        .map(|p| format!("http://127.0.0.1:{p}"))
+        .collect();
+    std::fs::write(
+        &env,
+        format!(
+            "WARDEN_APP_UNIT=mes-dashboard.service\nWARDEN_ETCD_ENDPOINTS={}\nWARDEN_FLEET_SLOTS=2\n",
+            endpoints.join(",")
+        ),
+    )
+    .unwrap();
+    let warden = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_warden"))
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .args(args)
+            .arg("--env-file")
+            .arg(&env)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        (o.status.code(), text)
+    };
+    // Another host's agent holds a slot of the group (the app's name by default).
+    let etcd = c.client();
+    let lease = etcd.grant(60).unwrap();
+    let g = warden::fleet::slots::Group::new("mes-dashboard", 2);
+    let other = warden::fleet::slots::Holder {
+        id: "machine-b/mes-dashboard".into(),
+        host: "host-b".into(),
+        app: "mes-dashboard".into(),
+        since: "2026-11-30T10:00:00Z".into(),
+    };
+    assert_eq!(g.take(&etcd, &other, lease.id).unwrap(), Some(0));
+
+    let (code, out) = warden(&["fleet", "status"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("fleet group mes-dashboard: 2 slot(s), 1 held"),
+        "{out}"
+    );
+    assert!(
+        out.contains("slot 0: machine-b/mes-dashboard (mes-dashboard on host-b)"),
+        "{out}"
+    );
+    assert!(out.contains("slot 1: free"), "{out}");
+
+    let (code, out) = warden(&["fleet", "release", "--slot", "0"]);
+    assert_eq!(code, Some(2), "a reason is required: {out}");
+    let (code, out) = warden(&[
+        "fleet",
+        "release",
+        "--slot",
+        "0",
+        "--reason",
+        "bad deploy fixed",
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("taken from machine-b/mes-dashboard"), "{out}");
+    assert!(warden(&["fleet", "status"]).1.contains("0 held"));
+
+    // etcd gone: nothing done, exit 7, every member named.
+    for i in 0..3 {
+        c.stop(i);
+    }
+    let (code, out) = warden(&["fleet", "status"]);
+    assert_eq!(code, Some(7), "{out}");
+    assert!(out.contains(&endpoints[0][7..]), "{out}");
+}

@@ -58,11 +58,12 @@ pub enum Cmd {
     Reload,
     KillSwitch,
     Recovery,
+    Fleet,
     Rehearse,
 }
 
 impl Cmd {
-    pub const ALL: [Cmd; 9] = [
+    pub const ALL: [Cmd; 10] = [
         Cmd::Check,
         Cmd::Contract,
         Cmd::Run,
@@ -71,6 +72,7 @@ impl Cmd {
         Cmd::Reload,
         Cmd::KillSwitch,
         Cmd::Recovery,
+        Cmd::Fleet,
         Cmd::Rehearse,
     ];
 
@@ -84,6 +86,7 @@ impl Cmd {
             Cmd::Reload => "reload",
             Cmd::KillSwitch => "kill-switch",
             Cmd::Recovery => "recovery",
+            Cmd::Fleet => "fleet",
             Cmd::Rehearse => "rehearse",
         }
     }
@@ -114,6 +117,21 @@ pub const TABLE: &[(Exit, &[Cmd], &str)] = &[
         Exit::Ok,
         &[Recovery],
         "shown, or the breaker is closed (or already was)",
+    ),
+    (
+        Exit::Ok,
+        &[Fleet],
+        "the slots were shown, or the slot was released (or was free)",
+    ),
+    (
+        Exit::Usage,
+        &[Fleet],
+        "bad usage, an invalid contract or no WARDEN_ETCD_ENDPOINTS, or etcd refused the request",
+    ),
+    (
+        Exit::NoAgent,
+        &[Fleet],
+        "no etcd member answered: nothing was done",
     ),
     (
         Exit::Ok,

@@ -6,6 +6,7 @@ mod check;
 mod contract;
 pub mod errors;
 pub mod exit;
+mod fleet;
 pub mod generate;
 mod kill_switch;
 mod recovery;
@@ -63,6 +64,9 @@ pub enum Command {
     /// one graceful reload that the policy does not block
     #[command(name = "kill-switch", after_help = exit::help(Cmd::KillSwitch))]
     KillSwitch(kill_switch::KillSwitchArgs),
+    /// Show the fleet group's reload slots in etcd, or give one back
+    #[command(after_help = exit::help(Cmd::Fleet))]
+    Fleet(fleet::FleetArgs),
     /// Show the probes of the app and the automatic recovery breaker, or close the breaker
     /// (reset, acknowledged with a reason)
     #[command(after_help = exit::help(Cmd::Recovery))]
@@ -87,6 +91,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Reload(a) => reload::main(a),
         Command::KillSwitch(a) => kill_switch::main(a),
         Command::Recovery(a) => recovery::main(a),
+        Command::Fleet(a) => fleet::main(a),
         Command::Rehearse(a) => rehearse::main(a),
         Command::Generate(a) => generate::main(&a),
     };

@@ -22,7 +22,7 @@ use std::time::Duration;
 use serde::{Serialize, Serializer};
 
 pub use layers::{EnvFileArg, Layers, LoadError, Source, Sourced};
-pub use values::{AutoRecovery, BindAddr, JsonPath, ProbeInterval, Ratio};
+pub use values::{AutoRecovery, BindAddr, HttpUrls, JsonPath, ProbeInterval, Ratio};
 
 use crate::platform::http::HealthUrl;
 
@@ -145,6 +145,17 @@ pub struct ResilienceThresholds {
     pub pool_saturation_critical: f64,
 }
 
+/// Reload slots shared by the hosts of a group (`WARDEN_ETCD_ENDPOINTS`, `WARDEN_FLEET_*`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FleetSettings {
+    pub endpoints: Vec<HealthUrl>,
+    /// `None`: the app's name.
+    pub group: Option<String>,
+    pub slots: u32,
+    #[serde(rename = "lease_seconds", serialize_with = "as_seconds")]
+    pub lease: Duration,
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone, Serialize)]
 pub struct Settings {
@@ -183,6 +194,8 @@ pub struct Settings {
     pub probe: Option<ProbeSettings>,
     pub recovery: RecoverySettings,
     pub resilience: ResilienceThresholds,
+    /// Coordination across hosts; `None` while `WARDEN_ETCD_ENDPOINTS` is empty.
+    pub fleet: Option<FleetSettings>,
     /// Where the agent publishes the status document on every change.
     pub status_file: Option<PathBuf>,
     /// Where the agent publishes the kill-switch for the app.

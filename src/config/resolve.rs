@@ -6,11 +6,11 @@ use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::values::{self, AutoRecovery, CountError, JsonPath, ProbeInterval, Ratio};
+use super::values::{self, AutoRecovery, CountError, HttpUrls, JsonPath, ProbeInterval, Ratio};
 use super::vars::{self, Default, Kind, Var};
 use super::{
-    BindAddr, FieldPaths, InvalidValue, Layers, PolicyConfig, ProbeSettings, RecoverySettings,
-    ResilienceThresholds, RuntimeKind, Settings, Source, Sourced,
+    BindAddr, FieldPaths, FleetSettings, InvalidValue, Layers, PolicyConfig, ProbeSettings,
+    RecoverySettings, ResilienceThresholds, RuntimeKind, Settings, Source, Sourced,
 };
 use crate::platform::http::HealthUrl;
 
@@ -411,6 +411,13 @@ impl Settings {
         };
         let pool_warning = ratio(&mut r, &vars::RESILIENCE_POOL_SATURATION_WARNING);
         let pool_critical = ratio(&mut r, &vars::RESILIENCE_POOL_SATURATION_CRITICAL);
+        let etcd: Option<Sourced<HttpUrls>> = r.parsed(
+            &vars::WARDEN_ETCD_ENDPOINTS,
+            "list the etcd members' client URLs, e.g. http://10.0.0.1:2379,http://10.0.0.2:2379",
+        );
+        let fleet_group = r.text(&vars::WARDEN_FLEET_GROUP).map(|g| g.value);
+        let fleet_slots = r.whole(&vars::WARDEN_FLEET_SLOTS);
+        let fleet_lease = r.whole(&vars::WARDEN_FLEET_LEASE);
         let status_file = r.path(&vars::WARDEN_STATUS_FILE).map(|p| p.value);
         let kill_switch_file = r.path(&vars::WARDEN_KILL_SWITCH_FILE).map(|p| p.value);
         let metrics_socket = r.path(&vars::WARDEN_METRICS_SOCKET).map(|p| p.value);
@@ -470,6 +477,15 @@ impl Settings {
                 pool_saturation_warning: pool_warning,
                 pool_saturation_critical: pool_critical,
             },
+            fleet: etcd
+                .map(|e| e.value.0)
+                .filter(|e| !e.is_empty())
+                .map(|endpoints| FleetSettings {
+                    endpoints,
+                    group: fleet_group,
+                    slots: u32::try_from(fleet_slots.value).unwrap_or(u32::MAX),
+                    lease: Duration::from_secs(fleet_lease.value),
+                }),
             health_url: health_url.map(|u| u.value),
             admin_group,
             reload_timeout: Duration::from_secs(reload_timeout.value),

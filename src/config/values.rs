@@ -337,3 +337,27 @@ impl std::fmt::Display for JsonPath {
         f.write_str(&self.0)
     }
 }
+
+/// `http://` URLs, comma-separated (etcd's members).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpUrls(pub Vec<crate::platform::http::HealthUrl>);
+
+impl std::str::FromStr for HttpUrls {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let urls = s
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(|u| u.parse().map_err(|e| format!("{u:?}: {e}")))
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(HttpUrls(urls))
+    }
+}
+
+impl std::fmt::Display for HttpUrls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let urls: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&urls.join(","))
+    }
+}

@@ -78,6 +78,8 @@ pub enum Kind {
     Ratio,
     /// Object keys of a JSON document, joined by dots.
     JsonPath,
+    /// `http://` URLs, comma-separated.
+    HttpUrls,
 }
 
 impl Var {
@@ -520,6 +522,46 @@ pub static RESILIENCE_POOL_SATURATION_CRITICAL: Var = Var {
     example: "1.0",
 };
 
+pub static WARDEN_ETCD_ENDPOINTS: Var = Var {
+    name: "WARDEN_ETCD_ENDPOINTS",
+    fallbacks: &[],
+    default: Default::Unset,
+    kind: Kind::HttpUrls,
+    contract: false,
+    help: "the etcd members' client URLs, comma-separated: restarts then take one of the fleet group's reload slots first; unset, no coordination",
+    example: "http://10.0.0.1:2379,http://10.0.0.2:2379,http://10.0.0.3:2379",
+};
+
+pub static WARDEN_FLEET_GROUP: Var = Var {
+    name: "WARDEN_FLEET_GROUP",
+    fallbacks: &[],
+    default: Default::Unset,
+    kind: Kind::Text,
+    contract: false,
+    help: "the group whose hosts share the reload slots (default: the app's name)",
+    example: "mes-dashboard",
+};
+
+pub static WARDEN_FLEET_SLOTS: Var = Var {
+    name: "WARDEN_FLEET_SLOTS",
+    fallbacks: &[],
+    default: Default::Text("1"),
+    kind: Kind::Count { min: 1 },
+    contract: false,
+    help: "how many hosts of the group may reload at once",
+    example: "1",
+};
+
+pub static WARDEN_FLEET_LEASE: Var = Var {
+    name: "WARDEN_FLEET_LEASE",
+    fallbacks: &[],
+    default: Default::Text("60"),
+    kind: Kind::Seconds { min: 5 },
+    contract: false,
+    help: "seconds a slot outlives its agent: the lease it is held under, renewed while the agent runs",
+    example: "60",
+};
+
 pub static WARDEN_STATUS_FILE: Var = Var {
     name: "WARDEN_STATUS_FILE",
     fallbacks: &[],
@@ -601,6 +643,10 @@ pub static ALL: &[&Var] = &[
     &RESILIENCE_DEGRADED_ALERT_SECONDS,
     &RESILIENCE_POOL_SATURATION_WARNING,
     &RESILIENCE_POOL_SATURATION_CRITICAL,
+    &WARDEN_ETCD_ENDPOINTS,
+    &WARDEN_FLEET_GROUP,
+    &WARDEN_FLEET_SLOTS,
+    &WARDEN_FLEET_LEASE,
     &WARDEN_STATUS_FILE,
     &WARDEN_KILL_SWITCH_FILE,
     &WARDEN_METRICS_SOCKET,

@@ -7,14 +7,17 @@
 #                     sandbox boots them), util-linux and bsdutils (unshare, nsenter, script),
 #                     python3-venv (the conda-like prefix), curl (the demo talks to the app);
 #                     also what tests/soak/soak.sh needs
-#   --for tests       (the default) the same, plus etcd (the fleet tests) and promtool (the alert rules and the metrics
-#                     exposition are checked with it)
+#   --for tests       (the default) the same, plus etcd (the fleet tests), promtool (the alert
+#                     rules and the metrics exposition are checked with it) and Alertmanager
+#                     (the restart gate's client is tested against it)
 #   --no-cargo        do not require cargo (the quick start against the installed package)
 #
-# promtool is taken out of Debian's prometheus package without installing it: `apt-get download`
-# and `dpkg-deb -x`, into $WARDEN_CI_CACHE/bin/promtool (default /var/cache/warden-ci/bin). No
-# Prometheus server is installed, enabled or started. tests/metrics.rs and .ci/run use
-# $PROMTOOL, else that path. Prints nothing on stdout.
+# promtool, etcd and Alertmanager are taken out of Debian's prometheus, etcd-server and
+# prometheus-alertmanager packages without installing them: `apt-get download` and `dpkg-deb -x`,
+# into $WARDEN_CI_CACHE/bin/{promtool,etcd,alertmanager} (default /var/cache/warden-ci/bin). No
+# Prometheus, etcd or Alertmanager service is installed, enabled or started. tests/metrics.rs and
+# .ci/run use $PROMTOOL, else that path; tests/alertmanager_live.rs that path, else
+# $ALERTMANAGER. Prints nothing on stdout.
 set -euo pipefail
 mode=tests
 cargo=true
@@ -23,7 +26,7 @@ while [ $# -gt 0 ]; do
     --for) mode=${2:-}; shift 2 || shift ;;
     --for=*) mode=${1#--for=}; shift ;;
     --no-cargo) cargo=false; shift ;;
-    -h|--help) sed -n '2,17s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20s/^# \{0,1\}//p' "$0"; exit 0 ;;
     *) echo "deps: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -72,6 +75,9 @@ if [ "$mode" = tests ]; then
   "$cache/bin/promtool" --version >/dev/null 2>&1 || unpack prometheus usr/bin/promtool promtool
   # The fleet tests' three-member cluster, on loopback.
   "$cache/bin/etcd" --version >/dev/null 2>&1 || unpack etcd-server usr/bin/etcd etcd
+  # The restart gate's Alertmanager, on loopback (Debian names its binary after the package).
+  "$cache/bin/alertmanager" --version >/dev/null 2>&1 ||
+    unpack prometheus-alertmanager usr/bin/prometheus-alertmanager alertmanager
 fi
 
 if $cargo; then

@@ -122,14 +122,14 @@ fn slots_are_taken_once_freed_by_their_lease_and_a_member_down_changes_nothing()
     let a = etcd.grant(30).unwrap();
     let b = etcd.grant(30).unwrap();
     let h = etcd.grant(2).unwrap();
-    assert!(etcd.create(&slot(0), b"host-a", a.id).unwrap());
+    assert!(etcd.create(&slot(0), b"host-a", a.id).unwrap().created);
     assert!(
-        !etcd.create(&slot(0), b"host-b", b.id).unwrap(),
+        !etcd.create(&slot(0), b"host-b", b.id).unwrap().created,
         "taken once"
     );
-    assert!(etcd.create(&slot(1), b"host-b", b.id).unwrap());
-    assert!(!etcd.create(&slot(0), b"host-c", h.id).unwrap());
-    assert!(!etcd.create(&slot(1), b"host-c", h.id).unwrap());
+    assert!(etcd.create(&slot(1), b"host-b", b.id).unwrap().created);
+    assert!(!etcd.create(&slot(0), b"host-c", h.id).unwrap().created);
+    assert!(!etcd.create(&slot(1), b"host-c", h.id).unwrap().created);
     let held = etcd.list(group).unwrap();
     assert_eq!(
         held.iter()
@@ -140,7 +140,7 @@ fn slots_are_taken_once_freed_by_their_lease_and_a_member_down_changes_nothing()
 
     // Given back (the lease revoked), a slot is free for the next.
     etcd.revoke(a.id).unwrap();
-    assert!(etcd.create(&slot(0), b"host-c", h.id).unwrap());
+    assert!(etcd.create(&slot(0), b"host-c", h.id).unwrap().created);
 
     // A holder that stops renewing: its slot frees itself when the lease runs out.
     let granted_ttl = Duration::from_secs(h.ttl_seconds as u64);
@@ -154,7 +154,7 @@ fn slots_are_taken_once_freed_by_their_lease_and_a_member_down_changes_nothing()
     // One member down: the same client, the same answers.
     c.stop(0);
     let d = etcd.grant(30).unwrap();
-    assert!(etcd.create(&slot(0), b"host-d", d.id).unwrap());
+    assert!(etcd.create(&slot(0), b"host-d", d.id).unwrap().created);
     assert!(etcd.keep_alive(d.id).unwrap() > 0);
     assert!(etcd.delete(&slot(1)).unwrap());
     assert_eq!(etcd.list(group).unwrap().len(), 1);
@@ -177,7 +177,7 @@ fn slots_are_taken_once_freed_by_their_lease_and_a_member_down_changes_nothing()
 fn contend(c: &Cluster, group: &str, hosts: usize, slots: u32, rounds: usize) -> usize {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-    use warden::fleet::slots::{Group, Holder};
+    use warden::fleet::slots::{Group, Holder, Taken};
     let holding = Arc::new(AtomicUsize::new(0));
     let most = Arc::new(AtomicUsize::new(0));
     let threads: Vec<_> = (0..hosts)
@@ -195,8 +195,10 @@ fn contend(c: &Cluster, group: &str, hosts: usize, slots: u32, rounds: usize) ->
                 for _ in 0..rounds {
                     let slot = loop {
                         match g.take(&etcd, &me, lease.id).unwrap() {
-                            Some(s) => break s,
-                            None => std::thread::sleep(Duration::from_millis(5)),
+                            Taken::Slot(s) => break s,
+                            Taken::AllHeld { revision } => {
+                                g.await_change(&etcd, revision, Duration::from_secs(1));
+                            }
                         }
                     };
                     let now = holding.fetch_add(1, SeqCst) + 1;
@@ -273,7 +275,10 @@ fn warden_fleet_status_and_release_as_an_operator_types_them() {
         app: "mes-dashboard".into(),
         since: "2026-11-30T10:00:00Z".into(),
     };
-    assert_eq!(g.take(&etcd, &other, lease.id).unwrap(), Some(0));
+    assert_eq!(
+        g.take(&etcd, &other, lease.id).unwrap(),
+        warden::fleet::slots::Taken::Slot(0)
+    );
 
     let (code, out) = warden(&["fleet", "status"]);
     assert_eq!(code, Some(0), "{out}");

@@ -3,6 +3,8 @@
 //! lease when the agent is). A slot is taken by a create-if-absent transaction, so two agents
 //! never hold the same one.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use crate::platform::etcd::{Etcd, EtcdError};
@@ -22,7 +24,18 @@ pub struct Holder {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Group {
     prefix: String,
+    waiters: String,
     slots: u32,
+}
+
+/// What a try for a slot got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    Slot(u32),
+    /// Every slot is held, as of this revision.
+    AllHeld {
+        revision: i64,
+    },
 }
 
 /// A slot held, by whom.
@@ -38,6 +51,7 @@ impl Group {
     pub fn new(name: &str, slots: u32) -> Group {
         Group {
             prefix: format!("warden/fleet/{name}/slots/"),
+            waiters: format!("warden/fleet/{name}/waiters/"),
             slots: slots.max(1),
         }
     }
@@ -46,15 +60,64 @@ impl Group {
         format!("{}{slot}", self.prefix).into_bytes()
     }
 
-    /// Takes a free slot for `holder` under `lease`: which one, or `None` when all are held.
-    pub fn take(&self, etcd: &Etcd, holder: &Holder, lease: i64) -> Result<Option<u32>, EtcdError> {
+    /// Takes a free slot for `holder` under `lease`.
+    pub fn take(&self, etcd: &Etcd, holder: &Holder, lease: i64) -> Result<Taken, EtcdError> {
         let value = serde_json::to_vec(holder).unwrap_or_default();
+        let mut seen = i64::MAX;
         for slot in 0..self.slots {
-            if etcd.create(&self.key(slot), &value, lease)? {
-                return Ok(Some(slot));
+            let c = etcd.create(&self.key(slot), &value, lease)?;
+            if c.created {
+                return Ok(Taken::Slot(slot));
             }
+            seen = seen.min(c.revision);
         }
-        Ok(None)
+        Ok(Taken::AllHeld { revision: seen })
+    }
+
+    /// Waits up to `wait` for a slot to change hands after `revision` (the one
+    /// [`Taken::AllHeld`] saw): whether one may have.
+    pub fn await_change(&self, etcd: &Etcd, revision: i64, wait: Duration) -> bool {
+        etcd.changed_since(self.prefix.as_bytes(), revision.saturating_add(1), wait)
+    }
+
+    /// Whether `holder` still holds `slot` under `lease` (an operator may have released it).
+    pub fn holds(
+        &self,
+        etcd: &Etcd,
+        slot: u32,
+        holder: &Holder,
+        lease: i64,
+    ) -> Result<bool, EtcdError> {
+        Ok(etcd.get(&self.key(slot))?.is_some_and(|kv| {
+            kv.lease == lease
+                && serde_json::from_slice::<Holder>(&kv.value).is_ok_and(|h| h.id == holder.id)
+        }))
+    }
+
+    fn waiter_key(&self, holder: &Holder) -> Vec<u8> {
+        format!("{}{}", self.waiters, holder.id).into_bytes()
+    }
+
+    /// Says that `holder` waits for a slot, under `lease` (gone with it).
+    pub fn wait_in_line(&self, etcd: &Etcd, holder: &Holder, lease: i64) -> Result<(), EtcdError> {
+        let value = serde_json::to_vec(holder).unwrap_or_default();
+        etcd.put(&self.waiter_key(holder), &value, lease)
+    }
+
+    /// `holder` no longer waits.
+    pub fn leave_line(&self, etcd: &Etcd, holder: &Holder) -> Result<bool, EtcdError> {
+        etcd.delete(&self.waiter_key(holder))
+    }
+
+    /// Who waits for a slot, longest first.
+    pub fn waiting(&self, etcd: &Etcd) -> Result<Vec<Holder>, EtcdError> {
+        let mut w: Vec<Holder> = etcd
+            .list(self.waiters.as_bytes())?
+            .into_iter()
+            .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
+            .collect();
+        w.sort_by(|a, b| a.since.cmp(&b.since));
+        Ok(w)
     }
 
     /// Gives `slot` back.

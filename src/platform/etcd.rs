@@ -6,6 +6,8 @@
 //! Keys and values are bytes, base64 in the gateway's JSON; numbers (revisions, lease ids,
 //! TTLs) are decimal strings there.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -47,6 +49,16 @@ pub struct Kv {
 pub struct Etcd {
     endpoints: Vec<HealthUrl>,
     timeout: Duration,
+    /// The member that answered last: tried first, so a member down costs one failed connect
+    /// once, not on every call. Shared by the clones (the lease keeper's among them).
+    preferred: Arc<AtomicUsize>,
+}
+
+/// A create-if-absent: whether it took the key, and the cluster's revision when it answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Created {
+    pub created: bool,
+    pub revision: i64,
 }
 
 fn num(v: &Value) -> Option<i64> {
@@ -60,6 +72,22 @@ fn num(v: &Value) -> Option<i64> {
 fn bytes(v: &Value) -> Vec<u8> {
     v.as_str()
         .and_then(|s| B64.decode(s).ok())
+        .unwrap_or_default()
+}
+
+/// The keys and values of a range's answer.
+fn kvs(v: &Value) -> Vec<Kv> {
+    v["kvs"]
+        .as_array()
+        .map(|kvs| {
+            kvs.iter()
+                .map(|kv| Kv {
+                    key: bytes(&kv["key"]),
+                    value: bytes(&kv["value"]),
+                    lease: num(&kv["lease"]).unwrap_or(0),
+                })
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -79,19 +107,34 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 impl Etcd {
     /// `endpoints`: `http://host:port` of the members; `timeout` per call and endpoint.
     pub fn new(endpoints: Vec<HealthUrl>, timeout: Duration) -> Etcd {
-        Etcd { endpoints, timeout }
+        Etcd {
+            endpoints,
+            timeout,
+            preferred: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// The endpoints, the one that answered last first.
+    fn in_turn(&self) -> impl Iterator<Item = (usize, &HealthUrl)> {
+        let n = self.endpoints.len();
+        let first = self.preferred.load(Ordering::Relaxed) % n.max(1);
+        (0..n).map(move |i| {
+            let at = (first + i) % n;
+            (at, &self.endpoints[at])
+        })
     }
 
     fn call(&self, path: &str, body: &Value) -> Result<Value, EtcdError> {
         let body = body.to_string();
         let mut errors = Vec::new();
-        for ep in &self.endpoints {
+        for (at, ep) in self.in_turn() {
             let url = HealthUrl {
                 path: path.to_string(),
                 ..ep.clone()
             };
             match http::post_json(&url, body.as_bytes(), self.timeout, MAX_ANSWER) {
                 Ok(a) if (200..300).contains(&a.status) => {
+                    self.preferred.store(at, Ordering::Relaxed);
                     return serde_json::from_slice(&a.body).map_err(|e| EtcdError::Refused {
                         status: a.status,
                         detail: format!("not JSON: {e}"),
@@ -138,8 +181,8 @@ impl Etcd {
             .map(|_| ())
     }
 
-    /// Puts `key` = `value` under `lease` only if the key does not exist; whether it did.
-    pub fn create(&self, key: &[u8], value: &[u8], lease: i64) -> Result<bool, EtcdError> {
+    /// Puts `key` = `value` under `lease` only if the key does not exist.
+    pub fn create(&self, key: &[u8], value: &[u8], lease: i64) -> Result<Created, EtcdError> {
         let k = B64.encode(key);
         let v = self.call(
             "/v3/kv/txn",
@@ -148,7 +191,41 @@ impl Etcd {
                 "success": [{"requestPut": {"key": k, "value": B64.encode(value), "lease": lease.to_string()}}],
             }),
         )?;
-        Ok(v["succeeded"] == true)
+        Ok(Created {
+            created: v["succeeded"] == true,
+            revision: num(&v["header"]["revision"]).unwrap_or(0),
+        })
+    }
+
+    /// `key`'s value and lease, if it exists.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Kv>, EtcdError> {
+        let v = self.call("/v3/kv/range", &json!({"key": B64.encode(key)}))?;
+        Ok(kvs(&v).into_iter().next())
+    }
+
+    /// Waits up to `wait` for any change to a key starting with `prefix` at or after revision
+    /// `from`: whether one came. Asks the member that answered last; a member that does not
+    /// answer is as no change (the caller's next call finds another).
+    pub fn changed_since(&self, prefix: &[u8], from: i64, wait: Duration) -> bool {
+        let Some((_, ep)) = self.in_turn().next() else {
+            return false;
+        };
+        let url = HealthUrl {
+            path: "/v3/watch".into(),
+            ..ep.clone()
+        };
+        let body = json!({"create_request": {
+            "key": B64.encode(prefix),
+            "range_end": B64.encode(prefix_end(prefix)),
+            "start_revision": from.to_string(),
+        }})
+        .to_string();
+        // The first line says the watch is created; a second is an event (or the watch's end,
+        // as when `from` was compacted away: either way, time to look again).
+        match http::post_json_lines(&url, body.as_bytes(), wait, 2, MAX_ANSWER) {
+            Ok(a) => (200..300).contains(&a.status),
+            Err(_) => false,
+        }
     }
 
     /// Every key starting with `prefix`, in key order.
@@ -157,18 +234,16 @@ impl Etcd {
             "/v3/kv/range",
             &json!({"key": B64.encode(prefix), "range_end": B64.encode(prefix_end(prefix))}),
         )?;
-        Ok(v["kvs"]
-            .as_array()
-            .map(|kvs| {
-                kvs.iter()
-                    .map(|kv| Kv {
-                        key: bytes(&kv["key"]),
-                        value: bytes(&kv["value"]),
-                        lease: num(&kv["lease"]).unwrap_or(0),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default())
+        Ok(kvs(&v))
+    }
+
+    /// Puts `key` = `value` under `lease`, whatever was there.
+    pub fn put(&self, key: &[u8], value: &[u8], lease: i64) -> Result<(), EtcdError> {
+        self.call(
+            "/v3/kv/put",
+            &json!({"key": B64.encode(key), "value": B64.encode(value), "lease": lease.to_string()}),
+        )
+        .map(|_| ())
     }
 
     /// Deletes `key`; whether it existed.

@@ -105,6 +105,9 @@ enum Read {
     StatusLine,
     /// The whole answer, up to this many bytes (the rest is not read).
     Whole(usize),
+    /// A streamed answer, until its body holds this many newline-ended lines (or the size):
+    /// one message a line, as etcd's gateway streams a watch.
+    Lines(usize, usize),
 }
 
 /// An answer to a GET.
@@ -141,6 +144,19 @@ pub fn post_json(
     max_body: usize,
 ) -> Result<Answer, FetchError> {
     exchange(url, Some(body), timeout, Read::Whole(max_body))
+}
+
+/// One POST of a JSON `body` whose answer is a stream of one JSON message a line: read until
+/// `lines` messages have come (or `max_body` bytes), within `timeout`. No more lines in time is
+/// [`FetchError::TimedOut`]. Blocking.
+pub fn post_json_lines(
+    url: &HealthUrl,
+    body: &[u8],
+    timeout: Duration,
+    lines: usize,
+    max_body: usize,
+) -> Result<Answer, FetchError> {
+    exchange(url, Some(body), timeout, Read::Lines(lines, max_body))
 }
 
 fn exchange(
@@ -208,12 +224,18 @@ fn exchange(
     let limit = match read {
         // The status line is all the verification needs: a small head of the answer.
         Read::StatusLine => 4096,
-        Read::Whole(max_body) => max_body.saturating_add(16 * 1024),
+        Read::Whole(max_body) | Read::Lines(_, max_body) => max_body.saturating_add(16 * 1024),
     };
     let mut got = Vec::with_capacity(1024);
     let mut buf = [0u8; 4096];
     loop {
         if read == Read::StatusLine && got.contains(&b'\n') {
+            break;
+        }
+        if let Read::Lines(lines, _) = read
+            && body_start(&got)
+                .is_some_and(|at| got[at..].iter().filter(|&&b| b == b'\n').count() >= lines)
+        {
             break;
         }
         if got.len() >= limit {
@@ -222,7 +244,7 @@ fn exchange(
         let Some(left) = left() else {
             return Err(match read {
                 Read::StatusLine => failed(format!("read: no status line within {timeout:?}")),
-                Read::Whole(_) => FetchError::TimedOut(timeout),
+                Read::Whole(_) | Read::Lines(..) => FetchError::TimedOut(timeout),
             });
         };
         match s
@@ -244,10 +266,8 @@ fn exchange(
         parse_status_line(line).ok_or_else(|| failed(format!("not an HTTP answer: {line:?}")))?;
     let body = match read {
         Read::StatusLine => Vec::new(),
-        Read::Whole(max_body) => got
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map(|i| got[i + 4..].iter().copied().take(max_body).collect())
+        Read::Whole(max_body) | Read::Lines(_, max_body) => body_start(&got)
+            .map(|at| got[at..].iter().copied().take(max_body).collect())
             .unwrap_or_default(),
     };
     Ok(Answer {
@@ -255,6 +275,11 @@ fn exchange(
         elapsed,
         body,
     })
+}
+
+/// Where the body starts, once the head has been read.
+fn body_start(got: &[u8]) -> Option<usize> {
+    got.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
 }
 
 /// `HTTP/1.1 200 OK` → 200

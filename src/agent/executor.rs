@@ -3,6 +3,8 @@
 //! the inotify thread; after each change it sends a [`Update`]. Its blocking work never touches
 //! the event loop, which keeps the watchdog fed and reports.
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -11,6 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::flag::{self, Asker, FlagDir, FlagRequest, Rejection, Trust};
+use super::fleet::{Gate, Slots};
 use super::master::Master;
 use super::protocol::{Caller, Change, Decided, Update};
 use super::{audit, restart};
@@ -67,6 +70,9 @@ pub struct Parts<M> {
     pub trust: Trust,
     pub flag_dir: FlagDir,
     pub master: M,
+    /// The fleet's slots and the alert gate, when configured.
+    pub slots: Option<Box<dyn Slots>>,
+    pub gate: Option<Box<dyn Gate>>,
 }
 
 impl Executor {
@@ -86,6 +92,10 @@ impl Executor {
             trust: parts.trust,
             flag_dir: parts.flag_dir,
             master: parts.master,
+            slots: parts.slots,
+            gate: parts.gate,
+            backlog: VecDeque::new(),
+            rx,
             queued: queued.clone(),
             busy_since: busy_since.clone(),
             started,
@@ -93,7 +103,7 @@ impl Executor {
         };
         let thread = std::thread::Builder::new()
             .name("warden-restart".into())
-            .spawn(move || worker.run(rx))?;
+            .spawn(move || worker.run())?;
         Ok(Executor {
             work,
             queued,
@@ -146,17 +156,56 @@ struct Worker<M> {
     trust: Trust,
     flag_dir: FlagDir,
     master: M,
+    slots: Option<Box<dyn Slots>>,
+    gate: Option<Box<dyn Gate>>,
+    /// Work that came while a restart waited for a slot, taken before the channel's.
+    backlog: VecDeque<Work>,
+    rx: Receiver<Work>,
     queued: Arc<AtomicBool>,
     busy_since: Arc<AtomicU64>,
     started: Instant,
     reports: UnboundedSender<Update>,
 }
 
+/// The boxed part, borrowed for one request.
+fn lend<'a, T: ?Sized + 'a>(part: &'a mut Option<Box<T>>) -> Option<&'a mut T> {
+    match part {
+        Some(b) => Some(&mut **b),
+        None => None,
+    }
+}
+
+/// While a restart waits for a fleet slot: a restart asked meanwhile joins it (answered with
+/// its ruling and id at once), anything else waits its turn in `backlog`.
+fn take_turn(
+    rx: &Receiver<Work>,
+    backlog: &mut VecDeque<Work>,
+    in_hand: &RefCell<Option<Decided>>,
+) {
+    while let Ok(w) = rx.try_recv() {
+        match w {
+            Work::Change(Change::Restart { reply, caller, .. }) if in_hand.borrow().is_some() => {
+                if let Some(d) = &*in_hand.borrow() {
+                    tracing::info!(
+                        user = %caller.name,
+                        id = %d.id,
+                        "a restart asked while one waits for a fleet slot joins it"
+                    );
+                    let _ = reply.send(d.clone());
+                }
+            }
+            other => backlog.push_back(other),
+        }
+    }
+}
+
 impl<M: Master> Worker<M> {
-    fn run(mut self, rx: Receiver<Work>) {
+    fn run(mut self) {
         loop {
-            let w = if self.ledger.unsaved().is_some() {
-                match rx.recv_timeout(SAVE_RETRY) {
+            let w = if let Some(w) = self.backlog.pop_front() {
+                w
+            } else if self.ledger.unsaved().is_some() {
+                match self.rx.recv_timeout(SAVE_RETRY) {
                     Ok(w) => w,
                     Err(RecvTimeoutError::Timeout) => {
                         if self.ledger.retry_save() {
@@ -168,7 +217,7 @@ impl<M: Master> Worker<M> {
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
             } else {
-                match rx.recv() {
+                match self.rx.recv() {
                     Ok(w) => w,
                     Err(_) => break,
                 }
@@ -260,19 +309,32 @@ impl<M: Master> Worker<M> {
             }
         };
         let entry = match &claimed.result {
-            Ok(req) => restart::handle(
-                &mut self.ledger,
-                &mut self.master,
-                &self.settings,
-                restart::Incoming {
-                    req,
-                    ask: &req.policy_request(),
-                    written_at: claimed.written_at,
-                    claimed: Some(&claimed),
-                    dry_run: false,
-                },
-                &mut |_, _| {},
-            ),
+            Ok(req) => {
+                let in_hand = RefCell::new(None);
+                restart::handle(
+                    &mut self.ledger,
+                    &mut self.master,
+                    &self.settings,
+                    restart::Incoming {
+                        req,
+                        ask: &req.policy_request(),
+                        written_at: claimed.written_at,
+                        claimed: Some(&claimed),
+                        dry_run: false,
+                    },
+                    &mut |ruling, id| {
+                        *in_hand.borrow_mut() = Some(Decided {
+                            ruling: *ruling,
+                            id: id.to_string(),
+                        })
+                    },
+                    restart::Around {
+                        slots: lend(&mut self.slots),
+                        gate: lend(&mut self.gate),
+                        turn: &mut || take_turn(&self.rx, &mut self.backlog, &in_hand),
+                    },
+                )
+            }
             Err(why) => restart::reject(&mut self.ledger, why, &claimed.asker),
         };
         if let Err(e) = claimed.finish() {
@@ -302,13 +364,16 @@ impl<M: Master> Worker<M> {
                     ..FlagRequest::default()
                 };
                 let mut reply = Some(reply);
+                let in_hand = RefCell::new(None);
                 let mut decided = |ruling: &policy::Ruling, id: &str| {
+                    let d = Decided {
+                        ruling: *ruling,
+                        id: id.to_string(),
+                    };
                     if let Some(r) = reply.take() {
-                        let _ = r.send(Decided {
-                            ruling: *ruling,
-                            id: id.to_string(),
-                        });
+                        let _ = r.send(d.clone());
                     }
+                    *in_hand.borrow_mut() = Some(d);
                 };
                 Some(restart::handle(
                     &mut self.ledger,
@@ -322,6 +387,11 @@ impl<M: Master> Worker<M> {
                         dry_run,
                     },
                     &mut decided,
+                    restart::Around {
+                        slots: lend(&mut self.slots),
+                        gate: lend(&mut self.gate),
+                        turn: &mut || take_turn(&self.rx, &mut self.backlog, &in_hand),
+                    },
                 ))
             }
             Change::KillSwitch {
@@ -389,10 +459,15 @@ impl<M: Master> Worker<M> {
             override_reason: None,
         };
         let mut reply = Some(reply);
-        let mut decided = |_: &policy::Ruling, id: &str| {
+        let in_hand = RefCell::new(None);
+        let mut decided = |ruling: &policy::Ruling, id: &str| {
             if let Some(r) = reply.take() {
                 let _ = r.send(Ok(Some(id.to_string())));
             }
+            *in_hand.borrow_mut() = Some(Decided {
+                ruling: *ruling,
+                id: id.to_string(),
+            });
         };
         // Asked at the flip: the entry's rollback time runs from there.
         Some(restart::handle(
@@ -407,6 +482,11 @@ impl<M: Master> Worker<M> {
                 dry_run: false,
             },
             &mut decided,
+            restart::Around {
+                slots: lend(&mut self.slots),
+                gate: lend(&mut self.gate),
+                turn: &mut || take_turn(&self.rx, &mut self.backlog, &in_hand),
+            },
         ))
     }
 }

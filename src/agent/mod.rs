@@ -10,6 +10,7 @@
 mod audit;
 pub mod executor;
 pub mod flag;
+pub mod fleet;
 pub mod master;
 pub mod oneshot;
 pub mod preflight;

@@ -17,6 +17,12 @@ pub fn carry_out(s: &Settings, req: &FlagRequest) -> Result<(Ruling, Entry), Age
     let mut ledger = prepared.ledger;
     let mut master = ProcMaster::new(s.pid_file.value.clone(), s.app_unit.clone());
     let mut ruled = None;
+    // No agent runs: this command takes the host's slot itself, as the agent would.
+    let app = s
+        .app_unit
+        .as_deref()
+        .and_then(crate::config::instance::AppName::of_unit);
+    let mut outside = super::fleet::Outside::of(s, app.as_ref().map_or("app", |a| a.as_str()));
     let entry = restart::handle(
         &mut ledger,
         &mut master,
@@ -29,6 +35,11 @@ pub fn carry_out(s: &Settings, req: &FlagRequest) -> Result<(Ruling, Entry), Age
             dry_run: false,
         },
         &mut |r: &Ruling, _: &str| ruled = Some(*r),
+        restart::Around {
+            slots: outside.slots.as_deref_mut(),
+            gate: None,
+            turn: &mut || {},
+        },
     );
     super::audit::handled(&entry);
     let ruling = ruled.expect("handle rules on every request");

@@ -8,12 +8,14 @@ use std::time::{Duration, Instant, SystemTime};
 use chrono::Utc;
 
 use super::flag::{Asker, Claimed, FlagRequest, Rejection};
+use super::fleet::{Gate, GateAnswer, Slots};
 use super::master::Master;
 use crate::config::Settings;
+use crate::fleet::coordinator::{self, Grant};
 use crate::ledger::Ledger;
 use crate::ledger::entry::Entry;
 use crate::ledger::model::{
-    Decision, Failure, FailureKind, Reason, RequestSource, Timings, Verdict,
+    Decision, Failure, FailureKind, FleetRecord, Reason, RequestSource, Timings, Verdict,
 };
 use crate::ledger::policy::{self, Ruling};
 use crate::ledger::time::{format_time, parse_time};
@@ -82,7 +84,16 @@ pub struct Incoming<'a> {
     pub dry_run: bool,
 }
 
-/// Decides and, when allowed, performs a restart; returns the entry recorded. `decided` hears
+/// What a restart asks outside its host, and the executor's turn while it waits.
+pub struct Around<'a> {
+    pub slots: Option<&'a mut (dyn Slots + 'static)>,
+    pub gate: Option<&'a mut (dyn Gate + 'static)>,
+    /// Runs at least every half second while the restart waits for a slot.
+    pub turn: &'a mut dyn FnMut(),
+}
+
+/// Decides and, when allowed, performs a restart; returns the entry recorded (an automatic
+/// restart deferred again by the same alerts is returned, not recorded twice). `decided` hears
 /// the ruling and the entry's id before anything is signalled.
 pub fn handle(
     ledger: &mut Ledger,
@@ -90,6 +101,7 @@ pub fn handle(
     s: &Settings,
     request: Incoming<'_>,
     decided: &mut dyn FnMut(&Ruling, &str),
+    around: Around<'_>,
 ) -> Entry {
     let Incoming {
         req,
@@ -125,6 +137,21 @@ pub fn handle(
     // Allowed: the decision's reason becomes what becomes of the signal, as the original
     // records it; the policy's stays beside it.
     e.policy_reason = e.decision_reason.take();
+    // An automatic restart waits while an alert the gate matches fires (a database outage is
+    // not cured by new workers); it is asked again at the next probe that calls for it.
+    if ask.source == RequestSource::Auto
+        && let Some(gate) = around.gate
+        && let GateAnswer::Deferred { alerts, again } = gate.ask()
+    {
+        conclude(&mut e, Decision::Blocked, false);
+        e.decision_reason = Some(Reason::AlertGateFiring.into());
+        e.alert_gate = Some(alerts);
+        // The same alerts as the last deferral: the history has it already.
+        if !again {
+            ledger.record(e.clone());
+        }
+        return e;
+    }
     if dry_run {
         // Recorded as not done, which it was not: it counts toward nothing but later dry runs.
         conclude(&mut e, Decision::Blocked, false);
@@ -132,7 +159,57 @@ pub fn handle(
         ledger.record(e.clone());
         return e;
     }
-    reload(ledger, master, s, e, written_at, claimed)
+    let asker = coordinator::Asker::of(ask.source, e.override_acknowledged == Some(true));
+    let slots = around.slots.map(|sl| (sl, asker, around.turn));
+    reload(ledger, master, s, e, written_at, claimed, slots)
+}
+
+/// A slot for the reload (when the fleet coordinates), or the entry failed for want of one.
+fn take_slot(
+    slots: &mut dyn Slots,
+    asker: coordinator::Asker,
+    turn: &mut dyn FnMut(),
+) -> Result<FleetRecord, (FleetRecord, Failure)> {
+    let group = slots.group().to_string();
+    let record = |waited: std::time::Duration| FleetRecord {
+        group: group.clone(),
+        slot: None,
+        waited_ms: millis(waited),
+        kept: false,
+        without_slot: None,
+        released: None,
+    };
+    match slots.acquire(asker, turn) {
+        Grant::Slot { slot, waited, kept } => Ok(FleetRecord {
+            slot: Some(slot),
+            kept,
+            ..record(waited)
+        }),
+        Grant::WithoutSlot { waited, detail } => Ok(FleetRecord {
+            without_slot: Some(detail),
+            ..record(waited)
+        }),
+        Grant::Unavailable { waited, holders } => {
+            let f = Failure::new(
+                FailureKind::FleetSlotUnavailable,
+                format!(
+                    "no reload slot of group {} came free in {:.0} s (held by {})",
+                    group,
+                    waited.as_secs_f64(),
+                    if holders.is_empty() {
+                        "?".into()
+                    } else {
+                        holders.join(", ")
+                    }
+                ),
+            );
+            Err((record(waited), f))
+        }
+        Grant::Unreachable { waited, detail } => Err((
+            record(waited),
+            Failure::new(FailureKind::FleetUnreachable, detail),
+        )),
+    }
 }
 
 fn fail(ledger: &mut Ledger, mut e: Entry, failure: Failure) -> Entry {
@@ -154,6 +231,11 @@ fn reload(
     mut e: Entry,
     written_at: Option<SystemTime>,
     claimed: Option<&Claimed>,
+    mut slots: Option<(
+        &mut (dyn Slots + 'static),
+        coordinator::Asker,
+        &mut dyn FnMut(),
+    )>,
 ) -> Entry {
     let m = match master.find() {
         Ok(m) => m,
@@ -175,6 +257,31 @@ fn reload(
             }
         }
     }
+    // The slot after the preflight: a deploy that does not load holds no host of the group
+    // back. Taken, it is kept by any failure from here on.
+    if let Some((sl, asker, turn)) = slots.as_mut() {
+        match take_slot(&mut **sl, *asker, &mut **turn) {
+            Ok(record) => e.fleet = Some(record),
+            Err((record, f)) => {
+                e.fleet = Some(record);
+                e.master_pid = Some(m.pid);
+                return fail(ledger, e, f);
+            }
+        }
+    }
+    let mut slots = slots.map(|(sl, _, _)| sl);
+    let mut slot_kept = |e: &mut Entry, verified: bool| {
+        if let Some(sl) = slots.as_mut()
+            && let Some(f) = e.fleet.as_mut().filter(|f| f.slot.is_some())
+        {
+            if verified {
+                sl.verified();
+            } else {
+                sl.failed();
+            }
+            f.released = Some(verified);
+        }
+    };
     master.pin_workers(m);
 
     // Intended before the signal: a crash from here on leaves an entry, never nothing (see
@@ -182,6 +289,7 @@ fn reload(
     let mut intended = e.clone();
     intended.decision = Some(Decision::Intended.into());
     if let Err(why) = ledger.intend(intended) {
+        slot_kept(&mut e, false);
         return fail(ledger, e, Failure::new(FailureKind::IntentNotRecorded, why));
     }
     if let Some(c) = claimed
@@ -199,6 +307,7 @@ fn reload(
         .map(millis);
     ledger.signalled();
     if let Err(err) = signalled {
+        slot_kept(&mut e, false);
         ledger.withdraw();
         return fail(
             ledger,
@@ -262,6 +371,7 @@ fn reload(
     if !verified {
         e.verification_problems = Some(problems);
     }
+    slot_kept(&mut e, verified);
     ledger.settle(e.clone());
     e
 }

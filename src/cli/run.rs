@@ -17,6 +17,7 @@ use super::exit::Exit;
 use crate::agent::AgentError;
 use crate::agent::executor::{Executor, Parts};
 use crate::agent::flag::Trust;
+use crate::agent::fleet::Outside;
 use crate::agent::master::ProcMaster;
 use crate::agent::protocol::{Caller, Change};
 use crate::agent::startup::{self, Prepared};
@@ -25,6 +26,7 @@ use crate::config::instance::AppName;
 use crate::config::{EnvFileArg, Settings};
 use crate::contract::inputs::{Sources, gather};
 use crate::control::dbus::{self, AgentIface, Ask, SharedSnapshot};
+use crate::control::metrics::fleet::FleetSeries;
 use crate::control::metrics::{self, Metrics};
 use crate::control::observe::Meta;
 use crate::control::status::Validation;
@@ -268,6 +270,18 @@ async fn event_loop(
     let (reports_tx, mut reports) = mpsc::unbounded_channel();
     let unsaved = ledger.unsaved().map(str::to_string);
     let known = ledger.doc().clone();
+    let app = settings.app_unit.as_deref().and_then(AppName::of_unit);
+    let outside = Outside::of(&settings, app.as_ref().map_or("app", |a| a.as_str()));
+    let fleet_series = FleetSeries {
+        slots: outside
+            .identity
+            .as_ref()
+            .map(|me| (me.group.clone(), me.slots, outside.fleet_gauges.clone())),
+        gate: settings
+            .alert_gate
+            .as_ref()
+            .map(|_| outside.gate_gauges.clone()),
+    };
     let executor = Executor::spawn(
         Parts {
             ledger,
@@ -275,6 +289,8 @@ async fn event_loop(
             trust: Trust::new(&admins),
             flag_dir,
             master: ProcMaster::new(settings.pid_file.value.clone(), settings.app_unit.clone()),
+            slots: outside.slots,
+            gate: outside.gate,
         },
         reports_tx,
     )
@@ -284,10 +300,11 @@ async fn event_loop(
     executor.flag_events().changed();
 
     let metrics = Arc::new(
-        match settings.app_unit.as_deref().and_then(AppName::of_unit) {
+        match &app {
             Some(app) => Metrics::for_app(env!("CARGO_PKG_VERSION"), app.as_str()),
             None => Metrics::new(env!("CARGO_PKG_VERSION")),
-        },
+        }
+        .with_fleet(fleet_series),
     );
     serve_metrics(metrics_listener, &metrics);
     // D-Bus: the API is a convenience on top of the flag; the agent runs without a bus.
@@ -412,7 +429,7 @@ async fn event_loop(
                 // A request in hand far beyond its own deadline means a hung executor: stop
                 // pinging, and systemd restarts the agent.
                 let busy = executor.busy_for();
-                if watchdog::healthy(busy, view.settings.reload_timeout) {
+                if watchdog::healthy(busy, view.settings.longest_request()) {
                     notify(&[NotifyState::Watchdog]);
                     metrics.watchdog_ping();
                 } else {

@@ -22,7 +22,10 @@ use std::time::Duration;
 use serde::{Serialize, Serializer};
 
 pub use layers::{EnvFileArg, Layers, LoadError, Source, Sourced};
-pub use values::{AutoRecovery, BindAddr, HttpUrls, JsonPath, ProbeInterval, Ratio};
+pub use values::{
+    AlertMatchers, AutoRecovery, BindAddr, HttpUrls, JsonPath, ProbeInterval, Ratio, Unreachable,
+    UnreachableRules,
+};
 
 use crate::platform::http::HealthUrl;
 
@@ -154,6 +157,27 @@ pub struct FleetSettings {
     pub slots: u32,
     #[serde(rename = "lease_seconds", serialize_with = "as_seconds")]
     pub lease: Duration,
+    /// How long a restart waits for a slot.
+    #[serde(rename = "wait_seconds", serialize_with = "as_seconds")]
+    pub wait: Duration,
+    pub unreachable: UnreachableRules,
+}
+
+impl Settings {
+    /// The longest a restart request may rightly take: the preflight, the wait for a fleet
+    /// slot and the reload. Past it (and a grace) the executor counts as hung.
+    pub fn longest_request(&self) -> Duration {
+        self.reload_timeout
+            + self.preflight.unwrap_or_default()
+            + self.fleet.as_ref().map(|f| f.wait).unwrap_or_default()
+    }
+}
+
+/// The alert gate (`WARDEN_ALERTMANAGER_URL`, `WARDEN_ALERT_MATCHERS`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AlertGateSettings {
+    pub url: HealthUrl,
+    pub matchers: AlertMatchers,
 }
 
 /// The validated configuration.
@@ -196,6 +220,8 @@ pub struct Settings {
     pub resilience: ResilienceThresholds,
     /// Coordination across hosts; `None` while `WARDEN_ETCD_ENDPOINTS` is empty.
     pub fleet: Option<FleetSettings>,
+    /// Automatic restarts wait while these alerts fire; `None` without Alertmanager.
+    pub alert_gate: Option<AlertGateSettings>,
     /// Where the agent publishes the status document on every change.
     pub status_file: Option<PathBuf>,
     /// Where the agent publishes the kill-switch for the app.

@@ -6,11 +6,14 @@ use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::values::{self, AutoRecovery, CountError, HttpUrls, JsonPath, ProbeInterval, Ratio};
+use super::values::{
+    self, AlertMatchers, AutoRecovery, CountError, HttpUrls, JsonPath, ProbeInterval, Ratio,
+    UnreachableRules,
+};
 use super::vars::{self, Default, Kind, Var};
 use super::{
-    BindAddr, FieldPaths, FleetSettings, InvalidValue, Layers, PolicyConfig, ProbeSettings,
-    RecoverySettings, ResilienceThresholds, RuntimeKind, Settings, Source, Sourced,
+    AlertGateSettings, BindAddr, FieldPaths, FleetSettings, InvalidValue, Layers, PolicyConfig,
+    ProbeSettings, RecoverySettings, ResilienceThresholds, RuntimeKind, Settings, Source, Sourced,
 };
 use crate::platform::http::HealthUrl;
 
@@ -418,6 +421,31 @@ impl Settings {
         let fleet_group = r.text(&vars::WARDEN_FLEET_GROUP).map(|g| g.value);
         let fleet_slots = r.whole(&vars::WARDEN_FLEET_SLOTS);
         let fleet_lease = r.whole(&vars::WARDEN_FLEET_LEASE);
+        let fleet_wait = r.whole(&vars::WARDEN_FLEET_WAIT);
+        let fleet_unreachable: Option<Sourced<UnreachableRules>> = r.parsed(
+            &vars::WARDEN_FLEET_UNREACHABLE,
+            "give `who=action` pairs, e.g. auto=wait,override=proceed",
+        );
+        let alertmanager: Option<Sourced<HealthUrl>> = r.parsed(
+            &vars::WARDEN_ALERTMANAGER_URL,
+            "set Alertmanager's http:// URL, e.g. http://127.0.0.1:9093",
+        );
+        let alert_matchers: Option<Sourced<AlertMatchers>> = r.parsed(
+            &vars::WARDEN_ALERT_MATCHERS,
+            "write Alertmanager matchers, e.g. {alertname=\"DatabaseDown\",severity=\"critical\"}",
+        );
+        // A gate with nothing to match would hold no restart: said, not guessed.
+        if alert_matchers.is_none()
+            && let Some(raw) = r
+                .raw(&vars::WARDEN_ALERTMANAGER_URL)
+                .filter(|r| !r.text.is_empty())
+        {
+            r.refuse(
+                &raw,
+                "the alert gate has no matchers".into(),
+                "set WARDEN_ALERT_MATCHERS too, e.g. {alertname=\"DatabaseDown\"}, or unset WARDEN_ALERTMANAGER_URL".into(),
+            );
+        }
         let status_file = r.path(&vars::WARDEN_STATUS_FILE).map(|p| p.value);
         let kill_switch_file = r.path(&vars::WARDEN_KILL_SWITCH_FILE).map(|p| p.value);
         let metrics_socket = r.path(&vars::WARDEN_METRICS_SOCKET).map(|p| p.value);
@@ -485,7 +513,18 @@ impl Settings {
                     group: fleet_group,
                     slots: u32::try_from(fleet_slots.value).unwrap_or(u32::MAX),
                     lease: Duration::from_secs(fleet_lease.value),
+                    wait: Duration::from_secs(fleet_wait.value),
+                    unreachable: fleet_unreachable
+                        .map(|u| u.value)
+                        .unwrap_or_else(|| UnreachableRules::DEFAULT.parse().expect("valid")),
                 }),
+            alert_gate: match (alertmanager, alert_matchers) {
+                (Some(url), Some(m)) => Some(AlertGateSettings {
+                    url: url.value,
+                    matchers: m.value,
+                }),
+                _ => None,
+            },
             health_url: health_url.map(|u| u.value),
             admin_group,
             reload_timeout: Duration::from_secs(reload_timeout.value),

@@ -361,3 +361,123 @@ impl std::fmt::Display for HttpUrls {
         f.write_str(&urls.join(","))
     }
 }
+
+/// What a restart does while no etcd member answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unreachable {
+    /// Keeps trying etcd within the slot wait, then fails.
+    Wait,
+    /// Goes on without a slot; the history says so.
+    Proceed,
+    /// Fails at once.
+    Refuse,
+}
+
+impl Unreachable {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unreachable::Wait => "wait",
+            Unreachable::Proceed => "proceed",
+            Unreachable::Refuse => "refuse",
+        }
+    }
+}
+
+/// [`Unreachable`] per who asked (`WARDEN_FLEET_UNREACHABLE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct UnreachableRules {
+    pub auto: Unreachable,
+    pub manual: Unreachable,
+    pub reload: Unreachable,
+    /// An operator's acknowledged override of the policy.
+    #[serde(rename = "override")]
+    pub acknowledged_override: Unreachable,
+    pub kill_switch: Unreachable,
+}
+
+impl UnreachableRules {
+    /// Automatic restarts and plain requests wait; an operator who acknowledged an override,
+    /// or flipped the kill-switch, has said to go on.
+    pub const DEFAULT: &'static str =
+        "auto=wait,manual=wait,reload=wait,override=proceed,kill_switch=proceed";
+}
+
+impl std::str::FromStr for UnreachableRules {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut r = UnreachableRules {
+            auto: Unreachable::Wait,
+            manual: Unreachable::Wait,
+            reload: Unreachable::Wait,
+            acknowledged_override: Unreachable::Proceed,
+            kill_switch: Unreachable::Proceed,
+        };
+        for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (who, action) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("{pair:?} is not `who=action`"))?;
+            let action = match action.trim() {
+                "wait" => Unreachable::Wait,
+                "proceed" => Unreachable::Proceed,
+                "refuse" => Unreachable::Refuse,
+                other => {
+                    return Err(format!(
+                        "{other:?} is not an action: wait, proceed or refuse"
+                    ));
+                }
+            };
+            let slot = match who.trim() {
+                "auto" => &mut r.auto,
+                "manual" => &mut r.manual,
+                "reload" => &mut r.reload,
+                "override" => &mut r.acknowledged_override,
+                "kill_switch" => &mut r.kill_switch,
+                other => {
+                    return Err(format!(
+                        "{other:?} is not a source: auto, manual, reload, override or kill_switch"
+                    ));
+                }
+            };
+            *slot = action;
+        }
+        Ok(r)
+    }
+}
+
+impl std::fmt::Display for UnreachableRules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "auto={},manual={},reload={},override={},kill_switch={}",
+            self.auto.as_str(),
+            self.manual.as_str(),
+            self.reload.as_str(),
+            self.acknowledged_override.as_str(),
+            self.kill_switch.as_str()
+        )
+    }
+}
+
+/// Alertmanager label matchers (`WARDEN_ALERT_MATCHERS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertMatchers(pub crate::platform::alertmanager::Matchers);
+
+impl std::str::FromStr for AlertMatchers {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.parse().map(AlertMatchers).map_err(|e| e.to_string())
+    }
+}
+
+impl std::fmt::Display for AlertMatchers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl serde::Serialize for AlertMatchers {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}

@@ -80,6 +80,10 @@ pub enum Kind {
     JsonPath,
     /// `http://` URLs, comma-separated.
     HttpUrls,
+    /// `who=action` pairs, comma-separated (what a restart does without etcd, per source).
+    SourceActions,
+    /// Alertmanager label matchers.
+    Matchers,
 }
 
 impl Var {
@@ -562,6 +566,46 @@ pub static WARDEN_FLEET_LEASE: Var = Var {
     example: "60",
 };
 
+pub static WARDEN_FLEET_WAIT: Var = Var {
+    name: "WARDEN_FLEET_WAIT",
+    fallbacks: &[],
+    default: Default::Text("300"),
+    kind: Kind::Seconds { min: 1 },
+    contract: false,
+    help: "seconds a restart waits for a reload slot before it fails as `fleet_slot_unavailable` (or, while no etcd member answers, `fleet_unreachable`)",
+    example: "300",
+};
+
+pub static WARDEN_FLEET_UNREACHABLE: Var = Var {
+    name: "WARDEN_FLEET_UNREACHABLE",
+    fallbacks: &[],
+    default: Default::Text(crate::config::values::UnreachableRules::DEFAULT),
+    kind: Kind::SourceActions,
+    contract: false,
+    help: "what a restart does while no etcd member answers, per who asked (`auto`, `manual`, `reload`, `override`: an acknowledged override, `kill_switch`): `wait` for etcd within `WARDEN_FLEET_WAIT`, `proceed` without a slot (the history says so) or `refuse`; pairs not given keep their default",
+    example: "auto=wait,override=proceed",
+};
+
+pub static WARDEN_ALERTMANAGER_URL: Var = Var {
+    name: "WARDEN_ALERTMANAGER_URL",
+    fallbacks: &[],
+    default: Default::Unset,
+    kind: Kind::HttpUrl,
+    contract: false,
+    help: "Alertmanager's URL (with its route prefix, if any): an automatic restart is deferred while an alert matching `WARDEN_ALERT_MATCHERS` fires; unset, no gate",
+    example: "http://127.0.0.1:9093",
+};
+
+pub static WARDEN_ALERT_MATCHERS: Var = Var {
+    name: "WARDEN_ALERT_MATCHERS",
+    fallbacks: &[],
+    default: Default::Unset,
+    kind: Kind::Matchers,
+    contract: false,
+    help: "the alerts that defer automatic restarts, in Alertmanager's matcher syntax (`=`, `!=`, `=~`, `!~`); required with `WARDEN_ALERTMANAGER_URL`",
+    example: "{alertname=~\"DatabaseDown|RedisDown\",severity=\"critical\"}",
+};
+
 pub static WARDEN_STATUS_FILE: Var = Var {
     name: "WARDEN_STATUS_FILE",
     fallbacks: &[],
@@ -647,6 +691,10 @@ pub static ALL: &[&Var] = &[
     &WARDEN_FLEET_GROUP,
     &WARDEN_FLEET_SLOTS,
     &WARDEN_FLEET_LEASE,
+    &WARDEN_FLEET_WAIT,
+    &WARDEN_FLEET_UNREACHABLE,
+    &WARDEN_ALERTMANAGER_URL,
+    &WARDEN_ALERT_MATCHERS,
     &WARDEN_STATUS_FILE,
     &WARDEN_KILL_SWITCH_FILE,
     &WARDEN_METRICS_SOCKET,

@@ -11,7 +11,7 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use super::model::{Decision, Failure, Reason, Recorded, RequestSource, Timings};
+use super::model::{Decision, Failure, FleetRecord, Reason, Recorded, RequestSource, Timings};
 use super::time::parse_time;
 
 /// One restart request and what became of it.
@@ -50,6 +50,10 @@ pub struct Entry {
     /// What a rejected flag broke, in words.
     pub rejection: Option<String>,
     pub timings: Option<Timings>,
+    /// The fleet slot it held or waited for, when coordination is on.
+    pub fleet: Option<FleetRecord>,
+    /// The alerts that deferred an automatic restart (the gate's), by name.
+    pub alert_gate: Option<Vec<String>>,
     /// What the verification of an executed restart found wrong.
     pub verification_problems: Option<Vec<String>>,
     /// Whether an executed restart was verified.
@@ -191,6 +195,8 @@ impl Entry {
         e.reason = own(&mut obj, "reason");
         e.rejection = own(&mut obj, "rejection");
         e.timings = own(&mut obj, "timings");
+        e.fleet = own(&mut obj, "fleet");
+        e.alert_gate = own(&mut obj, "alert_gate");
         e.verification_problems = own(&mut obj, "verification_problems");
         e.verified = own(&mut obj, "verified");
         e.extra = obj;
@@ -302,6 +308,7 @@ enum Tail<'a> {
     Flag(bool),
     Text(&'a str),
     Timings(&'a Timings),
+    Fleet(&'a FleetRecord),
     Texts(&'a [String]),
     Other(&'a Value),
 }
@@ -315,6 +322,7 @@ impl Serialize for Tail<'_> {
             Tail::Flag(b) => b.serialize(s),
             Tail::Text(t) => t.serialize(s),
             Tail::Timings(t) => t.serialize(s),
+            Tail::Fleet(f) => f.serialize(s),
             Tail::Texts(t) => t.serialize(s),
             Tail::Other(v) => v.serialize(s),
         }
@@ -369,6 +377,12 @@ impl Serialize for Entry {
         }
         if let Some(t) = &self.timings {
             tail.push(("timings", Tail::Timings(t)));
+        }
+        if let Some(f) = &self.fleet {
+            tail.push(("fleet", Tail::Fleet(f)));
+        }
+        if let Some(a) = &self.alert_gate {
+            tail.push(("alert_gate", Tail::Texts(a)));
         }
         if let Some(p) = &self.verification_problems {
             tail.push(("verification_problems", Tail::Texts(p)));

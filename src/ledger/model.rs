@@ -168,6 +168,10 @@ words! {
         PreflightFailed => "preflight_failed",
         /// Automatic recovery in its dry run: the policy allowed it, nothing was signalled.
         AutoRecoveryDryRun => "auto_recovery_dry_run",
+        FleetSlotUnavailable => "fleet_slot_unavailable",
+        FleetUnreachable => "fleet_unreachable",
+        /// An automatic restart deferred while an alert matching the gate's matchers fires.
+        AlertGateFiring => "alert_gate_firing",
     }
 }
 
@@ -182,8 +186,10 @@ impl FailureKind {
             | FailureKind::PidOutsideAppUnit => Reason::GunicornPidUnavailable,
             FailureKind::IntentNotRecorded => Reason::IntentNotRecorded,
             FailureKind::SignalFailed => Reason::SignalFailed,
-            // warden's own: the original has no preflight.
+            // warden's own: the original has no preflight and no fleet.
             FailureKind::PreflightFailed => Reason::PreflightFailed,
+            FailureKind::FleetSlotUnavailable => Reason::FleetSlotUnavailable,
+            FailureKind::FleetUnreachable => Reason::FleetUnreachable,
         }
     }
 }
@@ -211,6 +217,10 @@ words! {
         /// The app's Gunicorn could not load its configuration or application: a reload would
         /// have stopped the workers and booted none.
         PreflightFailed => "preflight_failed",
+        /// Every reload slot of the fleet group stayed held for the whole wait.
+        FleetSlotUnavailable => "fleet_slot_unavailable",
+        /// No etcd member answered, and the request's rule did not let it go on without a slot.
+        FleetUnreachable => "fleet_unreachable",
     }
 }
 
@@ -320,6 +330,27 @@ impl<'de, T: std::str::FromStr> Deserialize<'de> for Recorded<T> {
 }
 
 /// The times of one executed restart, in milliseconds.
+/// A restart's part in its fleet group: the slot it held (or why it had none) and its wait.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetRecord {
+    pub group: String,
+    /// The slot the reload held; none when it went on without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<u32>,
+    /// From asking for a slot to having it (or to giving up).
+    pub waited_ms: f64,
+    /// The slot was held already, kept from this host's failed reload.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kept: bool,
+    /// It went on without a slot: no etcd member answered and its rule said to proceed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub without_slot: Option<String>,
+    /// After the reload: whether the slot went back to the group (a failed one keeps it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released: Option<bool>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 // Another writer's shape is kept as it was, not read as warden's.
 #[serde(deny_unknown_fields)]

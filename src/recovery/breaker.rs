@@ -78,6 +78,9 @@ pub enum Outcome {
     Restarted,
     Blocked,
     Failed,
+    /// Not carried out for a reason outside the app (an alert gate, no fleet slot): the
+    /// evidence stands and the next probe that calls for a restart asks again.
+    Deferred,
 }
 
 /// The breaker's settings.
@@ -249,6 +252,9 @@ impl Breaker {
         if !std::mem::take(&mut self.pending) {
             return None;
         }
+        if outcome == Outcome::Deferred {
+            return None;
+        }
         self.healthy_since_ms = None;
         Some(match outcome {
             Outcome::Restarted => {
@@ -258,6 +264,7 @@ impl Breaker {
             }
             Outcome::Blocked => self.enter(BreakerState::Open, Why::PolicyBlocked, now_ms),
             Outcome::Failed => self.enter(BreakerState::Open, Why::RestartFailed, now_ms),
+            Outcome::Deferred => unreachable!("returned above"),
         })
     }
 

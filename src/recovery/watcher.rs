@@ -9,7 +9,7 @@ use super::observation::Observation;
 use super::weigh;
 use crate::config::{AutoRecovery, ResilienceThresholds, Settings};
 use crate::ledger::entry::Entry;
-use crate::ledger::model::{Decision, RequestSource};
+use crate::ledger::model::{Decision, Reason, RequestSource};
 use crate::ledger::time::format_time;
 
 /// What the event loop must do after a probe.
@@ -200,7 +200,19 @@ impl Watcher {
         if e.source() != Some(RequestSource::Auto) || !self.breaker.pending() {
             return None;
         }
-        let outcome = if e.dry_run() {
+        let deferred = [
+            Reason::AlertGateFiring,
+            Reason::FleetSlotUnavailable,
+            Reason::FleetUnreachable,
+        ];
+        let outcome = if e
+            .decision_reason
+            .as_ref()
+            .and_then(|r| r.known())
+            .is_some_and(|r| deferred.contains(&r))
+        {
+            Outcome::Deferred
+        } else if e.dry_run() {
             Outcome::Restarted
         } else {
             match e.decided() {

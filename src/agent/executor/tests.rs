@@ -9,8 +9,10 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::oneshot;
 
 use super::*;
+use crate::agent::fleet::GateAnswer;
 use crate::agent::master::fake::FakeMaster;
 use crate::config::{Layers, Settings};
+use crate::fleet::coordinator::{Asker, Grant};
 use crate::ledger::model::{Decision, Failure, FailureKind, Reason, Verdict};
 use crate::platform::accounts::Admins;
 
@@ -45,8 +47,87 @@ fn settings(dir: &Path, extra: &[(&str, &str)]) -> Settings {
     s
 }
 
+/// The fleet as a test scripts it: what `acquire` grants, what the restart gave back.
+#[derive(Debug, Default)]
+struct FakeFleet {
+    grant: Option<Grant>,
+    /// `acquire` takes turns (as a real wait does) until `go` is set.
+    hold: bool,
+    go: bool,
+    waiting: bool,
+    verified: u32,
+    failed: u32,
+    gate: Option<Vec<String>>,
+}
+
+#[derive(Clone, Default)]
+struct Fleet(Arc<(std::sync::Mutex<FakeFleet>, std::sync::Condvar)>);
+
+impl Fleet {
+    fn state(&self) -> std::sync::MutexGuard<'_, FakeFleet> {
+        self.0.0.lock().unwrap()
+    }
+    fn await_waiting(&self) {
+        let (lock, cv) = &*self.0;
+        let mut f = lock.lock().unwrap();
+        while !f.waiting {
+            f = cv.wait(f).unwrap();
+        }
+    }
+    fn go(&self) {
+        self.state().go = true;
+    }
+}
+
+impl Slots for Fleet {
+    fn group(&self) -> &str {
+        "shop"
+    }
+    fn acquire(&mut self, _: Asker, turn: &mut dyn FnMut()) -> Grant {
+        {
+            let mut f = self.state();
+            f.waiting = true;
+            self.0.1.notify_all();
+        }
+        while {
+            let f = self.state();
+            f.hold && !f.go
+        } {
+            turn();
+            std::thread::yield_now();
+        }
+        self.state().grant.clone().unwrap_or(Grant::Slot {
+            slot: 0,
+            waited: Duration::ZERO,
+            kept: false,
+        })
+    }
+    fn verified(&mut self) {
+        self.state().verified += 1;
+    }
+    fn failed(&mut self) {
+        self.state().failed += 1;
+    }
+}
+
+impl Gate for Fleet {
+    fn ask(&mut self) -> GateAnswer {
+        match self.state().gate.clone() {
+            None => GateAnswer::Open,
+            Some(alerts) => GateAnswer::Deferred {
+                again: false,
+                alerts,
+            },
+        }
+    }
+}
+
 impl Rig {
     fn new(extra: &[(&str, &str)]) -> Rig {
+        Self::with_fleet(extra, None)
+    }
+
+    fn with_fleet(extra: &[(&str, &str)], fleet: Option<&Fleet>) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("run")).unwrap();
         std::fs::create_dir(dir.path().join("state")).unwrap();
@@ -66,6 +147,8 @@ impl Rig {
                 trust: Trust::new(&Admins::default()),
                 settings: settings.clone(),
                 master: app.clone(),
+                slots: fleet.map(|f| Box::new(f.clone()) as Box<dyn Slots>),
+                gate: fleet.map(|f| Box::new(f.clone()) as Box<dyn Gate>),
             },
             tx,
         )
@@ -517,4 +600,129 @@ fn entries_read_as_the_originals() {
         e.decision_reason.as_ref().and_then(|r| r.known()),
         Some(Reason::GunicornPidUnavailable)
     );
+}
+
+#[test]
+fn a_reload_takes_a_fleet_slot_and_gives_it_back_once_verified() {
+    let fleet = Fleet::default();
+    let mut r = Rig::with_fleet(&[], Some(&fleet));
+    r.flag("");
+    let e = r.handled();
+    assert_eq!(
+        (e.decided(), e.verified),
+        (Some(Decision::Executed), Some(true))
+    );
+    let f = e.fleet.clone().expect("the fleet's part is recorded");
+    assert_eq!(
+        (f.group.as_str(), f.slot, f.released),
+        ("shop", Some(0), Some(true))
+    );
+    let f = fleet.state();
+    assert_eq!((f.verified, f.failed), (1, 0));
+    assert_eq!(r.saved().history, vec![e]);
+}
+
+#[test]
+fn a_failed_reload_keeps_its_slot() {
+    let fleet = Fleet::default();
+    let mut r = Rig::with_fleet(&[], Some(&fleet));
+    r.app.app().replaces = false;
+    r.flag("");
+    let e = r.handled();
+    assert_eq!(e.verified, Some(false));
+    assert_eq!(e.fleet.as_ref().and_then(|f| f.released), Some(false));
+    let f = fleet.state();
+    assert_eq!((f.verified, f.failed), (0, 1));
+}
+
+#[test]
+fn no_slot_in_time_fails_with_its_own_reason_and_signals_nothing() {
+    let fleet = Fleet::default();
+    fleet.state().grant = Some(Grant::Unavailable {
+        waited: Duration::from_secs(300),
+        holders: vec!["m1/shop".into()],
+    });
+    let mut r = Rig::with_fleet(&[], Some(&fleet));
+    r.flag("");
+    let e = r.handled();
+    assert_eq!(e.decided(), Some(Decision::Failed));
+    assert_eq!(
+        e.decision_reason.as_ref().and_then(|r| r.known()),
+        Some(Reason::FleetSlotUnavailable)
+    );
+    let failure = e.failure.as_ref().unwrap();
+    assert_eq!(failure.kind, FailureKind::FleetSlotUnavailable);
+    assert!(failure.to_string().contains("m1/shop"), "{failure}");
+    assert_eq!(r.app.app().reloads, 0);
+    // Nothing was signalled: the policy does not count it.
+    assert!(r.saved().executed().is_empty());
+    // etcd away, a rule that says to go on: the reload happens and the history says how.
+    fleet.state().grant = Some(Grant::WithoutSlot {
+        waited: Duration::ZERO,
+        detail: "no etcd endpoint answered".into(),
+    });
+    let (_, e) = r.restart(true, "etcd is down and the app must reload");
+    assert_eq!(e.decided(), Some(Decision::Executed));
+    let f = e.fleet.unwrap();
+    assert_eq!(
+        (f.slot, f.without_slot.as_deref()),
+        (None, Some("no etcd endpoint answered"))
+    );
+    assert_eq!(r.app.app().reloads, 1);
+}
+
+#[test]
+fn a_restart_asked_while_one_waits_for_a_slot_joins_it() {
+    let fleet = Fleet::default();
+    fleet.state().hold = true;
+    let mut r = Rig::with_fleet(&[], Some(&fleet));
+    let (reply, first) = oneshot::channel();
+    r.executor.change(Change::Restart {
+        caller: caller(),
+        source: RequestSource::Manual,
+        reason: "rollout".into(),
+        manual_override: false,
+        acknowledged: false,
+        dry_run: false,
+        reply,
+    });
+    let first = first.blocking_recv().unwrap();
+    fleet.await_waiting();
+    let (reply, second) = oneshot::channel();
+    r.executor.change(Change::Restart {
+        caller: caller(),
+        source: RequestSource::Manual,
+        reason: "again".into(),
+        manual_override: false,
+        acknowledged: false,
+        dry_run: false,
+        reply,
+    });
+    // Answered while the first still waits: the same request.
+    assert_eq!(second.blocking_recv().unwrap(), first);
+    assert_eq!(r.app.app().reloads, 0);
+    fleet.go();
+    let e = r.handled();
+    assert_eq!(e.id.as_deref(), Some(first.id.as_str()));
+    assert_eq!(r.app.app().reloads, 1);
+    assert_eq!(r.saved().history.len(), 1, "one request recorded");
+}
+
+#[test]
+fn an_automatic_restart_waits_while_the_gate_sees_an_alert() {
+    let fleet = Fleet::default();
+    fleet.state().gate = Some(vec!["DatabaseDown".into()]);
+    let mut r = Rig::with_fleet(&[], Some(&fleet));
+    let (_, e) = r.ask(RequestSource::Auto, false, "automatic recovery");
+    assert_eq!(e.decided(), Some(Decision::Blocked));
+    assert_eq!(
+        e.decision_reason.as_ref().and_then(|r| r.known()),
+        Some(Reason::AlertGateFiring)
+    );
+    assert_eq!(e.alert_gate, Some(vec!["DatabaseDown".to_string()]));
+    assert_eq!(r.app.app().reloads, 0);
+    // An operator's request is not gated.
+    let (_, e) = r.restart(false, "by hand");
+    assert_eq!(e.decided(), Some(Decision::Executed));
+    assert_eq!(r.app.app().reloads, 1);
 }

@@ -460,6 +460,14 @@ impl Metrics {
         self.watchdog_pings.inc();
     }
 
+    /// Adds the fleet's series (the slot, the wait, the alert gate), read at each scrape.
+    pub fn with_fleet(mut self, series: fleet::FleetSeries) -> Self {
+        if series.slots.is_some() || series.gate.is_some() {
+            self.registry.register_collector(Box::new(series));
+        }
+        self
+    }
+
     /// The exposition, `text/plain; version=0.0.4`.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(6 * 1024);
@@ -524,6 +532,8 @@ impl Collector for Live {
         }
     }
 }
+
+pub mod fleet;
 
 #[cfg(test)]
 mod tests;

@@ -2,114 +2,13 @@
 //! `tests/harness/deps.sh`): the calls reload slots are made of, a lease's expiry freeing what
 //! it held, and a member down changing nothing.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use warden::platform::etcd::{Etcd, EtcdError};
-use warden::platform::http::HealthUrl;
-
-/// Where tests/harness/deps.sh puts etcd, taken out of Debian's etcd-server package.
-const ETCD_CACHE: &str = "/var/cache/warden-ci/bin/etcd";
-
-fn etcd_bin() -> PathBuf {
-    std::env::var_os("ETCD")
-        .map(PathBuf::from)
-        .or_else(|| Some(PathBuf::from(ETCD_CACHE)).filter(|p| p.exists()))
-        .or_else(|| Some(PathBuf::from("/usr/bin/etcd")).filter(|p| p.exists()))
-        .expect("etcd not found: run tests/harness/deps.sh (it fetches it), or set ETCD")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Three members on loopback, each with its data directory; stopped when dropped.
-struct Cluster {
-    members: Vec<Option<Child>>,
-    clients: Vec<u16>,
-    _dir: tempfile::TempDir,
-}
-
-impl Cluster {
-    fn start() -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let clients: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let peers: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let initial: Vec<String> = peers
-            .iter()
-            .enumerate()
-            .map(|(i, p)| format!("m{i}=http://127.0.0.1:{p}"))
-            .collect();
-        let members = (0..3)
-            .map(|i| {
-                let client = format!("http://127.0.0.1:{}", clients[i]);
-                let peer = format!("http://127.0.0.1:{}", peers[i]);
-                Some(
-                    Command::new(etcd_bin())
-                        .args(["--name", &format!("m{i}")])
-                        .arg("--data-dir")
-                        .arg(dir.path().join(format!("m{i}")))
-                        .args(["--listen-client-urls", &client])
-                        .args(["--advertise-client-urls", &client])
-                        .args(["--listen-peer-urls", &peer])
-                        .args(["--initial-advertise-peer-urls", &peer])
-                        .args(["--initial-cluster", &initial.join(",")])
-                        .args(["--initial-cluster-state", "new"])
-                        .args(["--initial-cluster-token", "warden-tests"])
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .spawn()
-                        .unwrap(),
-                )
-            })
-            .collect();
-        let c = Cluster {
-            members,
-            clients,
-            _dir: dir,
-        };
-        // Ready when a lease can be granted: the members have elected a leader.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while c.client().grant(5).is_err() {
-            assert!(Instant::now() < deadline, "the cluster did not form");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        c
-    }
-
-    fn client(&self) -> Etcd {
-        let eps = self
-            .clients
-            .iter()
-            .map(|p| HealthUrl {
-                host: "127.0.0.1".into(),
-                port: *p,
-                path: "/".into(),
-            })
-            .collect();
-        Etcd::new(eps, Duration::from_secs(2))
-    }
-
-    fn stop(&mut self, i: usize) {
-        if let Some(mut m) = self.members[i].take() {
-            let _ = m.kill();
-            let _ = m.wait();
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for i in 0..self.members.len() {
-            self.stop(i);
-        }
-    }
-}
+use common::etcd::Cluster;
+use warden::platform::etcd::EtcdError;
 
 #[test]
 fn slots_are_taken_once_freed_by_their_lease_and_a_member_down_changes_nothing() {

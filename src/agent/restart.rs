@@ -159,7 +159,10 @@ pub fn handle(
         ledger.record(e.clone());
         return e;
     }
-    let asker = coordinator::Asker::of(ask.source, e.override_acknowledged == Some(true));
+    // An operator who acknowledged an override has said to go on, whether or not the policy
+    // needed it: without etcd, that rule applies.
+    let asker =
+        coordinator::Asker::of(ask.source, ask.manual_override && ask.override_acknowledged);
     let slots = around.slots.map(|sl| (sl, asker, around.turn));
     reload(ledger, master, s, e, written_at, claimed, slots)
 }

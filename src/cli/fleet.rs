@@ -113,6 +113,16 @@ fn status(etcd: &Etcd, group: &Group, name: &str, slots: u32) -> Result<Exit, Et
             },
         });
     }
+    let waiting = group.waiting(etcd)?;
+    out.push(match waiting.len() {
+        0 => "waiting: none".into(),
+        n => format!("waiting: {n}"),
+    });
+    out.extend(
+        waiting
+            .iter()
+            .map(|w| format!("  {} ({} on {}) since {}", w.id, w.app, w.host, w.since)),
+    );
     super::print(&out.join("\n"));
     Ok(Exit::Ok)
 }

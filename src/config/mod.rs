@@ -154,6 +154,8 @@ pub struct FleetSettings {
     pub endpoints: Vec<HealthUrl>,
     /// `None`: the app's name.
     pub group: Option<String>,
+    /// `None`: `<machine id>/<app>`.
+    pub holder: Option<String>,
     pub slots: u32,
     #[serde(rename = "lease_seconds", serialize_with = "as_seconds")]
     pub lease: Duration,

@@ -420,6 +420,7 @@ impl Settings {
         );
         let fleet_group = r.text(&vars::WARDEN_FLEET_GROUP).map(|g| g.value);
         let fleet_slots = r.whole(&vars::WARDEN_FLEET_SLOTS);
+        let fleet_holder = r.text(&vars::WARDEN_FLEET_HOLDER).map(|h| h.value);
         let fleet_lease = r.whole(&vars::WARDEN_FLEET_LEASE);
         let fleet_wait = r.whole(&vars::WARDEN_FLEET_WAIT);
         let fleet_unreachable: Option<Sourced<UnreachableRules>> = r.parsed(
@@ -511,6 +512,7 @@ impl Settings {
                 .map(|endpoints| FleetSettings {
                     endpoints,
                     group: fleet_group,
+                    holder: fleet_holder,
                     slots: u32::try_from(fleet_slots.value).unwrap_or(u32::MAX),
                     lease: Duration::from_secs(fleet_lease.value),
                     wait: Duration::from_secs(fleet_wait.value),

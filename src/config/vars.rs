@@ -546,6 +546,16 @@ pub static WARDEN_FLEET_GROUP: Var = Var {
     example: "mes-dashboard",
 };
 
+pub static WARDEN_FLEET_HOLDER: Var = Var {
+    name: "WARDEN_FLEET_HOLDER",
+    fallbacks: &[],
+    default: Default::Unset,
+    kind: Kind::Text,
+    contract: false,
+    help: "who this agent is to its group (default: `<machine id>/<app>`); set it where hosts share a machine id, as clones of one image may",
+    example: "web-07/mes-dashboard",
+};
+
 pub static WARDEN_FLEET_SLOTS: Var = Var {
     name: "WARDEN_FLEET_SLOTS",
     fallbacks: &[],
@@ -690,6 +700,7 @@ pub static ALL: &[&Var] = &[
     &WARDEN_ETCD_ENDPOINTS,
     &WARDEN_FLEET_GROUP,
     &WARDEN_FLEET_SLOTS,
+    &WARDEN_FLEET_HOLDER,
     &WARDEN_FLEET_LEASE,
     &WARDEN_FLEET_WAIT,
     &WARDEN_FLEET_UNREACHABLE,

@@ -189,7 +189,10 @@ impl Identity {
         Identity {
             group: fleet.group.clone().unwrap_or_else(|| app.to_string()),
             slots: fleet.slots.max(1),
-            holder_id: format!("{machine}/{app}"),
+            holder_id: fleet
+                .holder
+                .clone()
+                .unwrap_or_else(|| format!("{machine}/{app}")),
             host,
             app: app.to_string(),
         }
@@ -500,10 +503,12 @@ impl Coordinator {
 
     /// The reload was verified: the slot goes back to the group.
     pub fn verified(&mut self) {
-        if let Some(h) = &self.held {
-            tracing::info!(slot = h.slot, group = %self.me.group, "fleet slot given back");
-        }
+        let slot = self.holding();
         self.give_back();
+        // Logged once given back: the next host may have it from here on.
+        if let Some(slot) = slot {
+            tracing::info!(slot, group = %self.me.group, "fleet slot given back");
+        }
     }
 
     /// The reload failed: the slot stays held, so the group's next host waits.

@@ -2,6 +2,10 @@
 //! app / watchdog / worker units, runtime and state directories), and the real-systemd sandbox.
 #![allow(dead_code)]
 
+pub mod agent;
+pub mod alertmanager;
+pub mod etcd;
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -7,8 +7,10 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::etcd::Cluster;
+use common::etcd::{Cluster, Single};
+use warden::platform::etcd::Etcd;
 use warden::platform::etcd::EtcdError;
+use warden::platform::http::HealthUrl;
 
 #[test]
 fn slots_are_taken_once_freed_by_their_lease_and_a_member_down_changes_nothing() {
@@ -212,4 +214,219 @@ fn warden_fleet_status_and_release_as_an_operator_types_them() {
     let (code, out) = warden(&["fleet", "status"]);
     assert_eq!(code, Some(7), "{out}");
     assert!(out.contains(&endpoints[0][7..]), "{out}");
+}
+
+/// A CA, a certificate for a member on 127.0.0.1 and a client's, as PEM files in `dir`.
+fn certificates(dir: &std::path::Path) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        SanType,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "warden tests CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issue = |name: &str, usage: &[ExtendedKeyUsagePurpose]| {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        p.subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.extended_key_usages = usage.to_vec();
+        let cert = p.signed_by(&key, &ca_cert, &ca_key).unwrap();
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}-key.pem")), key.serialize_pem()).unwrap();
+    };
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+    // The member's serves clients and, for its own JSON gateway, is one (etcd's gateway calls
+    // the member with the member's certificate when clients must show one).
+    issue(
+        "member",
+        &[
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
+    );
+    issue("agent", &[ExtendedKeyUsagePurpose::ClientAuth]);
+}
+
+/// The fleet's client as an env file's variables make it.
+fn configured(vars: &[(&str, String)]) -> Result<Etcd, String> {
+    let layers =
+        warden::config::Layers::load_from(vars.iter().map(|(k, v)| (k.into(), v.into())), &[])
+            .unwrap();
+    let (s, invalid) = warden::config::Settings::resolve(&layers, std::path::Path::new("/"));
+    assert!(invalid.is_empty(), "{invalid:?}");
+    warden::fleet::connect::connect(&s.fleet.unwrap(), Duration::from_secs(2))
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn over_tls_a_member_that_asks_for_a_client_certificate_takes_the_configured_one() {
+    let certs = tempfile::tempdir().unwrap();
+    let d = certs.path();
+    certificates(d);
+    let p = |f: &str| d.join(f).display().to_string();
+    let m = Single::start(
+        "https",
+        &[
+            "--cert-file",
+            &p("member.pem"),
+            "--key-file",
+            &p("member-key.pem"),
+            "--trusted-ca-file",
+            &p("ca.pem"),
+            "--client-cert-auth",
+        ],
+    );
+    let url = format!("https://127.0.0.1:{}", m.port);
+    let agent = configured(&[
+        ("WARDEN_ETCD_ENDPOINTS", url.clone()),
+        ("WARDEN_ETCD_CACERT", p("ca.pem")),
+        ("WARDEN_ETCD_CERT", p("agent.pem")),
+        ("WARDEN_ETCD_KEY", p("agent-key.pem")),
+    ])
+    .unwrap();
+    m.await_ready(|| agent.grant(5).is_ok());
+    let lease = agent.grant(5).unwrap();
+    assert!(
+        agent
+            .create(b"warden/tls/slot", b"me", lease.id)
+            .unwrap()
+            .created
+    );
+
+    // Without the client certificate the member refuses the handshake.
+    let anonymous = configured(&[
+        ("WARDEN_ETCD_ENDPOINTS", url.clone()),
+        ("WARDEN_ETCD_CACERT", p("ca.pem")),
+    ])
+    .unwrap();
+    assert!(matches!(anonymous.grant(5), Err(EtcdError::Unreachable(_))));
+    // Without the CA (the system's bundle) the member's certificate is not trusted.
+    match configured(&[("WARDEN_ETCD_ENDPOINTS", url.clone())]) {
+        Ok(c) => match c.grant(5) {
+            Err(EtcdError::Unreachable(why)) => {
+                assert!(why.to_lowercase().contains("certificate"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        },
+        // No system bundle on this machine: said at once.
+        Err(why) => assert!(why.contains("ca-certificates"), "{why}"),
+    }
+    // A key that is not one: said with its file, before any call.
+    std::fs::write(d.join("broken-key.pem"), "not a key").unwrap();
+    let why = configured(&[
+        ("WARDEN_ETCD_ENDPOINTS", url),
+        ("WARDEN_ETCD_CACERT", p("ca.pem")),
+        ("WARDEN_ETCD_CERT", p("agent.pem")),
+        ("WARDEN_ETCD_KEY", p("broken-key.pem")),
+    ])
+    .err()
+    .unwrap();
+    assert!(why.contains("broken-key.pem"), "{why}");
+}
+
+#[test]
+fn with_etcds_authentication_on_the_agent_calls_as_its_user() {
+    let m = Single::start("http", &[]);
+    let admin = Etcd::new(
+        vec![HealthUrl {
+            host: "127.0.0.1".into(),
+            port: m.port,
+            path: "/".into(),
+        }],
+        Duration::from_secs(2),
+    );
+    m.await_ready(|| admin.grant(5).is_ok());
+    // etcd's own API: a root user, a role for warden's keys, a user with it, then auth on.
+    let post = |path: &str, body: serde_json::Value| {
+        let url = HealthUrl {
+            host: "127.0.0.1".into(),
+            port: m.port,
+            path: path.into(),
+        };
+        let a = warden::platform::http::post_json(
+            &url,
+            body.to_string().as_bytes(),
+            Duration::from_secs(5),
+            1 << 16,
+        )
+        .unwrap();
+        assert_eq!(
+            a.status,
+            200,
+            "{path}: {}",
+            String::from_utf8_lossy(&a.body)
+        );
+    };
+    use base64::Engine as _;
+    let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
+    post(
+        "/v3/auth/user/add",
+        serde_json::json!({"name": "root", "password": "rootpw"}),
+    );
+    post(
+        "/v3/auth/user/grant",
+        serde_json::json!({"user": "root", "role": "root"}),
+    );
+    post("/v3/auth/role/add", serde_json::json!({"name": "fleet"}));
+    post(
+        "/v3/auth/role/grant",
+        serde_json::json!({"name": "fleet", "perm": {"permType": "READWRITE",
+            "key": b64(b"warden/"), "range_end": b64(&warden::platform::etcd::prefix_end(b"warden/"))}}),
+    );
+    post(
+        "/v3/auth/user/add",
+        serde_json::json!({"name": "warden", "password": "s3cret"}),
+    );
+    post(
+        "/v3/auth/user/grant",
+        serde_json::json!({"user": "warden", "role": "fleet"}),
+    );
+    post("/v3/auth/enable", serde_json::json!({}));
+
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("password");
+    std::fs::write(&pw, "s3cret\n").unwrap();
+    let url = format!("http://127.0.0.1:{}", m.port);
+    let agent = configured(&[
+        ("WARDEN_ETCD_ENDPOINTS", url.clone()),
+        ("WARDEN_ETCD_USER", "warden".into()),
+        ("WARDEN_ETCD_PASSWORD_FILE", pw.display().to_string()),
+    ])
+    .unwrap();
+    let lease = agent.grant(5).unwrap();
+    assert!(
+        agent
+            .create(b"warden/auth/slot", b"me", lease.id)
+            .unwrap()
+            .created
+    );
+    assert_eq!(agent.list(b"warden/auth/").unwrap().len(), 1);
+    assert!(agent.changed_since(b"warden/auth/", 1, Duration::from_secs(5)));
+    // Outside its role's keys: refused, as etcd says.
+    assert!(matches!(
+        agent.create(b"elsewhere", b"me", lease.id),
+        Err(EtcdError::Refused { .. })
+    ));
+    // Anonymous: refused.
+    assert!(matches!(
+        admin.create(b"warden/auth/other", b"someone", 0),
+        Err(EtcdError::Refused { .. })
+    ));
+    // A wrong password: refused, naming the user.
+    std::fs::write(&pw, "wrong\n").unwrap();
+    let wrong = configured(&[
+        ("WARDEN_ETCD_ENDPOINTS", url),
+        ("WARDEN_ETCD_USER", "warden".into()),
+        ("WARDEN_ETCD_PASSWORD_FILE", pw.display().to_string()),
+    ])
+    .unwrap();
+    match wrong.grant(5) {
+        Err(EtcdError::Refused { detail, .. }) => assert!(detail.contains("warden"), "{detail}"),
+        other => panic!("{other:?}"),
+    }
 }

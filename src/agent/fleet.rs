@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Settings;
+use crate::fleet::connect::ConnectError;
 use crate::fleet::coordinator::{Asker, Coordinator, Gauges, Grant, Identity};
 use crate::platform::alertmanager::{Alertmanager, GateError, Matchers};
 
@@ -127,14 +128,18 @@ pub struct Outside {
 
 impl Outside {
     /// `app`: the instance's name (the holder id's and, unless configured, the group's).
-    pub fn of(s: &Settings, app: &str) -> Outside {
+    pub fn of(s: &Settings, app: &str) -> Result<Outside, ConnectError> {
         let fleet_gauges = Arc::new(Gauges::new());
         let gate_gauges = Arc::new(GateGauges::default());
         let identity = s.fleet.as_ref().map(|f| Identity::of(f, app));
-        Outside {
-            slots: s.fleet.as_ref().zip(identity.clone()).map(|(f, me)| {
-                Box::new(Coordinator::new(f, me, fleet_gauges.clone())) as Box<dyn Slots>
-            }),
+        let slots = match s.fleet.as_ref().zip(identity.clone()) {
+            Some((f, me)) => {
+                Some(Box::new(Coordinator::new(f, me, fleet_gauges.clone())?) as Box<dyn Slots>)
+            }
+            None => None,
+        };
+        Ok(Outside {
+            slots,
             gate: s.alert_gate.as_ref().map(|g| {
                 Box::new(AlertGate::new(
                     g.url.clone(),
@@ -145,7 +150,7 @@ impl Outside {
             fleet_gauges,
             gate_gauges,
             identity,
-        }
+        })
     }
 
     /// Nothing outside the host.

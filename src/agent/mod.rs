@@ -49,4 +49,6 @@ pub enum AgentError {
     },
     #[error("cannot start the event loop: {0}")]
     Runtime(std::io::Error),
+    #[error("the fleet's etcd: {0}")]
+    Fleet(#[from] crate::fleet::connect::ConnectError),
 }

@@ -22,7 +22,7 @@ pub fn carry_out(s: &Settings, req: &FlagRequest) -> Result<(Ruling, Entry), Age
         .app_unit
         .as_deref()
         .and_then(crate::config::instance::AppName::of_unit);
-    let mut outside = super::fleet::Outside::of(s, app.as_ref().map_or("app", |a| a.as_str()));
+    let mut outside = super::fleet::Outside::of(s, app.as_ref().map_or("app", |a| a.as_str()))?;
     let entry = restart::handle(
         &mut ledger,
         &mut master,

@@ -55,7 +55,13 @@ pub fn main(a: FleetArgs) -> Exit {
     };
     let name = group_name(fleet, admin.app.as_ref().map(|a| a.as_str()));
     let group = Group::new(&name, fleet.slots);
-    let etcd = Etcd::new(fleet.endpoints.clone(), ETCD_TIMEOUT);
+    let etcd = match crate::fleet::connect::connect(fleet, ETCD_TIMEOUT) {
+        Ok(e) => e,
+        Err(e) => {
+            errors::refuse(&e.what, Some(e.fix));
+            return Exit::Usage;
+        }
+    };
     let done = match (a.action, a.slot) {
         (FleetAction::Status, _) => status(&etcd, &group, &name, fleet.slots),
         (FleetAction::Release, Some(slot)) => match reason_text(&a.reason) {

@@ -27,7 +27,7 @@ pub use values::{
     UnreachableRules,
 };
 
-use crate::platform::http::HealthUrl;
+use crate::platform::http::{Endpoint, HealthUrl};
 
 /// An invalid configuration value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -151,7 +151,13 @@ pub struct ResilienceThresholds {
 /// Reload slots shared by the hosts of a group (`WARDEN_ETCD_ENDPOINTS`, `WARDEN_FLEET_*`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FleetSettings {
-    pub endpoints: Vec<HealthUrl>,
+    pub endpoints: Vec<Endpoint>,
+    /// The CA that signs the members' certificates (else the system's bundle).
+    pub cacert: Option<PathBuf>,
+    /// A client certificate and its key.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// etcd's user, and the file holding its password.
+    pub user: Option<(String, PathBuf)>,
     /// `None`: the app's name.
     pub group: Option<String>,
     /// `None`: `<machine id>/<app>`.

@@ -44,6 +44,25 @@ impl<'a> Resolver<'a> {
         })
     }
 
+    /// A group's or holder's name: a part of etcd keys, so letters, digits and `._@:-` only
+    /// (and `/` in a holder's, which is `<machine id>/<app>`), 128 at most.
+    fn fleet_name(&mut self, var: &'static Var, slash: bool) -> Option<String> {
+        let v = self.text(var)?;
+        let fits =
+            |c: char| c.is_ascii_alphanumeric() || "._@:-".contains(c) || (slash && c == '/');
+        if !v.value.is_empty() && v.value.len() <= 128 && v.value.chars().all(fits) {
+            return Some(v.value);
+        }
+        if let Some(raw) = self.raw(var) {
+            self.refuse(
+                &raw,
+                "a fleet name takes letters, digits and . _ @ : - only, 128 at most".into(),
+                "name it plainly, e.g. mes-dashboard".into(),
+            );
+        }
+        None
+    }
+
     fn refuse(&mut self, raw: &Raw<'_>, reason: String, help: String) {
         self.invalid.push(InvalidValue {
             var: raw.name,
@@ -418,9 +437,42 @@ impl Settings {
             &vars::WARDEN_ETCD_ENDPOINTS,
             "list the etcd members' client URLs, e.g. http://10.0.0.1:2379,http://10.0.0.2:2379",
         );
-        let fleet_group = r.text(&vars::WARDEN_FLEET_GROUP).map(|g| g.value);
+        let etcd_cacert = r.path(&vars::WARDEN_ETCD_CACERT).map(|p| p.value);
+        let etcd_cert = r.path(&vars::WARDEN_ETCD_CERT).map(|p| p.value);
+        let etcd_key = r.path(&vars::WARDEN_ETCD_KEY).map(|p| p.value);
+        let etcd_user = r.text(&vars::WARDEN_ETCD_USER).map(|u| u.value);
+        let etcd_password = r.path(&vars::WARDEN_ETCD_PASSWORD_FILE).map(|p| p.value);
+        // Half of a pair is said, not ignored: etcd would refuse the agent at its first call.
+        for (one, other, both) in [
+            (
+                &vars::WARDEN_ETCD_CERT,
+                &vars::WARDEN_ETCD_KEY,
+                etcd_cert.is_some() == etcd_key.is_some(),
+            ),
+            (
+                &vars::WARDEN_ETCD_USER,
+                &vars::WARDEN_ETCD_PASSWORD_FILE,
+                etcd_user.is_some() == etcd_password.is_some(),
+            ),
+        ] {
+            if !both {
+                let (set, unset) = match r.raw(one).filter(|r| !r.text.is_empty()) {
+                    Some(raw) => (raw, other),
+                    None => match r.raw(other) {
+                        Some(raw) => (raw, one),
+                        None => continue,
+                    },
+                };
+                r.refuse(
+                    &set,
+                    format!("{} is set without {}", set.name, unset.name),
+                    format!("set {} too, or neither", unset.name),
+                );
+            }
+        }
+        let fleet_group = r.fleet_name(&vars::WARDEN_FLEET_GROUP, false);
         let fleet_slots = r.whole(&vars::WARDEN_FLEET_SLOTS);
-        let fleet_holder = r.text(&vars::WARDEN_FLEET_HOLDER).map(|h| h.value);
+        let fleet_holder = r.fleet_name(&vars::WARDEN_FLEET_HOLDER, true);
         let fleet_lease = r.whole(&vars::WARDEN_FLEET_LEASE);
         let fleet_wait = r.whole(&vars::WARDEN_FLEET_WAIT);
         let fleet_unreachable: Option<Sourced<UnreachableRules>> = r.parsed(
@@ -511,6 +563,9 @@ impl Settings {
                 .filter(|e| !e.is_empty())
                 .map(|endpoints| FleetSettings {
                     endpoints,
+                    cacert: etcd_cacert,
+                    client_cert: etcd_cert.zip(etcd_key),
+                    user: etcd_user.zip(etcd_password),
                     group: fleet_group,
                     holder: fleet_holder,
                     slots: u32::try_from(fleet_slots.value).unwrap_or(u32::MAX),

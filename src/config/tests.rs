@@ -248,3 +248,54 @@ fn the_churn_threshold_follows_the_retry_budget_as_the_originals_does() {
     ]);
     assert_eq!(s.policy.churn_threshold.get(), 2);
 }
+
+#[test]
+fn fleet_settings_are_read_with_their_defaults_and_refused_when_they_would_mislead() {
+    let (s, invalid) = resolve(&[]);
+    assert!(invalid.is_empty() && s.fleet.is_none() && s.alert_gate.is_none());
+
+    let (s, invalid) = resolve(&[
+        (
+            "WARDEN_ETCD_ENDPOINTS",
+            "http://10.0.0.1:2379, http://10.0.0.2:2379",
+        ),
+        ("WARDEN_FLEET_UNREACHABLE", "auto=refuse"),
+        ("WARDEN_ALERTMANAGER_URL", "http://127.0.0.1:9093"),
+        ("WARDEN_ALERT_MATCHERS", r#"alertname="DatabaseDown""#),
+    ]);
+    assert!(invalid.is_empty(), "{invalid:?}");
+    let f = s.fleet.unwrap();
+    assert_eq!((f.endpoints.len(), f.slots, f.wait.as_secs()), (2, 1, 300));
+    // The pairs not given keep their defaults.
+    assert_eq!(
+        f.unreachable.to_string(),
+        "auto=refuse,manual=wait,reload=wait,override=proceed,kill_switch=proceed"
+    );
+    assert_eq!(
+        s.alert_gate.unwrap().matchers.to_string(),
+        r#"{alertname="DatabaseDown"}"#
+    );
+
+    let (_, invalid) = resolve(&[
+        ("WARDEN_ETCD_ENDPOINTS", "http://10.0.0.1:2379"),
+        ("WARDEN_FLEET_GROUP", "a/../b"),
+        ("WARDEN_FLEET_UNREACHABLE", "auto=maybe"),
+        ("WARDEN_ALERTMANAGER_URL", "http://127.0.0.1:9093"),
+    ]);
+    let names: Vec<&str> = invalid.iter().map(|i| i.var).collect();
+    assert_eq!(
+        names,
+        [
+            "WARDEN_FLEET_GROUP",
+            "WARDEN_FLEET_UNREACHABLE",
+            "WARDEN_ALERTMANAGER_URL"
+        ],
+        "{invalid:?}"
+    );
+    assert!(
+        invalid[2].help.contains("WARDEN_ALERT_MATCHERS"),
+        "{invalid:?}"
+    );
+    let (_, invalid) = resolve(&[("WARDEN_ALERT_MATCHERS", "{alertname}")]);
+    assert_eq!(invalid.len(), 1, "{invalid:?}");
+}

@@ -338,9 +338,9 @@ impl std::fmt::Display for JsonPath {
     }
 }
 
-/// `http://` URLs, comma-separated (etcd's members).
+/// `http://` or `https://` URLs, comma-separated (etcd's members).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpUrls(pub Vec<crate::platform::http::HealthUrl>);
+pub struct HttpUrls(pub Vec<crate::platform::http::Endpoint>);
 
 impl std::str::FromStr for HttpUrls {
     type Err = String;

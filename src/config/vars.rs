@@ -78,7 +78,7 @@ pub enum Kind {
     Ratio,
     /// Object keys of a JSON document, joined by dots.
     JsonPath,
-    /// `http://` URLs, comma-separated.
+    /// `http://` or `https://` URLs, comma-separated.
     HttpUrls,
     /// `who=action` pairs, comma-separated (what a restart does without etcd, per source).
     SourceActions,
@@ -532,8 +532,58 @@ pub static WARDEN_ETCD_ENDPOINTS: Var = Var {
     default: Default::Unset,
     kind: Kind::HttpUrls,
     contract: false,
-    help: "the etcd members' client URLs, comma-separated: restarts then take one of the fleet group's reload slots first; unset, no coordination",
+    help: "the etcd members' client URLs (`http://` or `https://`), comma-separated: restarts then take one of the fleet group's reload slots first; unset, no coordination",
     example: "http://10.0.0.1:2379,http://10.0.0.2:2379,http://10.0.0.3:2379",
+};
+
+pub static WARDEN_ETCD_CACERT: Var = Var {
+    name: "WARDEN_ETCD_CACERT",
+    fallbacks: &[],
+    default: Default::Unset,
+    kind: Kind::Path,
+    contract: false,
+    help: "the CA (PEM) that signs the etcd members' certificates, as etcdctl's `--cacert` (default: the system's CA bundle)",
+    example: "/etc/warden/etcd-ca.pem",
+};
+
+pub static WARDEN_ETCD_CERT: Var = Var {
+    name: "WARDEN_ETCD_CERT",
+    fallbacks: &[],
+    default: Default::Unset,
+    kind: Kind::Path,
+    contract: false,
+    help: "this agent's client certificate (PEM) for members that ask for one, as etcdctl's `--cert`; with `WARDEN_ETCD_KEY`",
+    example: "/etc/warden/etcd-client.pem",
+};
+
+pub static WARDEN_ETCD_KEY: Var = Var {
+    name: "WARDEN_ETCD_KEY",
+    fallbacks: &[],
+    default: Default::Unset,
+    kind: Kind::Path,
+    contract: false,
+    help: "the client certificate's private key (PEM), as etcdctl's `--key`; readable by the agent's user only",
+    example: "/etc/warden/etcd-client-key.pem",
+};
+
+pub static WARDEN_ETCD_USER: Var = Var {
+    name: "WARDEN_ETCD_USER",
+    fallbacks: &[],
+    default: Default::Unset,
+    kind: Kind::Text,
+    contract: false,
+    help: "the etcd user the agent authenticates as, when etcd's authentication is on (its password in `WARDEN_ETCD_PASSWORD_FILE`)",
+    example: "warden",
+};
+
+pub static WARDEN_ETCD_PASSWORD_FILE: Var = Var {
+    name: "WARDEN_ETCD_PASSWORD_FILE",
+    fallbacks: &[],
+    default: Default::Unset,
+    kind: Kind::Path,
+    contract: false,
+    help: "a file holding the etcd user's password (its first line), e.g. a systemd credential: never the password itself in the environment",
+    example: "/etc/warden/etcd-password",
 };
 
 pub static WARDEN_FLEET_GROUP: Var = Var {
@@ -698,6 +748,11 @@ pub static ALL: &[&Var] = &[
     &RESILIENCE_POOL_SATURATION_WARNING,
     &RESILIENCE_POOL_SATURATION_CRITICAL,
     &WARDEN_ETCD_ENDPOINTS,
+    &WARDEN_ETCD_CACERT,
+    &WARDEN_ETCD_CERT,
+    &WARDEN_ETCD_KEY,
+    &WARDEN_ETCD_USER,
+    &WARDEN_ETCD_PASSWORD_FILE,
     &WARDEN_FLEET_GROUP,
     &WARDEN_FLEET_SLOTS,
     &WARDEN_FLEET_HOLDER,

@@ -276,9 +276,14 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    pub fn new(fleet: &FleetSettings, me: Identity, gauges: Arc<Gauges>) -> Coordinator {
-        Coordinator {
-            etcd: Etcd::new(fleet.endpoints.clone(), CALL_TIMEOUT),
+    /// The agent's slots in `fleet`'s group, through etcd as configured.
+    pub fn new(
+        fleet: &FleetSettings,
+        me: Identity,
+        gauges: Arc<Gauges>,
+    ) -> Result<Coordinator, super::connect::ConnectError> {
+        Ok(Coordinator {
+            etcd: super::connect::connect(fleet, CALL_TIMEOUT)?,
             group: Group::new(&me.group, me.slots),
             ttl: fleet.lease,
             wait: fleet.wait,
@@ -286,7 +291,7 @@ impl Coordinator {
             held: None,
             gauges,
             me,
-        }
+        })
     }
 
     pub fn identity(&self) -> &Identity {

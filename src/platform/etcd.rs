@@ -14,7 +14,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 
-use super::http::{self, FetchError, HealthUrl};
+use super::http::{self, Endpoint, FetchError, HealthUrl, Tls, Via};
 
 /// The most of an answer read: a prefix of slots and waiters is a few KiB.
 const MAX_ANSWER: usize = 1 << 20;
@@ -47,11 +47,52 @@ pub struct Kv {
 /// An etcd cluster through the endpoints its members serve clients on.
 #[derive(Debug, Clone)]
 pub struct Etcd {
-    endpoints: Vec<HealthUrl>,
+    endpoints: Vec<Endpoint>,
     timeout: Duration,
+    tls: Option<Tls>,
+    /// etcd's user and password: each call carries the token they authenticate to.
+    credentials: Option<Arc<Credentials>>,
     /// The member that answered last: tried first, so a member down costs one failed connect
     /// once, not on every call. Shared by the clones (the lease keeper's among them).
     preferred: Arc<AtomicUsize>,
+}
+
+/// An etcd user's name and password, and the token they were last given.
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+    token: std::sync::Mutex<Option<String>>,
+}
+
+impl Credentials {
+    pub fn new(user: String, password: String) -> Credentials {
+        Credentials {
+            user,
+            password,
+            token: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn token(&self) -> Option<String> {
+        self.token
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_token(&self, t: Option<String>) {
+        *self
+            .token
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = t;
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the password.
+        write!(f, "Credentials({})", self.user)
+    }
 }
 
 /// A create-if-absent: whether it took the key, and the cluster's revision when it answered.
@@ -73,6 +114,23 @@ fn bytes(v: &Value) -> Vec<u8> {
     v.as_str()
         .and_then(|s| B64.decode(s).ok())
         .unwrap_or_default()
+}
+
+/// A call's failure before etcd's answer: the connection's, or the authentication's.
+enum FetchOr {
+    Fetch(FetchError),
+    Refused(EtcdError),
+}
+
+/// etcd refused the token (it expired, or the member restarted): gRPC's `Unauthenticated`.
+fn token_refused(a: &http::Answer) -> bool {
+    a.status == 401
+        || serde_json::from_slice::<Value>(&a.body).is_ok_and(|v| {
+            v["code"] == 16
+                || v["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("invalid auth token"))
+        })
 }
 
 /// The keys and values of a range's answer.
@@ -107,15 +165,81 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 impl Etcd {
     /// `endpoints`: `http://host:port` of the members; `timeout` per call and endpoint.
     pub fn new(endpoints: Vec<HealthUrl>, timeout: Duration) -> Etcd {
+        Etcd::secure(
+            endpoints.into_iter().map(Endpoint::from).collect(),
+            timeout,
+            None,
+            None,
+        )
+    }
+
+    /// The members' endpoints (`https://` ones over `tls`, else the system's CA bundle), as
+    /// `credentials`' user when etcd's authentication is on.
+    pub fn secure(
+        endpoints: Vec<Endpoint>,
+        timeout: Duration,
+        tls: Option<Tls>,
+        credentials: Option<Credentials>,
+    ) -> Etcd {
         Etcd {
             endpoints,
             timeout,
+            tls,
+            credentials: credentials.map(Arc::new),
             preferred: Arc::new(AtomicUsize::new(0)),
         }
     }
 
+    fn via<'a>(&'a self, token: Option<&'a str>) -> Via<'a> {
+        Via {
+            tls: self.tls.as_ref(),
+            authorization: token,
+        }
+    }
+
+    /// A token for `ep`'s cluster, asked for when there is none.
+    fn token(&self, ep: &Endpoint) -> Result<Option<String>, FetchOr> {
+        let Some(c) = &self.credentials else {
+            return Ok(None);
+        };
+        if let Some(t) = c.token() {
+            return Ok(Some(t));
+        }
+        let body = json!({"name": c.user, "password": c.password}).to_string();
+        let a = http::post_json_via(
+            ep,
+            "/v3/auth/authenticate",
+            self.via(None),
+            body.as_bytes(),
+            self.timeout,
+            MAX_ANSWER,
+        )
+        .map_err(FetchOr::Fetch)?;
+        if !(200..300).contains(&a.status) {
+            return Err(FetchOr::Refused(EtcdError::Refused {
+                status: a.status,
+                detail: format!(
+                    "authenticating as {}: {}",
+                    c.user,
+                    String::from_utf8_lossy(&a.body[..a.body.len().min(512)])
+                ),
+            }));
+        }
+        let token = serde_json::from_slice::<Value>(&a.body)
+            .ok()
+            .and_then(|v| v["token"].as_str().map(str::to_string))
+            .ok_or_else(|| {
+                FetchOr::Refused(EtcdError::Refused {
+                    status: a.status,
+                    detail: "no token in the authentication's answer".into(),
+                })
+            })?;
+        c.set_token(Some(token.clone()));
+        Ok(Some(token))
+    }
+
     /// The endpoints, the one that answered last first.
-    fn in_turn(&self) -> impl Iterator<Item = (usize, &HealthUrl)> {
+    fn in_turn(&self) -> impl Iterator<Item = (usize, &Endpoint)> {
         let n = self.endpoints.len();
         let first = self.preferred.load(Ordering::Relaxed) % n.max(1);
         (0..n).map(move |i| {
@@ -128,11 +252,34 @@ impl Etcd {
         let body = body.to_string();
         let mut errors = Vec::new();
         for (at, ep) in self.in_turn() {
-            let url = HealthUrl {
-                path: path.to_string(),
-                ..ep.clone()
-            };
-            match http::post_json(&url, body.as_bytes(), self.timeout, MAX_ANSWER) {
+            // A token that expired is asked for again, once.
+            let mut answer = None;
+            for _ in 0..2 {
+                let token = match self.token(ep) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        answer = Some(Err(e));
+                        break;
+                    }
+                };
+                let a = http::post_json_via(
+                    ep,
+                    path,
+                    self.via(token.as_deref()),
+                    body.as_bytes(),
+                    self.timeout,
+                    MAX_ANSWER,
+                );
+                let expired = matches!(&a, Ok(a) if token.is_some() && token_refused(a));
+                answer = Some(a.map_err(FetchOr::Fetch));
+                if !expired {
+                    break;
+                }
+                if let Some(c) = &self.credentials {
+                    c.set_token(None);
+                }
+            }
+            match answer.expect("tried at least once") {
                 Ok(a) if (200..300).contains(&a.status) => {
                     self.preferred.store(at, Ordering::Relaxed);
                     return serde_json::from_slice(&a.body).map_err(|e| EtcdError::Refused {
@@ -150,8 +297,11 @@ impl Etcd {
                     });
                 }
                 Ok(a) => errors.push(format!("{ep}: {}", a.status)),
-                Err(FetchError::TimedOut(t)) => errors.push(format!("{ep}: no answer in {t:?}")),
-                Err(FetchError::Failed(e)) => errors.push(format!("{ep}: {e}")),
+                Err(FetchOr::Refused(e)) => return Err(e),
+                Err(FetchOr::Fetch(FetchError::TimedOut(t))) => {
+                    errors.push(format!("{ep}: no answer in {t:?}"))
+                }
+                Err(FetchOr::Fetch(FetchError::Failed(e))) => errors.push(format!("{ep}: {e}")),
             }
         }
         Err(EtcdError::Unreachable(errors.join("; ")))
@@ -210,9 +360,8 @@ impl Etcd {
         let Some((_, ep)) = self.in_turn().next() else {
             return false;
         };
-        let url = HealthUrl {
-            path: "/v3/watch".into(),
-            ..ep.clone()
+        let Ok(token) = self.token(ep) else {
+            return false;
         };
         let body = json!({"create_request": {
             "key": B64.encode(prefix),
@@ -222,7 +371,15 @@ impl Etcd {
         .to_string();
         // The first line says the watch is created; a second is an event (or the watch's end,
         // as when `from` was compacted away: either way, time to look again).
-        match http::post_json_lines(&url, body.as_bytes(), wait, 2, MAX_ANSWER) {
+        match http::post_json_lines_via(
+            ep,
+            "/v3/watch",
+            self.via(token.as_deref()),
+            body.as_bytes(),
+            wait,
+            2,
+            MAX_ANSWER,
+        ) {
             Ok(a) => (200..300).contains(&a.status),
             Err(_) => false,
         }

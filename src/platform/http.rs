@@ -1,9 +1,12 @@
-//! The health probe of a reload's verification (`WARDEN_HEALTH_URL`): one HTTP/1.0 GET to the
-//! app on this machine, answered 2xx within a deadline. Plain HTTP only: the probe talks to the
-//! app's own port, never across a network, so no TLS stack is carried for it.
+//! HTTP/1.0, one request a connection: the health probe of a reload's verification
+//! (`WARDEN_HEALTH_URL`: a GET to the app on this machine, plain HTTP, answered 2xx within a
+//! deadline), and the JSON APIs of the services a fleet asks (etcd's gateway, Alertmanager),
+//! over TLS when their endpoint is `https://`.
 
 use std::io::{Read as _, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A parsed `http://host[:port]/path` URL.
@@ -70,6 +73,159 @@ impl std::fmt::Display for HealthUrl {
     }
 }
 
+/// A service's base URL, `http://` or `https://` (etcd's members, Alertmanager).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Endpoint {
+    pub url: HealthUrl,
+    pub tls: bool,
+}
+
+impl std::str::FromStr for Endpoint {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.strip_prefix("https://") {
+            Some(rest) => {
+                let mut url: HealthUrl = format!("http://{rest}").parse()?;
+                let authority = rest.split('/').next().unwrap_or("");
+                let has_port = match authority.split_once(']') {
+                    Some((_, after)) => after.starts_with(':'),
+                    None => authority.contains(':'),
+                };
+                // Written without a port: https's.
+                if !has_port {
+                    url.port = 443;
+                }
+                Ok(Endpoint { url, tls: true })
+            }
+            None if s.starts_with("http://") => Ok(Endpoint {
+                url: s.parse()?,
+                tls: false,
+            }),
+            None => Err("an http:// or https:// URL".into()),
+        }
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let plain = self.url.to_string();
+        match self.tls {
+            true => write!(f, "https{}", &plain[4..]),
+            false => f.write_str(&plain),
+        }
+    }
+}
+
+impl From<HealthUrl> for Endpoint {
+    fn from(url: HealthUrl) -> Endpoint {
+        Endpoint { url, tls: false }
+    }
+}
+
+/// A TLS client's configuration: the CA that signs the servers' certificates and, for servers
+/// that ask for one, this client's certificate and key (PEM files, as etcd's clients take them).
+#[derive(Clone)]
+pub struct Tls(Arc<rustls::ClientConfig>);
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tls")
+    }
+}
+
+/// The system's CA bundle (Debian's ca-certificates), when no CA is given.
+pub const SYSTEM_CA: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+impl Tls {
+    /// `ca`: PEM certificates to trust; `client`: a PEM certificate (chain) and its key.
+    pub fn from_files(ca: &Path, client: Option<(&Path, &Path)>) -> Result<Tls, String> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let read_certs = |p: &Path| -> Result<Vec<CertificateDer<'static>>, String> {
+            let certs = CertificateDer::pem_file_iter(p)
+                .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("{}: {e}", p.display()))?;
+            if certs.is_empty() {
+                return Err(format!("{}: no PEM certificate in it", p.display()));
+            }
+            Ok(certs)
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for c in read_certs(ca)? {
+            roots.add(c).map_err(|e| format!("{}: {e}", ca.display()))?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots);
+        let config = match client {
+            None => builder.with_no_client_auth(),
+            Some((cert, key)) => {
+                let chain = read_certs(cert)?;
+                let key = PrivateKeyDer::from_pem_file(key)
+                    .map_err(|e| format!("{}: {e}", key.display()))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| format!("{}: {e}", cert.display()))?
+            }
+        };
+        Ok(Tls(Arc::new(config)))
+    }
+}
+
+/// How a request goes out beyond plain HTTP: TLS for an `https://` endpoint, a token.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Via<'a> {
+    pub tls: Option<&'a Tls>,
+    /// The `Authorization:` header's value.
+    pub authorization: Option<&'a str>,
+}
+
+/// A plain or TLS connection.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Conn {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Conn::Plain(s) => s,
+            Conn::Tls(t) => &t.sock,
+        }
+    }
+}
+
+impl std::io::Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf),
+            Conn::Tls(t) => match t.read(buf) {
+                // A server that closes without close_notify, as many HTTP/1.0 servers do: the
+                // answer has been read whole by then.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(0),
+                r => r,
+            },
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.write(buf),
+            Conn::Tls(t) => t.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.flush(),
+            Conn::Tls(t) => t.flush(),
+        }
+    }
+}
+
 /// What the probe saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Probe {
@@ -90,7 +246,7 @@ impl Probe {
 /// One GET with `timeout` for the whole exchange, read to the status line. Blocking: run it
 /// off the async runtime.
 pub fn probe(url: &HealthUrl, timeout: Duration) -> Probe {
-    match exchange(url, None, timeout, Read::StatusLine) {
+    match exchange(url, false, Via::default(), None, timeout, Read::StatusLine) {
         Ok(a) => Probe::Answered {
             status: a.status,
             elapsed: a.elapsed,
@@ -132,7 +288,14 @@ pub enum FetchError {
 /// One GET with `timeout` for the whole exchange, its body read up to `max_body` bytes (the
 /// app's health document). Blocking: run it off the async runtime.
 pub fn fetch(url: &HealthUrl, timeout: Duration, max_body: usize) -> Result<Answer, FetchError> {
-    exchange(url, None, timeout, Read::Whole(max_body))
+    exchange(
+        url,
+        false,
+        Via::default(),
+        None,
+        timeout,
+        Read::Whole(max_body),
+    )
 }
 
 /// One POST of a JSON `body` to `url` (a local service's JSON API, such as etcd's gateway),
@@ -143,7 +306,37 @@ pub fn post_json(
     timeout: Duration,
     max_body: usize,
 ) -> Result<Answer, FetchError> {
-    exchange(url, Some(body), timeout, Read::Whole(max_body))
+    exchange(
+        url,
+        false,
+        Via::default(),
+        Some(body),
+        timeout,
+        Read::Whole(max_body),
+    )
+}
+
+/// [`post_json`] to an endpoint, over TLS when it is `https://`, with `via`'s token.
+pub fn post_json_via(
+    ep: &Endpoint,
+    path: &str,
+    via: Via<'_>,
+    body: &[u8],
+    timeout: Duration,
+    max_body: usize,
+) -> Result<Answer, FetchError> {
+    let url = HealthUrl {
+        path: path.to_string(),
+        ..ep.url.clone()
+    };
+    exchange(
+        &url,
+        ep.tls,
+        via,
+        Some(body),
+        timeout,
+        Read::Whole(max_body),
+    )
 }
 
 /// One POST of a JSON `body` whose answer is a stream of one JSON message a line: read until
@@ -156,11 +349,44 @@ pub fn post_json_lines(
     lines: usize,
     max_body: usize,
 ) -> Result<Answer, FetchError> {
-    exchange(url, Some(body), timeout, Read::Lines(lines, max_body))
+    exchange(
+        url,
+        false,
+        Via::default(),
+        Some(body),
+        timeout,
+        Read::Lines(lines, max_body),
+    )
+}
+
+/// [`post_json_lines`] to an endpoint, over TLS when it is `https://`, with `via`'s token.
+pub fn post_json_lines_via(
+    ep: &Endpoint,
+    path: &str,
+    via: Via<'_>,
+    body: &[u8],
+    timeout: Duration,
+    lines: usize,
+    max_body: usize,
+) -> Result<Answer, FetchError> {
+    let url = HealthUrl {
+        path: path.to_string(),
+        ..ep.url.clone()
+    };
+    exchange(
+        &url,
+        ep.tls,
+        via,
+        Some(body),
+        timeout,
+        Read::Lines(lines, max_body),
+    )
 }
 
 fn exchange(
     url: &HealthUrl,
+    tls: bool,
+    via: Via<'_>,
     post: Option<&[u8]>,
     timeout: Duration,
     read: Read,
@@ -180,13 +406,35 @@ fn exchange(
     let addr = addrs
         .first()
         .ok_or_else(|| failed(format!("{} resolves to nothing", url.host)))?;
-    let mut s = TcpStream::connect_timeout(addr, timeout).map_err(|e| {
+    let tcp = TcpStream::connect_timeout(addr, timeout).map_err(|e| {
         if timed_out(&e) {
             FetchError::TimedOut(timeout)
         } else {
             failed(format!("connect {addr}: {e}"))
         }
     })?;
+    let mut s = if tls {
+        let owned;
+        let config = match via.tls {
+            Some(t) => t,
+            None => {
+                owned = Tls::from_files(Path::new(SYSTEM_CA), None).map_err(failed)?;
+                &owned
+            }
+        };
+        let name = rustls_pki_types::ServerName::try_from(url.host.clone())
+            .map_err(|e| failed(format!("{}: {e}", url.host)))?;
+        let conn = rustls::ClientConnection::new(config.0.clone(), name)
+            .map_err(|e| failed(format!("TLS: {e}")))?;
+        Conn::Tls(Box::new(rustls::StreamOwned::new(conn, tcp)))
+    } else {
+        Conn::Plain(tcp)
+    };
+    let auth = via
+        .authorization
+        .filter(|a| !a.contains(['\r', '\n']))
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
     // The deadline is for the whole exchange: each write and read gets what is left of it, so
     // that a server trickling its answer cannot stretch the probe past it.
     let left = || {
@@ -203,7 +451,7 @@ fn exchange(
         ),
         Some(body) => format!(
             "POST {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: warden/{}\r\nConnection: close\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+             {auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             url.path,
             url.host,
             env!("CARGO_PKG_VERSION"),
@@ -212,8 +460,10 @@ fn exchange(
     }
     .into_bytes();
     req.extend_from_slice(post.unwrap_or_default());
-    s.set_write_timeout(left())
+    s.tcp()
+        .set_write_timeout(left())
         .and_then(|()| s.write_all(&req))
+        .and_then(|()| s.flush())
         .map_err(|e| {
             if timed_out(&e) {
                 FetchError::TimedOut(timeout)
@@ -248,6 +498,7 @@ fn exchange(
             });
         };
         match s
+            .tcp()
             .set_read_timeout(Some(left))
             .and_then(|()| s.read(&mut buf))
         {

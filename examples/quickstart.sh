@@ -82,6 +82,10 @@ fi
 
 port=${QUICKSTART_PORT:-18080}
 shop_port=${QUICKSTART_SHOP_PORT:-$((port + 1))}
+# The fleet's etcd (one member, on loopback): its client and peer ports.
+etcd_port=${QUICKSTART_ETCD_PORT:-$((port + 2))}
+etcd_peer_port=$((etcd_port + 1))
+etcd_cached=${WARDEN_CI_CACHE:-/var/cache/warden-ci}/bin/etcd
 base=/var/tmp/warden-quickstart
 lock=/tmp/warden-quickstart.lock
 app=$repo/examples/gunicorn-app
@@ -164,10 +168,10 @@ if is_up; then
   unlock
   die "a quick start deployment is up (kept with --keep): use it with sudo examples/$self --shell, or remove it with sudo examples/$self --down"
 fi
-for p in "$port" "$shop_port"; do
+for p in "$port" "$shop_port" "$etcd_port" "$etcd_peer_port"; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
     unlock
-    die "port $p is in use on this machine: set QUICKSTART_PORT (and QUICKSTART_SHOP_PORT) to free ports"
+    die "port $p is in use on this machine: set QUICKSTART_PORT (and QUICKSTART_SHOP_PORT, QUICKSTART_ETCD_PORT) to free ports"
   fi
 done
 current="the start"
@@ -274,6 +278,9 @@ WARDEN_KILL_SWITCH_FILE=/run/mes-dashboard/kill_switch.json
 # The agent probes the app every 10 s; automatic recovery records what it would do.
 WARDEN_HEALTH_URL=http://127.0.0.1:$port/health
 WARDEN_AUTO_RECOVERY=dry-run
+# One reload at a time across the fleet group "quickstart" (here: this host's two apps).
+WARDEN_ETCD_ENDPOINTS=http://127.0.0.1:$etcd_port
+WARDEN_FLEET_GROUP=quickstart
 EOF
 cat > "$base/etc/warden/shop.env" <<EOF
 # The contract of shop (its app unit, shop.service, is implied by the file's name).
@@ -286,6 +293,8 @@ GUNICORN_BIND=127.0.0.1:$shop_port
 CONDA_BIN=$base/conda/bin/conda
 CONDA_ENV_NAME=shop
 WARDEN_KILL_SWITCH_FILE=/run/shop/kill_switch.json
+WARDEN_ETCD_ENDPOINTS=http://127.0.0.1:$etcd_port
+WARDEN_FLEET_GROUP=quickstart
 EOF
 chown root:www-data "$base"/etc/warden/*.env
 chmod 640 "$base"/etc/warden/*.env
@@ -372,6 +381,22 @@ StateDirectory=
 PrivateTmp=no
 EOF
 done
+# The fleet's etcd, one member on loopback (a real fleet runs three or five, on other hosts):
+# Debian's binary, which deps.sh took out of its package, beside the deployment's files.
+mkdir -p "$base/etcd" "$base/bin"
+install -m 0755 "$etcd_cached" "$base/bin/etcd"
+etcd_bin=$base/bin/etcd
+cat > "$units/quickstart-etcd.service" <<EOF
+[Unit]
+Description=etcd for the quick start's fleet group (one member, loopback)
+
+[Service]
+Type=notify
+ExecStart=$etcd_bin --name quickstart --data-dir $base/etcd/data \\
+  --listen-client-urls http://127.0.0.1:$etcd_port --advertise-client-urls http://127.0.0.1:$etcd_port \\
+  --listen-peer-urls http://127.0.0.1:$etcd_peer_port --initial-advertise-peer-urls http://127.0.0.1:$etcd_peer_port \\
+  --initial-cluster quickstart=http://127.0.0.1:$etcd_peer_port
+EOF
 inside systemctl daemon-reload
 echo "units: $(cd "$units" && echo *.service)"
 echo "drop-ins: $(cd "$units" && echo *.d/*.conf)"
@@ -382,7 +407,7 @@ op warden contract --app shop
 op warden check --app mes-dashboard
 
 step "start the apps (ExecStartPre=warden check passes) and their agents, warden@APP.service"
-inside systemctl start mes-dashboard.service mes-dashboard-worker@1.service shop.service
+inside systemctl start quickstart-etcd.service mes-dashboard.service mes-dashboard-worker@1.service shop.service
 inside systemctl start warden@mes-dashboard.service warden@shop.service
 # Before any status: each agent active (Type=notify: it has reported READY=1 and owns its bus
 # name), not merely activating.
@@ -398,7 +423,7 @@ wait_active() {
     [ "$st" = active ] || { journal -u "$u" -n 20 -o cat >&2; die "$u is not active after 30 s ($st)"; }
   done
 }
-wait_active mes-dashboard.service shop.service warden@mes-dashboard.service warden@shop.service
+wait_active quickstart-etcd.service mes-dashboard.service shop.service warden@mes-dashboard.service warden@shop.service
 for u in mes-dashboard.service shop.service warden@mes-dashboard.service warden@shop.service; do
   printf '%-30s %s\n' "$u" "$(inside systemctl show -p ActiveState -p SubState -p StatusText "$u" | sort | paste -sd ' ')"
 done
@@ -436,6 +461,10 @@ echo "        workers: mes-dashboard $(workers mes-dashboard); shop $(workers sh
 [ "$(workers shop)" = "$shop_workers" ] || die "shop's workers changed with mes-dashboard's reload"
 echo "shop's workers are the same: its agent was not involved"
 echo "journal: $(journal -u warden@mes-dashboard.service -o cat | grep 'restart executed' | tail -n 1)"
+
+step "the fleet group: the reload took the group's one slot and gave it back once verified"
+journal -u warden@mes-dashboard.service -o cat | grep 'fleet slot' | tail -n 2
+op warden fleet status --app mes-dashboard
 
 step "warden restart within the cooldown: refused (exit 3)"
 code=0; op warden restart --app mes-dashboard --reason "quickstart, again" || code=$?
@@ -505,7 +534,9 @@ Shown, with warden from $what:
   - warden rehearse --rollback-drill passing;
   - the agent's probes of mes-dashboard's health, automatic recovery in a dry run (warden
     recovery);
-  - each app's reloads leaving the other app's workers alone.
+  - each app's reloads leaving the other app's workers alone;
+  - both apps in one fleet group (etcd on loopback): a reload takes the group's one slot and
+    gives it back once verified (warden fleet status).
 EOF
 if $keep; then
   cat <<EOF

@@ -70,11 +70,12 @@ unpack() { # PACKAGE PATH-IN-PACKAGE NAME
   "$cache/bin/$3" --version >/dev/null || { echo "deps: $cache/bin/$3 does not run" >&2; exit 1; }
 }
 
+cache=${WARDEN_CI_CACHE:-/var/cache/warden-ci}
+# The fleet's etcd: the tests' three-member cluster and the quick start's one member, on
+# loopback.
+"$cache/bin/etcd" --version >/dev/null 2>&1 || unpack etcd-server usr/bin/etcd etcd
 if [ "$mode" = tests ]; then
-  cache=${WARDEN_CI_CACHE:-/var/cache/warden-ci}
   "$cache/bin/promtool" --version >/dev/null 2>&1 || unpack prometheus usr/bin/promtool promtool
-  # The fleet tests' three-member cluster, on loopback.
-  "$cache/bin/etcd" --version >/dev/null 2>&1 || unpack etcd-server usr/bin/etcd etcd
   # The restart gate's Alertmanager, on loopback (Debian names its binary after the package).
   "$cache/bin/alertmanager" --version >/dev/null 2>&1 ||
     unpack prometheus-alertmanager usr/bin/prometheus-alertmanager alertmanager

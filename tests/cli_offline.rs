@@ -150,3 +150,30 @@ fn the_admin_commands_need_a_contract_and_say_how_to_configure_one() {
         assert!(text(&o).contains("nothing is configured"), "{}", text(&o));
     }
 }
+
+#[test]
+fn fleet_allow_prints_the_agents_drop_in_for_exactly_its_members() {
+    let mut f = Fixture::new("cli-fleet-allow");
+    f.set(
+        "WARDEN_ETCD_ENDPOINTS",
+        "http://10.1.2.4:2379,https://10.1.2.3:2379,http://127.0.0.1:2379",
+    );
+    f.set("WARDEN_ALERTMANAGER_URL", "http://10.9.9.9:9093");
+    f.set("WARDEN_ALERT_MATCHERS", r#"alertname="DatabaseDown""#);
+    let o = warden_without_bus(&f, &["fleet", "allow"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(
+        out.contains("IPAddressAllow=10.1.2.3 10.1.2.4 10.9.9.9\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("warden@mes-dashboard.service.d/fleet.conf"),
+        "{out}"
+    );
+    // Without a fleet: said, with the variable to set.
+    f.unset("WARDEN_ETCD_ENDPOINTS");
+    let o = warden_without_bus(&f, &["fleet", "allow"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("WARDEN_ETCD_ENDPOINTS"), "{}", text(&o));
+}

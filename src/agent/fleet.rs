@@ -126,6 +126,15 @@ pub struct Outside {
     pub identity: Option<Identity>,
 }
 
+/// The instance's name in its fleet: its app unit's app, else `app` (the agent and
+/// `warden fleet` agree on it, so that both name the same group).
+pub fn instance_name(s: &Settings) -> String {
+    s.app_unit
+        .as_deref()
+        .and_then(crate::config::instance::AppName::of_unit)
+        .map_or_else(|| "app".to_string(), |a| a.as_str().to_string())
+}
+
 impl Outside {
     /// `app`: the instance's name (the holder id's and, unless configured, the group's).
     pub fn of(s: &Settings, app: &str) -> Result<Outside, ConnectError> {

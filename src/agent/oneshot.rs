@@ -18,11 +18,7 @@ pub fn carry_out(s: &Settings, req: &FlagRequest) -> Result<(Ruling, Entry), Age
     let mut master = ProcMaster::new(s.pid_file.value.clone(), s.app_unit.clone());
     let mut ruled = None;
     // No agent runs: this command takes the host's slot itself, as the agent would.
-    let app = s
-        .app_unit
-        .as_deref()
-        .and_then(crate::config::instance::AppName::of_unit);
-    let mut outside = super::fleet::Outside::of(s, app.as_ref().map_or("app", |a| a.as_str()))?;
+    let mut outside = super::fleet::Outside::of(s, &super::fleet::instance_name(s))?;
     let entry = restart::handle(
         &mut ledger,
         &mut master,

@@ -1,5 +1,6 @@
-//! `warden fleet status|release`: the group's reload slots in etcd, and an operator giving one
-//! back (a failed reload keeps its slot, so that a rollout stops at the first bad host).
+//! `warden fleet status|release|allow`: the group's reload slots in etcd and who waits for
+//! one, an operator giving one back (a failed reload keeps its slot, so that a rollout stops at
+//! the first bad host), and the agent unit's drop-in that lets it reach exactly the members.
 
 use std::time::Duration;
 
@@ -16,8 +17,9 @@ use crate::platform::etcd::{Etcd, EtcdError};
 pub struct FleetArgs {
     #[command(flatten)]
     pub env: AdminEnv,
-    /// status: the group's slots and who holds each. release: give --slot back, whoever holds
-    /// it (a failed reload keeps its slot until then)
+    /// status: the group's slots, who holds each, who waits. release: give --slot back,
+    /// whoever holds it (a failed reload keeps its slot until then). allow: print the agent
+    /// unit's drop-in allowing exactly the etcd members (and Alertmanager) it must reach
     #[arg(value_enum, default_value = "status")]
     pub action: FleetAction,
     /// The slot to release (`warden fleet status` lists them)
@@ -32,6 +34,7 @@ pub struct FleetArgs {
 pub enum FleetAction {
     Status,
     Release,
+    Allow,
 }
 
 /// How long one call to etcd may take, per member.
@@ -53,7 +56,13 @@ pub fn main(a: FleetArgs) -> Exit {
         );
         return Exit::Usage;
     };
-    let name = group_name(fleet, admin.app.as_ref().map(|a| a.as_str()));
+    if a.action == FleetAction::Allow {
+        return allow(settings, fleet);
+    }
+    let name = fleet
+        .group
+        .clone()
+        .unwrap_or_else(|| crate::agent::fleet::instance_name(settings));
     let group = Group::new(&name, fleet.slots);
     let etcd = match crate::fleet::connect::connect(fleet, ETCD_TIMEOUT) {
         Ok(e) => e,
@@ -63,7 +72,6 @@ pub fn main(a: FleetArgs) -> Exit {
         }
     };
     let done = match (a.action, a.slot) {
-        (FleetAction::Status, _) => status(&etcd, &group, &name, fleet.slots),
         (FleetAction::Release, Some(slot)) => match reason_text(&a.reason) {
             Ok(reason) => release(&etcd, &group, slot, &reason),
             Err(why) => {
@@ -78,6 +86,8 @@ pub fn main(a: FleetArgs) -> Exit {
             );
             return Exit::Usage;
         }
+        // Status (allow has its answer without etcd, above).
+        (FleetAction::Status | FleetAction::Allow, _) => status(&etcd, &group, &name, fleet.slots),
     };
     done.unwrap_or_else(|e| {
         let exit = match e {
@@ -92,13 +102,52 @@ pub fn main(a: FleetArgs) -> Exit {
     })
 }
 
-/// The group: as configured, else the app's name.
-pub fn group_name(fleet: &FleetSettings, app: Option<&str>) -> String {
-    fleet
-        .group
-        .clone()
-        .or_else(|| app.map(str::to_string))
-        .unwrap_or_else(|| "default".into())
+/// The drop-in for the agent's unit: `IPAddressAllow=` of every member's (and Alertmanager's)
+/// addresses, beside the template's `localhost`, so that it reaches those and nothing else.
+fn allow(settings: &crate::config::Settings, fleet: &FleetSettings) -> Exit {
+    use std::net::ToSocketAddrs;
+    let mut hosts: Vec<(String, u16)> = fleet
+        .endpoints
+        .iter()
+        .map(|e| (e.url.host.clone(), e.url.port))
+        .collect();
+    if let Some(g) = &settings.alert_gate {
+        hosts.push((g.url.host.clone(), g.url.port));
+    }
+    let mut addresses = Vec::new();
+    for (host, port) in &hosts {
+        match (host.as_str(), *port).to_socket_addrs() {
+            Ok(found) => addresses.extend(found.map(|a| a.ip()).filter(|ip| !ip.is_loopback())),
+            Err(e) => {
+                errors::refuse(
+                    &format!("cannot resolve {host}: {e}"),
+                    Some("give the members by address in WARDEN_ETCD_ENDPOINTS, or fix the name"),
+                );
+                return Exit::Usage;
+            }
+        }
+    }
+    addresses.sort();
+    addresses.dedup();
+    let unit = format!(
+        "warden@{}.service",
+        crate::agent::fleet::instance_name(settings)
+    );
+    let mut out = format!(
+        "# {unit}: the etcd members (and Alertmanager) its fleet reaches, and nothing else.\n\
+         # Save as /etc/systemd/system/{unit}.d/fleet.conf, then: systemctl daemon-reload &&\n\
+         # systemctl restart {unit}\n[Service]\n"
+    );
+    if addresses.is_empty() {
+        out.push_str(
+            "# every one is on this host: the template's IPAddressAllow=localhost suffices\n",
+        );
+    } else {
+        let list: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+        out.push_str(&format!("IPAddressAllow={}\n", list.join(" ")));
+    }
+    print!("{out}");
+    Exit::Ok
 }
 
 fn status(etcd: &Etcd, group: &Group, name: &str, slots: u32) -> Result<Exit, EtcdError> {

@@ -271,7 +271,7 @@ async fn event_loop(
     let unsaved = ledger.unsaved().map(str::to_string);
     let known = ledger.doc().clone();
     let app = settings.app_unit.as_deref().and_then(AppName::of_unit);
-    let outside = Outside::of(&settings, app.as_ref().map_or("app", |a| a.as_str()))?;
+    let outside = Outside::of(&settings, &crate::agent::fleet::instance_name(&settings))?;
     let fleet_series = FleetSeries {
         slots: outside
             .identity

@@ -316,8 +316,14 @@ impl Coordinator {
         self.gauges.waiting(false);
         self.gauges.ended(&g);
         match &g {
-            Grant::Slot { slot, .. } => {
-                tracing::info!(slot, group = %self.me.group, "fleet slot taken")
+            Grant::Slot { slot, waited, .. } => {
+                tracing::info!(
+                    slot,
+                    group = %self.me.group,
+                    "fleet slot taken: slot {slot} of {}, after {:.1} ms",
+                    self.me.group,
+                    waited.as_secs_f64() * 1e3
+                )
             }
             Grant::WithoutSlot { detail, .. } => {
                 tracing::warn!(group = %self.me.group, "restarting without a fleet slot: {detail}")
@@ -512,7 +518,12 @@ impl Coordinator {
         self.give_back();
         // Logged once given back: the next host may have it from here on.
         if let Some(slot) = slot {
-            tracing::info!(slot, group = %self.me.group, "fleet slot given back");
+            tracing::info!(
+                slot,
+                group = %self.me.group,
+                "fleet slot given back: slot {slot} of {}",
+                self.me.group
+            );
         }
     }
 

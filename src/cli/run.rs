@@ -282,6 +282,13 @@ async fn event_loop(
             .as_ref()
             .map(|_| outside.gate_gauges.clone()),
     };
+    let fleet_view = outside
+        .identity
+        .clone()
+        .map(|me| crate::fleet::coordinator::FleetView {
+            gauges: outside.fleet_gauges.clone(),
+            me,
+        });
     let executor = Executor::spawn(
         Parts {
             ledger,
@@ -318,6 +325,7 @@ async fn event_loop(
         started_at: chrono::Utc::now(),
         watchdog_usec: ping_every.map(|d| (d * 2).as_micros() as u64),
         state_write_error: unsaved,
+        fleet: fleet_view,
     };
     let mut view = View::new(
         settings.clone(),

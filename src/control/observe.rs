@@ -23,6 +23,8 @@ pub struct Meta {
     pub watchdog_usec: Option<u64>,
     /// Why the state file is behind the history the agent holds (its last write failed).
     pub state_write_error: Option<String>,
+    /// Its reload slot, when the fleet coordinates.
+    pub fleet: Option<crate::fleet::coordinator::FleetView>,
 }
 
 /// Builds the status document from the state and what is observed now. `agent`: `None` when
@@ -58,6 +60,7 @@ pub fn document(
             state: exists(&s.state_file.value),
         },
         recovery: agent.map(|(_, r)| r.clone()),
+        fleet: agent.and_then(|(m, _)| m.fleet.as_ref().map(|f| f.status())),
         agent: agent.map(|(m, _)| AgentInfo {
             pid: m.pid,
             version: env!("CARGO_PKG_VERSION"),

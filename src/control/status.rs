@@ -24,6 +24,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{AutoRecovery, Settings};
+use crate::fleet::coordinator::FleetStatus;
 use crate::ledger::policy::{self, Evaluation};
 use crate::ledger::state::{self, Entry, StateDoc};
 pub use crate::recovery::recommend::{self, Recommendation, RecoveryAction, RecoveryReason};
@@ -101,6 +102,8 @@ pub struct Observed<'a> {
     pub newest_worker: Option<Worker>,
     /// The agent's probes and breaker (`None` from the state file).
     pub recovery: Option<RecoveryStatus>,
+    /// The agent's reload slot in its fleet group (`None` without a fleet, or an agent).
+    pub fleet: Option<FleetStatus>,
     pub source: DocumentSource,
 }
 
@@ -127,6 +130,9 @@ pub struct StatusDoc {
     /// answered).
     #[serde(default)]
     pub recovery: Option<RecoveryStatus>,
+    /// The agent's reload slot in its fleet group (`null` without a fleet, or an agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetStatus>,
     pub source: DocumentSource,
 }
 
@@ -362,6 +368,7 @@ pub fn document(i: &Observed) -> StatusDoc {
             timeout_seconds: i.settings.preflight.map(|t| t.as_secs()),
         },
         recovery: i.recovery.clone(),
+        fleet: i.fleet.clone(),
         source: i.source,
     }
 }
@@ -513,6 +520,24 @@ pub fn summary(d: &StatusDoc) -> String {
             "automatic recovery: {}, breaker {}",
             r.mode, r.breaker.state
         ));
+    }
+    if let Some(f) = &d.fleet {
+        out.push(match (&f.held_slot, &f.waiting_since) {
+            (Some(slot), _) => format!(
+                "fleet: group {}, slot {slot} held since {}{}",
+                f.group,
+                f.held_since.as_deref().unwrap_or("?"),
+                if f.kept_after_failure {
+                    " (kept after a failed reload: warden fleet release gives it back)"
+                } else {
+                    ""
+                }
+            ),
+            (None, Some(since)) => {
+                format!("fleet: group {}, waiting for a slot since {since}", f.group)
+            }
+            (None, None) => format!("fleet: group {}, {} slot(s), none held", f.group, f.slots),
+        });
     }
     let k = &d.kill_switch;
     out.push(if k.engaged {
@@ -730,6 +755,7 @@ mod tests {
                 started_at: t("2026-02-10T07:30:00Z"),
             }),
             recovery: Some(crate::recovery::watcher::Watcher::new(s, 0).status(0)),
+            fleet: None,
             source: DocumentSource::Agent,
         }
     }

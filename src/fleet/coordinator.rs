@@ -87,16 +87,31 @@ pub struct Gauges {
 }
 
 /// The status document's `fleet` section.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct FleetStatus {
     pub group: String,
     pub slots: u32,
     pub holder: String,
     pub held_slot: Option<u32>,
-    pub held_since_ms: Option<i64>,
+    /// Since when (UTC RFC 3339) the slot is held.
+    pub held_since: Option<String>,
     pub kept_after_failure: bool,
-    pub waiting_since_ms: Option<i64>,
+    /// Since when (UTC RFC 3339) a restart waits for a slot.
+    pub waiting_since: Option<String>,
     pub last_wait_ms: Option<f64>,
+}
+
+/// The agent's gauges and who it is, for the status document.
+#[derive(Debug, Clone)]
+pub struct FleetView {
+    pub gauges: Arc<Gauges>,
+    pub me: Identity,
+}
+
+impl FleetView {
+    pub fn status(&self) -> FleetStatus {
+        self.gauges.status(&self.me)
+    }
 }
 
 impl Gauges {
@@ -142,7 +157,12 @@ impl Gauges {
     }
 
     pub fn status(&self, c: &Identity) -> FleetStatus {
-        let positive = |v: i64| (v > 0).then_some(v);
+        let at = |v: i64| {
+            (v > 0)
+                .then(|| chrono::DateTime::from_timestamp_millis(v))
+                .flatten()
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        };
         let granted_any = self.granted.load(Ordering::Relaxed)
             + self.unavailable.load(Ordering::Relaxed)
             + self.unreachable.load(Ordering::Relaxed)
@@ -152,9 +172,9 @@ impl Gauges {
             slots: c.slots,
             holder: c.holder_id.clone(),
             held_slot: u32::try_from(self.held_slot.load(Ordering::Relaxed)).ok(),
-            held_since_ms: positive(self.held_since_ms.load(Ordering::Relaxed)),
+            held_since: at(self.held_since_ms.load(Ordering::Relaxed)),
             kept_after_failure: self.kept_after_failure.load(Ordering::Relaxed),
-            waiting_since_ms: positive(self.waiting_since_ms.load(Ordering::Relaxed)),
+            waiting_since: at(self.waiting_since_ms.load(Ordering::Relaxed)),
             last_wait_ms: (granted_any > 0)
                 .then(|| self.last_wait_us.load(Ordering::Relaxed) as f64 / 1e3),
         }

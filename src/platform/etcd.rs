@@ -213,6 +213,7 @@ impl Etcd {
             body.as_bytes(),
             self.timeout,
             MAX_ANSWER,
+            None,
         )
         .map_err(FetchOr::Fetch)?;
         if !(200..300).contains(&a.status) {
@@ -269,6 +270,7 @@ impl Etcd {
                     body.as_bytes(),
                     self.timeout,
                     MAX_ANSWER,
+                    None,
                 );
                 let expired = matches!(&a, Ok(a) if token.is_some() && token_refused(a));
                 answer = Some(a.map_err(FetchOr::Fetch));
@@ -371,14 +373,14 @@ impl Etcd {
         .to_string();
         // The first line says the watch is created; a second is an event (or the watch's end,
         // as when `from` was compacted away: either way, time to look again).
-        match http::post_json_lines_via(
+        match http::post_json_via(
             ep,
             "/v3/watch",
             self.via(token.as_deref()),
             body.as_bytes(),
             wait,
-            2,
             MAX_ANSWER,
+            Some(2),
         ) {
             Ok(a) => (200..300).contains(&a.status),
             Err(_) => false,

@@ -316,7 +316,9 @@ pub fn post_json(
     )
 }
 
-/// [`post_json`] to an endpoint, over TLS when it is `https://`, with `via`'s token.
+/// [`post_json`] to an endpoint's `path`, over TLS when it is `https://`, with `via`'s token.
+/// `lines`: the answer is a stream of one JSON message a line (a watch), read until that many
+/// have come (or `max_body` bytes); none more in time is [`FetchError::TimedOut`].
 pub fn post_json_via(
     ep: &Endpoint,
     path: &str,
@@ -324,63 +326,17 @@ pub fn post_json_via(
     body: &[u8],
     timeout: Duration,
     max_body: usize,
+    lines: Option<usize>,
 ) -> Result<Answer, FetchError> {
     let url = HealthUrl {
         path: path.to_string(),
         ..ep.url.clone()
     };
-    exchange(
-        &url,
-        ep.tls,
-        via,
-        Some(body),
-        timeout,
-        Read::Whole(max_body),
-    )
-}
-
-/// One POST of a JSON `body` whose answer is a stream of one JSON message a line: read until
-/// `lines` messages have come (or `max_body` bytes), within `timeout`. No more lines in time is
-/// [`FetchError::TimedOut`]. Blocking.
-pub fn post_json_lines(
-    url: &HealthUrl,
-    body: &[u8],
-    timeout: Duration,
-    lines: usize,
-    max_body: usize,
-) -> Result<Answer, FetchError> {
-    exchange(
-        url,
-        false,
-        Via::default(),
-        Some(body),
-        timeout,
-        Read::Lines(lines, max_body),
-    )
-}
-
-/// [`post_json_lines`] to an endpoint, over TLS when it is `https://`, with `via`'s token.
-pub fn post_json_lines_via(
-    ep: &Endpoint,
-    path: &str,
-    via: Via<'_>,
-    body: &[u8],
-    timeout: Duration,
-    lines: usize,
-    max_body: usize,
-) -> Result<Answer, FetchError> {
-    let url = HealthUrl {
-        path: path.to_string(),
-        ..ep.url.clone()
+    let read = match lines {
+        Some(n) => Read::Lines(n, max_body),
+        None => Read::Whole(max_body),
     };
-    exchange(
-        &url,
-        ep.tls,
-        via,
-        Some(body),
-        timeout,
-        Read::Lines(lines, max_body),
-    )
+    exchange(&url, ep.tls, via, Some(body), timeout, read)
 }
 
 fn exchange(

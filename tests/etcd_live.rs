@@ -94,12 +94,20 @@ fn contend(c: &Cluster, group: &str, hosts: usize, slots: u32, rounds: usize) ->
                     since: String::new(),
                 };
                 for _ in 0..rounds {
+                    // As the agent waits: one watch, and a take after each change (and once
+                    // after the watch began, for a slot freed before it).
+                    let mut watch = None;
                     let slot = loop {
                         match g.take(&etcd, &me, lease.id).unwrap() {
                             Taken::Slot(s) => break s,
-                            Taken::AllHeld { revision } => {
-                                g.await_change(&etcd, revision, Duration::from_secs(1));
-                            }
+                            Taken::AllHeld => match &mut watch {
+                                None => {
+                                    watch = Some(g.watch(&etcd, Duration::from_secs(2)).unwrap())
+                                }
+                                Some(w) => {
+                                    w.changed(Duration::from_secs(1)).unwrap();
+                                }
+                            },
                         }
                     };
                     let now = holding.fetch_add(1, SeqCst) + 1;
@@ -297,6 +305,10 @@ fn over_tls_a_member_that_asks_for_a_client_certificate_takes_the_configured_one
             .unwrap()
             .created
     );
+    // The watch a waiter is woken by goes the same way.
+    let mut w = agent.watch(b"warden/tls/", Duration::from_secs(5)).unwrap();
+    agent.delete(b"warden/tls/slot").unwrap();
+    assert!(w.changed(Duration::from_secs(5)).unwrap());
 
     // Without the client certificate the member refuses the handshake.
     let anonymous = configured(&[
@@ -406,7 +418,11 @@ fn with_etcds_authentication_on_the_agent_calls_as_its_user() {
             .created
     );
     assert_eq!(agent.list(b"warden/auth/").unwrap().len(), 1);
-    assert!(agent.changed_since(b"warden/auth/", 1, Duration::from_secs(5)));
+    let mut w = agent
+        .watch(b"warden/auth/", Duration::from_secs(5))
+        .unwrap();
+    agent.delete(b"warden/auth/slot").unwrap();
+    assert!(w.changed(Duration::from_secs(5)).unwrap());
     // Outside its role's keys: refused, as etcd says.
     assert!(matches!(
         agent.create(b"elsewhere", b"me", lease.id),

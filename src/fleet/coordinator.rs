@@ -396,6 +396,7 @@ impl Coordinator {
         let mut pause = FIRST_PAUSE;
         let mut lease: Option<Keeper> = None;
         let mut in_line = false;
+        let mut watch = None;
         loop {
             if lease
                 .as_ref()
@@ -420,9 +421,7 @@ impl Coordinator {
                 .is_some_and(|k| k.lost.load(Ordering::Relaxed));
             match self.group.take(&self.etcd, &me, id) {
                 Ok(Taken::Slot(slot)) => {
-                    if in_line && let Err(e) = self.group.leave_line(&self.etcd, &me) {
-                        tracing::warn!(error = %e, "cannot leave the fleet's line");
-                    }
+                    // Its place in line went in the same transaction.
                     let keeper = lease.take().expect("held above");
                     self.held = Some(HeldSlot { slot, keeper });
                     self.gauges.held(Some(slot));
@@ -432,8 +431,7 @@ impl Coordinator {
                         kept: false,
                     };
                 }
-                Ok(Taken::AllHeld { revision }) => {
-                    pause = FIRST_PAUSE;
+                Ok(Taken::AllHeld) => {
                     if Instant::now() >= deadline {
                         let holders = self
                             .group
@@ -461,8 +459,25 @@ impl Coordinator {
                     }
                     turn();
                     let left = deadline.saturating_duration_since(Instant::now());
-                    self.group
-                        .await_change(&self.etcd, revision, left.min(TURN));
+                    match &mut watch {
+                        // One watch for the whole wait, from now on; the take that follows its
+                        // creation catches a slot freed before it. (A watch asked to start at
+                        // an earlier revision is served by etcd's slower catch-up.)
+                        None => match self.group.watch(&self.etcd, CALL_TIMEOUT) {
+                            Ok(w) => watch = Some(w),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot watch the fleet's slots");
+                                std::thread::sleep(pause.min(left));
+                                pause = (pause * 2).min(MAX_PAUSE);
+                            }
+                        },
+                        Some(w) => {
+                            if let Err(e) = w.changed(left.min(TURN)) {
+                                tracing::debug!(error = %e, "the watch on the fleet's slots ended");
+                                watch = None;
+                            }
+                        }
+                    }
                 }
                 // The lease is gone (expired while etcd was away): a new one next round.
                 Err(EtcdError::Refused { .. }) if lost => {}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::platform::etcd::{Etcd, EtcdError};
+use crate::platform::etcd::{Etcd, EtcdError, Watch};
 
 /// Who holds a slot: the host's machine id and the instance, and for people the host and app.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,10 +32,8 @@ pub struct Group {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Taken {
     Slot(u32),
-    /// Every slot is held, as of this revision.
-    AllHeld {
-        revision: i64,
-    },
+    /// Every slot is held.
+    AllHeld,
 }
 
 /// A slot held, by whom.
@@ -60,24 +58,25 @@ impl Group {
         format!("{}{slot}", self.prefix).into_bytes()
     }
 
-    /// Takes a free slot for `holder` under `lease`.
+    /// Takes a free slot for `holder` under `lease`, leaving its place in line in the same
+    /// transaction.
     pub fn take(&self, etcd: &Etcd, holder: &Holder, lease: i64) -> Result<Taken, EtcdError> {
         let value = serde_json::to_vec(holder).unwrap_or_default();
-        let mut seen = i64::MAX;
+        let line = self.waiter_key(holder);
         for slot in 0..self.slots {
-            let c = etcd.create(&self.key(slot), &value, lease)?;
-            if c.created {
+            if etcd
+                .create_deleting(&self.key(slot), &value, lease, Some(&line))?
+                .created
+            {
                 return Ok(Taken::Slot(slot));
             }
-            seen = seen.min(c.revision);
         }
-        Ok(Taken::AllHeld { revision: seen })
+        Ok(Taken::AllHeld)
     }
 
-    /// Waits up to `wait` for a slot to change hands after `revision` (the one
-    /// [`Taken::AllHeld`] saw): whether one may have.
-    pub fn await_change(&self, etcd: &Etcd, revision: i64, wait: Duration) -> bool {
-        etcd.changed_since(self.prefix.as_bytes(), revision.saturating_add(1), wait)
+    /// A watch on the group's slots from now on: a change wakes a waiter.
+    pub fn watch(&self, etcd: &Etcd, timeout: Duration) -> Result<Watch, EtcdError> {
+        etcd.watch(self.prefix.as_bytes(), timeout)
     }
 
     /// Whether `holder` still holds `slot` under `lease` (an operator may have released it).
@@ -102,11 +101,6 @@ impl Group {
     pub fn wait_in_line(&self, etcd: &Etcd, holder: &Holder, lease: i64) -> Result<(), EtcdError> {
         let value = serde_json::to_vec(holder).unwrap_or_default();
         etcd.put(&self.waiter_key(holder), &value, lease)
-    }
-
-    /// `holder` no longer waits.
-    pub fn leave_line(&self, etcd: &Etcd, holder: &Holder) -> Result<bool, EtcdError> {
-        etcd.delete(&self.waiter_key(holder))
     }
 
     /// Who waits for a slot, longest first.

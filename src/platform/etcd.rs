@@ -14,7 +14,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 
-use super::http::{self, Endpoint, FetchError, HealthUrl, Tls, Via};
+use super::http::{self, Endpoint, FetchError, HealthUrl, LineStream, Tls, Via};
 
 /// The most of an answer read: a prefix of slots and waiters is a few KiB.
 const MAX_ANSWER: usize = 1 << 20;
@@ -116,6 +116,42 @@ fn bytes(v: &Value) -> Vec<u8> {
         .unwrap_or_default()
 }
 
+/// A watch, open as long as it is held: each change of a key under its prefix is a message.
+pub struct Watch {
+    stream: LineStream,
+}
+
+impl Watch {
+    /// Waits up to `wait` for a change: whether one came. `Err` when the watch ended (the
+    /// member went away, or cancelled it): open another.
+    pub fn changed(&mut self, wait: Duration) -> Result<bool, EtcdError> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = self
+                .stream
+                .next_line(left)
+                .map_err(|e| EtcdError::Unreachable(e.to_string()))?;
+            let Some(line) = line else {
+                return Ok(false);
+            };
+            let v: Value = serde_json::from_slice(&line).unwrap_or(Value::Null);
+            if v["result"]["canceled"] == true || v.get("error").is_some() {
+                return Err(EtcdError::Refused {
+                    status: 200,
+                    detail: format!("the watch ended: {}", String::from_utf8_lossy(&line)),
+                });
+            }
+            if v["result"]["events"]
+                .as_array()
+                .is_some_and(|e| !e.is_empty())
+            {
+                return Ok(true);
+            }
+        }
+    }
+}
+
 /// A call's failure before etcd's answer: the connection's, or the authentication's.
 enum FetchOr {
     Fetch(FetchError),
@@ -213,7 +249,6 @@ impl Etcd {
             body.as_bytes(),
             self.timeout,
             MAX_ANSWER,
-            None,
         )
         .map_err(FetchOr::Fetch)?;
         if !(200..300).contains(&a.status) {
@@ -270,7 +305,6 @@ impl Etcd {
                     body.as_bytes(),
                     self.timeout,
                     MAX_ANSWER,
-                    None,
                 );
                 let expired = matches!(&a, Ok(a) if token.is_some() && token_refused(a));
                 answer = Some(a.map_err(FetchOr::Fetch));
@@ -335,12 +369,30 @@ impl Etcd {
 
     /// Puts `key` = `value` under `lease` only if the key does not exist.
     pub fn create(&self, key: &[u8], value: &[u8], lease: i64) -> Result<Created, EtcdError> {
+        self.create_deleting(key, value, lease, None)
+    }
+
+    /// [`Etcd::create`], deleting `delete` in the same transaction when it puts `key` (a
+    /// waiter's place in line, given up as the slot is taken: one write, not two).
+    pub fn create_deleting(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        lease: i64,
+        delete: Option<&[u8]>,
+    ) -> Result<Created, EtcdError> {
         let k = B64.encode(key);
+        let mut success = vec![
+            json!({"requestPut": {"key": k, "value": B64.encode(value), "lease": lease.to_string()}}),
+        ];
+        if let Some(d) = delete {
+            success.push(json!({"requestDeleteRange": {"key": B64.encode(d)}}));
+        }
         let v = self.call(
             "/v3/kv/txn",
             &json!({
                 "compare": [{"key": k, "target": "CREATE", "result": "EQUAL", "create_revision": "0"}],
-                "success": [{"requestPut": {"key": k, "value": B64.encode(value), "lease": lease.to_string()}}],
+                "success": success,
             }),
         )?;
         Ok(Created {
@@ -355,36 +407,49 @@ impl Etcd {
         Ok(kvs(&v).into_iter().next())
     }
 
-    /// Waits up to `wait` for any change to a key starting with `prefix` at or after revision
-    /// `from`: whether one came. Asks the member that answered last; a member that does not
-    /// answer is as no change (the caller's next call finds another).
-    pub fn changed_since(&self, prefix: &[u8], from: i64, wait: Duration) -> bool {
+    /// Watches every key starting with `prefix` from now on, on the member that answered
+    /// last, within `timeout` for its creation.
+    pub fn watch(&self, prefix: &[u8], timeout: Duration) -> Result<Watch, EtcdError> {
+        let unreachable =
+            |ep: &Endpoint, e: FetchError| EtcdError::Unreachable(format!("{ep}: {e}"));
         let Some((_, ep)) = self.in_turn().next() else {
-            return false;
+            return Err(EtcdError::Unreachable("no endpoint".into()));
         };
-        let Ok(token) = self.token(ep) else {
-            return false;
+        let token = match self.token(ep) {
+            Ok(t) => t,
+            Err(FetchOr::Fetch(e)) => return Err(unreachable(ep, e)),
+            Err(FetchOr::Refused(e)) => return Err(e),
         };
         let body = json!({"create_request": {
             "key": B64.encode(prefix),
             "range_end": B64.encode(prefix_end(prefix)),
-            "start_revision": from.to_string(),
         }})
         .to_string();
-        // The first line says the watch is created; a second is an event (or the watch's end,
-        // as when `from` was compacted away: either way, time to look again).
-        match http::post_json_via(
+        let mut stream = LineStream::open(
             ep,
             "/v3/watch",
             self.via(token.as_deref()),
             body.as_bytes(),
-            wait,
+            timeout,
             MAX_ANSWER,
-            Some(2),
-        ) {
-            Ok(a) => (200..300).contains(&a.status),
-            Err(_) => false,
+        )
+        .map_err(|e| unreachable(ep, e))?;
+        // The first message says whether the watch was created.
+        let first = stream
+            .next_line(timeout)
+            .map_err(|e| unreachable(ep, e))?
+            .ok_or_else(|| unreachable(ep, FetchError::TimedOut(timeout)))?;
+        let v: Value = serde_json::from_slice(&first).unwrap_or(Value::Null);
+        if v["result"]["created"] != true {
+            return Err(EtcdError::Refused {
+                status: 200,
+                detail: format!(
+                    "the watch was not created: {}",
+                    String::from_utf8_lossy(&first)
+                ),
+            });
         }
+        Ok(Watch { stream })
     }
 
     /// Every key starting with `prefix`, in key order.

@@ -261,9 +261,6 @@ enum Read {
     StatusLine,
     /// The whole answer, up to this many bytes (the rest is not read).
     Whole(usize),
-    /// A streamed answer, until its body holds this many newline-ended lines (or the size):
-    /// one message a line, as etcd's gateway streams a watch.
-    Lines(usize, usize),
 }
 
 /// An answer to a GET.
@@ -317,8 +314,6 @@ pub fn post_json(
 }
 
 /// [`post_json`] to an endpoint's `path`, over TLS when it is `https://`, with `via`'s token.
-/// `lines`: the answer is a stream of one JSON message a line (a watch), read until that many
-/// have come (or `max_body` bytes); none more in time is [`FetchError::TimedOut`].
 pub fn post_json_via(
     ep: &Endpoint,
     path: &str,
@@ -326,35 +321,39 @@ pub fn post_json_via(
     body: &[u8],
     timeout: Duration,
     max_body: usize,
-    lines: Option<usize>,
 ) -> Result<Answer, FetchError> {
     let url = HealthUrl {
         path: path.to_string(),
         ..ep.url.clone()
     };
-    let read = match lines {
-        Some(n) => Read::Lines(n, max_body),
-        None => Read::Whole(max_body),
-    };
-    exchange(&url, ep.tls, via, Some(body), timeout, read)
+    exchange(
+        &url,
+        ep.tls,
+        via,
+        Some(body),
+        timeout,
+        Read::Whole(max_body),
+    )
 }
 
-fn exchange(
+fn timed_out(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
+/// Connects (TLS for `tls`) and sends the request, within what is left of `timeout` since
+/// `start`.
+fn send(
     url: &HealthUrl,
     tls: bool,
     via: Via<'_>,
     post: Option<&[u8]>,
     timeout: Duration,
-    read: Read,
-) -> Result<Answer, FetchError> {
-    let start = Instant::now();
+    start: Instant,
+) -> Result<Conn, FetchError> {
     let failed = |what: String| FetchError::Failed(what);
-    let timed_out = |e: &std::io::Error| {
-        matches!(
-            e.kind(),
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-        )
-    };
     let addrs = (url.host.as_str(), url.port)
         .to_socket_addrs()
         .map_err(|e| failed(format!("cannot resolve {}: {e}", url.host)))?
@@ -391,13 +390,6 @@ fn exchange(
         .filter(|a| !a.contains(['\r', '\n']))
         .map(|a| format!("Authorization: {a}\r\n"))
         .unwrap_or_default();
-    // The deadline is for the whole exchange: each write and read gets what is left of it, so
-    // that a server trickling its answer cannot stretch the probe past it.
-    let left = || {
-        timeout
-            .checked_sub(start.elapsed())
-            .filter(|d| !d.is_zero())
-    };
     let mut req = match post {
         None => format!(
             "GET {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: warden/{}\r\nConnection: close\r\n\r\n",
@@ -416,8 +408,11 @@ fn exchange(
     }
     .into_bytes();
     req.extend_from_slice(post.unwrap_or_default());
+    let left = timeout
+        .checked_sub(start.elapsed())
+        .filter(|d| !d.is_zero());
     s.tcp()
-        .set_write_timeout(left())
+        .set_write_timeout(left)
         .and_then(|()| s.write_all(&req))
         .and_then(|()| s.flush())
         .map_err(|e| {
@@ -427,21 +422,127 @@ fn exchange(
                 failed(format!("send: {e}"))
             }
         })?;
+    Ok(s)
+}
+
+/// A streamed answer of one JSON message a line (an etcd watch), read as its lines come.
+pub struct LineStream {
+    conn: Conn,
+    /// Read and not yet returned (the body's, once the head is read).
+    pending: Vec<u8>,
+    max_line: usize,
+}
+
+impl LineStream {
+    /// POSTs `body` to `ep`'s `path` and reads the answer's head within `timeout`: a 2xx
+    /// status, or an error.
+    pub fn open(
+        ep: &Endpoint,
+        path: &str,
+        via: Via<'_>,
+        body: &[u8],
+        timeout: Duration,
+        max_line: usize,
+    ) -> Result<LineStream, FetchError> {
+        let start = Instant::now();
+        let url = HealthUrl {
+            path: path.to_string(),
+            ..ep.url.clone()
+        };
+        let conn = send(&url, ep.tls, via, Some(body), timeout, start)?;
+        let mut st = LineStream {
+            conn,
+            pending: Vec::new(),
+            max_line,
+        };
+        let deadline = start + timeout;
+        while body_start(&st.pending).is_none() {
+            if !st.fill(deadline)? {
+                return Err(FetchError::TimedOut(timeout));
+            }
+        }
+        let at = body_start(&st.pending).expect("checked above");
+        let text = String::from_utf8_lossy(&st.pending[..at.min(512)]).into_owned();
+        let line = text.lines().next().unwrap_or("");
+        match parse_status_line(line) {
+            Some(status) if (200..300).contains(&status) => {}
+            Some(status) => return Err(FetchError::Failed(format!("answered {status}"))),
+            None => return Err(FetchError::Failed(format!("not an HTTP answer: {line:?}"))),
+        }
+        st.pending.drain(..at);
+        Ok(st)
+    }
+
+    /// Reads more until `deadline`: whether anything came (`Err` when the server closed).
+    fn fill(&mut self, deadline: Instant) -> Result<bool, FetchError> {
+        if self.pending.len() > self.max_line + 16 * 1024 {
+            return Err(FetchError::Failed("a line longer than allowed".into()));
+        }
+        let Some(left) = deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+        else {
+            return Ok(false);
+        };
+        let mut buf = [0u8; 4096];
+        match self
+            .conn
+            .tcp()
+            .set_read_timeout(Some(left))
+            .and_then(|()| self.conn.read(&mut buf))
+        {
+            Ok(0) => Err(FetchError::Failed("the stream ended".into())),
+            Ok(n) => {
+                self.pending.extend_from_slice(&buf[..n]);
+                Ok(true)
+            }
+            Err(e) if timed_out(&e) => Ok(false),
+            Err(e) => Err(FetchError::Failed(format!("read: {e}"))),
+        }
+    }
+
+    /// The next line, waiting up to `wait` for it: `None` when none came in time.
+    pub fn next_line(&mut self, wait: Duration) -> Result<Option<Vec<u8>>, FetchError> {
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(i) = self.pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=i).collect();
+                return Ok(Some(line));
+            }
+            if !self.fill(deadline)? {
+                return Ok(None);
+            }
+        }
+    }
+}
+
+fn exchange(
+    url: &HealthUrl,
+    tls: bool,
+    via: Via<'_>,
+    post: Option<&[u8]>,
+    timeout: Duration,
+    read: Read,
+) -> Result<Answer, FetchError> {
+    let start = Instant::now();
+    let failed = |what: String| FetchError::Failed(what);
+    let mut s = send(url, tls, via, post, timeout, start)?;
+    // The deadline is for the whole exchange: each write and read gets what is left of it, so
+    // that a server trickling its answer cannot stretch the probe past it.
+    let left = || {
+        timeout
+            .checked_sub(start.elapsed())
+            .filter(|d| !d.is_zero())
+    };
     let limit = match read {
         // The status line is all the verification needs: a small head of the answer.
         Read::StatusLine => 4096,
-        Read::Whole(max_body) | Read::Lines(_, max_body) => max_body.saturating_add(16 * 1024),
+        Read::Whole(max_body) => max_body.saturating_add(16 * 1024),
     };
     let mut got = Vec::with_capacity(1024);
     let mut buf = [0u8; 4096];
     loop {
         if read == Read::StatusLine && got.contains(&b'\n') {
-            break;
-        }
-        if let Read::Lines(lines, _) = read
-            && body_start(&got)
-                .is_some_and(|at| got[at..].iter().filter(|&&b| b == b'\n').count() >= lines)
-        {
             break;
         }
         if got.len() >= limit {
@@ -450,7 +551,7 @@ fn exchange(
         let Some(left) = left() else {
             return Err(match read {
                 Read::StatusLine => failed(format!("read: no status line within {timeout:?}")),
-                Read::Whole(_) | Read::Lines(..) => FetchError::TimedOut(timeout),
+                Read::Whole(_) => FetchError::TimedOut(timeout),
             });
         };
         match s
@@ -473,7 +574,7 @@ fn exchange(
         parse_status_line(line).ok_or_else(|| failed(format!("not an HTTP answer: {line:?}")))?;
     let body = match read {
         Read::StatusLine => Vec::new(),
-        Read::Whole(max_body) | Read::Lines(_, max_body) => body_start(&got)
+        Read::Whole(max_body) => body_start(&got)
             .map(|at| got[at..].iter().copied().take(max_body).collect())
             .unwrap_or_default(),
     };

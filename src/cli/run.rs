@@ -53,8 +53,15 @@ pub struct RunArgs {
 /// Logs to the journal (with structured fields) under systemd, to stderr otherwise.
 fn init_logging() {
     use tracing_subscriber::prelude::*;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // `WARDEN_LOG`: a level, or `target=level` pairs (`info,warden::fleet=debug`); tracing's
+    // plain target filter rather than its env filter, which carries a regex engine for span
+    // and field filters warden has no use for.
+    let filter = std::env::var("WARDEN_LOG")
+        .ok()
+        .and_then(|v| v.parse::<tracing_subscriber::filter::Targets>().ok())
+        .unwrap_or_else(|| {
+            tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO)
+        });
     if crate::systemd::journal::connected()
         && let Ok(j) = tracing_journald::layer()
     {

@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 mode=${1:-short}
-read -ra targets <<<"${FUZZ_TARGETS:-flag state envfile unitfile texts}"
+read -ra targets <<<"${FUZZ_TARGETS:-flag state envfile unitfile texts alerts}"
 # The flag reader's limit; the other inputs are rarely larger and longer ones mostly slow it down.
 max_len=65536
 common=("-max_len=$max_len" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1)

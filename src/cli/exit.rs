@@ -121,12 +121,12 @@ pub const TABLE: &[(Exit, &[Cmd], &str)] = &[
     (
         Exit::Ok,
         &[Fleet],
-        "the slots were shown, or the slot was released (or was free)",
+        "the slots were shown, the slot was released (or was free), or the drop-in printed",
     ),
     (
         Exit::Usage,
         &[Fleet],
-        "bad usage, an invalid contract or no WARDEN_ETCD_ENDPOINTS, or etcd refused the request",
+        "bad usage, an invalid contract, no WARDEN_ETCD_ENDPOINTS or a TLS or password file that cannot be read, or etcd refused the request",
     ),
     (
         Exit::NoAgent,

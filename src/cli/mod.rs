@@ -64,7 +64,8 @@ pub enum Command {
     /// one graceful reload that the policy does not block
     #[command(name = "kill-switch", after_help = exit::help(Cmd::KillSwitch))]
     KillSwitch(kill_switch::KillSwitchArgs),
-    /// Show the fleet group's reload slots in etcd, or give one back
+    /// Show the fleet group's reload slots in etcd and who waits, give one back, or print the
+    /// agent unit's drop-in for its members
     #[command(after_help = exit::help(Cmd::Fleet))]
     Fleet(fleet::FleetArgs),
     /// Show the probes of the app and the automatic recovery breaker, or close the breaker

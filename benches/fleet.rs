@@ -381,18 +381,6 @@ fn watch_slots(port: u16) -> Arc<Mutex<Vec<SlotEvent>>> {
     seen
 }
 
-/// The most reloads in progress at once (touching spans do not overlap).
-fn most_at_once(spans: &[(i64, i64)]) -> usize {
-    let mut edges: Vec<(i64, i32)> = spans.iter().flat_map(|&(a, b)| [(a, 1), (b, -1)]).collect();
-    edges.sort();
-    let (mut now, mut most) = (0i32, 0i32);
-    for (_, d) in edges {
-        now += d;
-        most = most.max(now);
-    }
-    most as usize
-}
-
 /// One host's reload in a round (ns, CLOCK_REALTIME).
 struct Seen {
     name: String,

@@ -121,9 +121,9 @@ impl Host {
 
     /// The master's reloads as it saw them: from each SIGHUP to the last worker event (new
     /// worker up, old worker gone) before the next.
-    fn reloads(&self) -> Vec<(u64, u64)> {
+    fn reloads(&self) -> Vec<(i64, i64)> {
         let text = std::fs::read_to_string(&self.events).unwrap();
-        let mut spans: Vec<(u64, u64)> = Vec::new();
+        let mut spans: Vec<(i64, i64)> = Vec::new();
         for line in text.lines() {
             let mut w = line.split_whitespace();
             let (Some(what), Some(ns)) = (w.next(), w.next().and_then(|n| n.parse().ok())) else {
@@ -162,19 +162,6 @@ fn history(f: &Fixture) -> Vec<Value> {
             .unwrap_or_default(),
         Err(_) => Vec::new(),
     }
-}
-
-/// The most reloads in progress at once, over every host's spans.
-fn most_at_once(spans: &[(u64, u64)]) -> usize {
-    let mut edges: Vec<(u64, i32)> = spans.iter().flat_map(|&(a, b)| [(a, 1), (b, -1)]).collect();
-    // An end before a start at the same instant: touching spans do not overlap.
-    edges.sort();
-    let (mut now, mut most) = (0i32, 0i32);
-    for (_, d) in edges {
-        now += d;
-        most = most.max(now);
-    }
-    most as usize
 }
 
 fn verified_with_slot(e: &Value) {
@@ -220,7 +207,7 @@ fn five_hosts_through_one_slot_reload_one_at_a_time() {
             .count()
             >= 4
     );
-    let spans: Vec<(u64, u64)> = hosts.iter().flat_map(Host::reloads).collect();
+    let spans: Vec<(i64, i64)> = hosts.iter().flat_map(Host::reloads).collect();
     assert_eq!(spans.len(), 5, "one SIGHUP per host: {spans:?}");
     assert_eq!(most_at_once(&spans), 1, "reloads overlapped: {spans:?}");
     // Every slot is back and nobody waits.
@@ -242,7 +229,7 @@ fn two_slots_let_two_hosts_reload_at_once_never_three_and_a_member_down_changes_
     for e in &settled {
         verified_with_slot(e);
     }
-    let spans: Vec<(u64, u64)> = hosts.iter().flat_map(Host::reloads).collect();
+    let spans: Vec<(i64, i64)> = hosts.iter().flat_map(Host::reloads).collect();
     assert_eq!(spans.len(), 5, "{spans:?}");
     assert!(
         most_at_once(&spans) <= 2,
@@ -334,11 +321,11 @@ fn a_failed_reload_holds_the_rollout_until_released_and_a_dead_holders_slot_free
 const OVERRIDE: &str = r#"{"manual_override": true, "override_acknowledged": true,
     "override_reason": "this host must reload now"}"#;
 
-fn now_ns() -> u64 {
+fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .as_nanos() as u64
+        .as_nanos() as i64
 }
 
 #[test]

@@ -852,3 +852,17 @@ pub fn await_change(rx: &std::sync::mpsc::Receiver<(String, String)>, prop: &str
         }
     }
 }
+
+/// The most spans `(start, end)` in progress at once (reloads, from the masters' stamps); spans
+/// that only touch do not overlap.
+pub fn most_at_once(spans: &[(i64, i64)]) -> usize {
+    let mut edges: Vec<(i64, i32)> = spans.iter().flat_map(|&(a, b)| [(a, 1), (b, -1)]).collect();
+    // An end before a start at the same instant.
+    edges.sort();
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, d) in edges {
+        now += d;
+        most = most.max(now);
+    }
+    most as usize
+}

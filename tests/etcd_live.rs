@@ -445,4 +445,29 @@ fn with_etcds_authentication_on_the_agent_calls_as_its_user() {
         Err(EtcdError::Refused { detail, .. }) => assert!(detail.contains("warden"), "{detail}"),
         other => panic!("{other:?}"),
     }
+    // An agent refused by etcd fails the restart at once, saying why, even for a request whose
+    // rule goes on without etcd: etcd answered, it is not away.
+    let layers = warden::config::Layers::load_from(
+        [
+            ("WARDEN_ETCD_ENDPOINTS", format!("http://127.0.0.1:{}", m.port)),
+            ("WARDEN_ETCD_USER", "warden".into()),
+            ("WARDEN_ETCD_PASSWORD_FILE", pw.display().to_string()),
+        ]
+        .map(|(k, v)| (k.into(), v.into())),
+        &[],
+    )
+    .unwrap();
+    let (s, _) = warden::config::Settings::resolve(&layers, std::path::Path::new("/"));
+    let fleet = s.fleet.unwrap();
+    use warden::fleet::coordinator::{Asker, Coordinator, Gauges, Grant, Identity};
+    let mut agent = Coordinator::new(
+        &fleet,
+        Identity::of(&fleet, "app"),
+        std::sync::Arc::new(Gauges::new()),
+    )
+    .unwrap();
+    match agent.acquire(Asker::Override, &mut || {}) {
+        Grant::Unreachable { detail, .. } => assert!(detail.contains("warden"), "{detail}"),
+        other => panic!("{other:?}"),
+    }
 }

@@ -387,13 +387,17 @@ impl Coordinator {
                     self.give_back();
                 }
                 Err(e) => {
-                    if let Some(g) = self.unanswered(asker, start, deadline, &e, turn) {
+                    let mut pause = FIRST_PAUSE;
+                    if let Some(g) = self.unanswered(asker, start, deadline, &e, &mut pause, turn) {
                         return g;
                     }
                 }
             }
         }
         let mut pause = FIRST_PAUSE;
+        // A transaction refused once is tried again under a new lease (the old one may have
+        // run out between two renewals); twice in a row is etcd's answer.
+        let mut refused = false;
         let mut lease: Option<Keeper> = None;
         let mut in_line = false;
         let mut watch = None;
@@ -407,7 +411,7 @@ impl Coordinator {
                         in_line = false;
                         lease = Some(Keeper::start(self.etcd.clone(), l.id, self.ttl));
                     }
-                    Err(e) => match self.unanswered(asker, start, deadline, &e, turn) {
+                    Err(e) => match self.unanswered(asker, start, deadline, &e, &mut pause, turn) {
                         Some(g) => return g,
                         None => continue,
                     },
@@ -432,6 +436,7 @@ impl Coordinator {
                     };
                 }
                 Ok(Taken::AllHeld) => {
+                    refused = false;
                     if Instant::now() >= deadline {
                         let holders = self
                             .group
@@ -481,38 +486,40 @@ impl Coordinator {
                 }
                 // The lease is gone (expired while etcd was away): a new one next round.
                 Err(EtcdError::Refused { .. }) if lost => {}
-                Err(e @ EtcdError::Refused { .. }) => {
+                Err(e @ EtcdError::Refused { .. }) if !refused => {
                     tracing::warn!(error = %e, "etcd refused the slot's transaction; a new lease");
+                    refused = true;
                     self.revoke(lease.take());
-                    if let Some(g) = self.unanswered(asker, start, deadline, &e, turn) {
-                        return g;
-                    }
                 }
                 Err(e) => {
-                    if let Some(g) = self.unanswered(asker, start, deadline, &e, turn) {
+                    if let Some(g) = self.unanswered(asker, start, deadline, &e, &mut pause, turn) {
                         self.revoke(lease.take());
                         return g;
                     }
-                    std::thread::sleep(
-                        pause.min(deadline.saturating_duration_since(Instant::now())),
-                    );
-                    pause = (pause * 2).min(MAX_PAUSE);
                 }
             }
         }
     }
 
     /// etcd did not answer: what the asker's rule says, or `None` to try again (after a turn
-    /// and a pause).
+    /// and `pause`, which doubles). etcd refusing (a wrong password, no permission) is not its
+    /// being away: the request fails at once, whatever the rule, and says why.
     fn unanswered(
         &self,
         asker: Asker,
         start: Instant,
         deadline: Instant,
         e: &EtcdError,
+        pause: &mut Duration,
         turn: &mut dyn FnMut(),
     ) -> Option<Grant> {
         let waited = start.elapsed();
+        if let EtcdError::Refused { .. } = e {
+            return Some(Grant::Unreachable {
+                waited,
+                detail: e.to_string(),
+            });
+        }
         match self.rule(asker) {
             Unreachable::Proceed => Some(Grant::WithoutSlot {
                 waited,
@@ -530,8 +537,9 @@ impl Coordinator {
                 self.gauges.waiting(true);
                 turn();
                 std::thread::sleep(
-                    FIRST_PAUSE.min(deadline.saturating_duration_since(Instant::now())),
+                    (*pause).min(deadline.saturating_duration_since(Instant::now())),
                 );
+                *pause = (*pause * 2).min(MAX_PAUSE);
                 None
             }
         }

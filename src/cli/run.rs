@@ -185,6 +185,8 @@ fn run(src: Sources, s: Settings, validation: Validation) -> Result<(), AgentErr
             tracing::error!(error = %e, "cannot publish the kill-switch file");
         }
     }
+    // The fleet's client reads its TLS and password files: here, before the event loop.
+    let outside = Outside::of(&s, &crate::agent::fleet::instance_name(&s))?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -196,6 +198,7 @@ fn run(src: Sources, s: Settings, validation: Validation) -> Result<(), AgentErr
         admins,
         validation,
         metrics_listener,
+        outside,
     ))?;
     rt.shutdown_timeout(Duration::from_millis(100));
     Ok(())
@@ -268,6 +271,7 @@ async fn event_loop(
     admins: Admins,
     validation: Validation,
     metrics_listener: Option<std::os::unix::net::UnixListener>,
+    outside: Outside,
 ) -> Result<(), AgentError> {
     let Prepared {
         lock: _lock,
@@ -278,7 +282,6 @@ async fn event_loop(
     let unsaved = ledger.unsaved().map(str::to_string);
     let known = ledger.doc().clone();
     let app = settings.app_unit.as_deref().and_then(AppName::of_unit);
-    let outside = Outside::of(&settings, &crate::agent::fleet::instance_name(&settings))?;
     let fleet_series = FleetSeries {
         slots: outside
             .identity

@@ -449,7 +449,10 @@ fn with_etcds_authentication_on_the_agent_calls_as_its_user() {
     // rule goes on without etcd: etcd answered, it is not away.
     let layers = warden::config::Layers::load_from(
         [
-            ("WARDEN_ETCD_ENDPOINTS", format!("http://127.0.0.1:{}", m.port)),
+            (
+                "WARDEN_ETCD_ENDPOINTS",
+                format!("http://127.0.0.1:{}", m.port),
+            ),
             ("WARDEN_ETCD_USER", "warden".into()),
             ("WARDEN_ETCD_PASSWORD_FILE", pw.display().to_string()),
         ]
